@@ -1,0 +1,50 @@
+import os
+import re
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+SEED_FILE = Path(os.environ.get(
+    "NPLSTM_SEED", Path(__file__).resolve().parents[1].parent / "shared" / "seed" / "lstm_seed_notebook.txt"))
+
+
+def _textbook_rnn_utils():
+    """The course's rnn_utils, written plainly here so the seed oracle does not run our code."""
+    mod = types.ModuleType("rnn_utils")
+
+    def sigmoid(x):
+        return 1 / (1 + np.exp(-x))
+
+    def softmax(x):
+        e_x = np.exp(x - np.max(x, axis=0, keepdims=True))
+        return e_x / e_x.sum(axis=0, keepdims=True)
+
+    mod.sigmoid, mod.softmax = sigmoid, softmax
+    return mod
+
+
+@pytest.fixture(scope="session")
+def seed():
+    """The seed notebook's own functions, loaded from ../shared/seed at test time (skipped when absent)."""
+    if not SEED_FILE.is_file():
+        pytest.skip(f"seed notebook not found at {SEED_FILE}")
+    source = re.sub(r"^In \[\d*\]:\s*$", "", SEED_FILE.read_text(encoding="utf-8"), flags=re.M)
+    module = types.ModuleType("lstm_seed")
+    saved = sys.modules.get("rnn_utils")
+    sys.modules["rnn_utils"] = _textbook_rnn_utils()
+    try:
+        exec(compile(source, str(SEED_FILE), "exec"), module.__dict__)
+    finally:
+        if saved is None:
+            sys.modules.pop("rnn_utils", None)
+        else:
+            sys.modules["rnn_utils"] = saved
+    return module
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(1234)
