@@ -1,9 +1,12 @@
 """nplstm: LSTM networks in NumPy, with gradients you can check.
 
+- ``nplstm.LSTM``: torch.nn.LSTM's interface and weights on a fused NumPy engine, with an
+  explicit ``backward``.
 - ``nplstm.reference``: the course notebook's API (x is (n_x, m, T_x)), with correct BPTT.
 - ``nplstm.gradcheck``: central-difference gradient checking for any explicit backward.
 """
-from . import gradcheck, reference, rnn_utils
+from . import engine, gradcheck, reference, rnn_utils
+from .layers import LSTM
 
 __version__ = "0.1.0"
-__all__ = ["gradcheck", "reference", "rnn_utils", "__version__"]
+__all__ = ["LSTM", "engine", "gradcheck", "reference", "rnn_utils", "__version__"]

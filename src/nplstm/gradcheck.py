@@ -19,7 +19,8 @@ import numpy as np
 from . import _checks
 from . import reference
 
-__all__ = ["gradcheck", "numerical_gradient", "relative_error", "GradcheckReport", "check_lstm_reference"]
+__all__ = ["gradcheck", "numerical_gradient", "relative_error", "GradcheckReport", "check_lstm_reference",
+           "check_layer"]
 
 
 def numerical_gradient(loss_fn, x, eps=1e-5):
@@ -117,3 +118,36 @@ def check_lstm_reference(n_x=3, n_a=5, n_y=2, m=4, T_x=6, *, seed=0, eps=1e-5, t
     analytic = {k: grads["d" + k] for k in reference.GATE_KEYS}
     analytic.update(Wy=out_grads["dWy"], by=out_grads["dby"], x=grads["dx"], a0=grads["da0"], c0=grads["dc0"])
     return gradcheck(loss, {**params, "x": x, "a0": a0, "c0": c0}, analytic, eps=eps, tol=tol)
+
+
+def check_layer(layer, x, hx=None, lengths=None, *, seed=0, eps=1e-5, tol=1e-7):
+    """Gradient-check a float64 recurrent layer (e.g. ``nplstm.LSTM``): every weight, x, h0 and c0.
+
+    The loss is a random linear function of output, h_n and c_n, so that every path of the
+    backward, the final-state gradients included, is exercised. Forward runs in training mode;
+    the layer's generator is reset before each one, so dropout draws the same mask every time.
+    """
+    if np.dtype(layer.dtype) != np.float64:
+        raise TypeError(f"check_layer needs a float64 layer for finite differences, got {layer.dtype}")
+    rng = np.random.default_rng(seed)
+    x = np.array(x, dtype=np.float64)
+    if hx is None:
+        _, (h, c), _ = layer.forward(x, lengths=lengths)
+        hx = (rng.standard_normal(h.shape), rng.standard_normal(c.shape))
+    h0, c0 = (np.array(s, dtype=np.float64) for s in hx)
+
+    def run():
+        layer.rng = np.random.default_rng(seed + 1)
+        return layer.forward(x, (h0, c0), lengths=lengths, train=True)
+
+    out, (h_n, c_n), _ = run()
+    G, G_h, G_c = (rng.standard_normal(a.shape) for a in (out, h_n, c_n))
+
+    def loss():
+        out, (h_n, c_n), _ = run()
+        return float(np.sum(G * out) + np.sum(G_h * h_n) + np.sum(G_c * c_n))
+
+    _, _, cache = run()
+    dx, (dh0, dc0), grads = layer.backward(G, cache, (G_h, G_c))
+    tensors = {**layer.params, "x": x, "h0": h0, "c0": c0}
+    return gradcheck(loss, tensors, {**grads, "x": dx, "h0": dh0, "c0": dc0}, eps=eps, tol=tol)

@@ -1,0 +1,218 @@
+"""The fused LSTM time loop: forward and backward of one layer in one direction.
+
+Everything else (layers, directions, lengths, dropout) composes around these two functions.
+
+Shape legend, used in every comment below::
+
+    T  time steps            B  batch              I  input features
+    H  hidden size           P  output size of a step: proj_size if set, else H
+    4H the four gates, in the engine's internal order [i | f | o | g]
+
+Weights arrive in PyTorch's layout and gate order [i | f | g | o]::
+
+    w_ih (4H, I)   w_hh (4H, P)   b_ih, b_hh (4H,)   w_hr (P, H) or None
+
+``pack`` reorders the gate rows to [i | f | o | g] so that the three sigmoid gates are one
+contiguous block, transposes them for row-major GEMMs, and scales the sigmoid rows by 1/2:
+with sigma(z) = (1 + tanh(z/2)) / 2, a single ``np.tanh`` over all 4H columns then serves
+every gate, and the sigmoid block is finished with one multiply-add.
+
+Equations of step t (PyTorch's)::
+
+    z = x_t W_ih^T + b_ih + h_{t-1} W_hh^T + b_hh        (B, 4H)
+    i, f, o = sigmoid(z_i, z_f, z_o)    g = tanh(z_g)
+    c_t = f * c_{t-1} + i * g
+    h_t = o * tanh(c_t)                 (then h_t = h_t W_hr^T with a projection)
+
+Where the time goes: the input side of all T steps is one GEMM before the loop; the loop
+holds only the recurrent GEMM and a few in-place passes over preallocated buffers; the
+weight gradients and dx are each one GEMM over all T*B rows after the backward loop.
+
+Variable lengths use packed-sequence semantics on a batch sorted by decreasing length:
+``batch_sizes[t]`` rows are active at step t and they are the first ones, so each step
+works on the leading rows only. Rows that have finished (or, in reverse, not yet started)
+keep their state untouched.
+"""
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["Packed", "pack", "forward", "backward", "cell_step"]
+
+
+def gate_permutation(H):
+    """Row indices taking PyTorch's [i | f | g | o] to the engine's [i | f | o | g]."""
+    return np.r_[0:2 * H, 3 * H:4 * H, 2 * H:3 * H]
+
+
+@dataclass
+class Packed:
+    """One layer-direction's weights, packed for the engine (see ``pack``)."""
+    Wx: np.ndarray            # (I, 4H)  w_ih^T, gates [i f o g], sigmoid columns halved
+    Wh: np.ndarray            # (P, 4H)  w_hh^T, the same
+    b: np.ndarray             # (4H,)    b_ih + b_hh, the same
+    w_ih: np.ndarray          # (4H, I)  rows in [i f o g] order, unscaled: for dx
+    w_hh: np.ndarray          # (4H, P)  the same: for dh_{t-1}
+    w_hr: np.ndarray | None   # (P, H)   projection, or None
+    perm: np.ndarray          # (4H,)    gate_permutation(H)
+
+    @property
+    def H(self):
+        return self.w_ih.shape[0] // 4
+
+
+def pack(w_ih, w_hh, b_ih=None, b_hh=None, w_hr=None):
+    """Pack PyTorch-layout weights for ``forward``/``backward``; biases may be None (bias=False)."""
+    H = w_ih.shape[0] // 4
+    perm = gate_permutation(H)
+    scale = np.ones(4 * H, w_ih.dtype)
+    scale[:3 * H] = 0.5                                   # sigma(z) = (1 + tanh(z/2)) / 2
+    w_ih, w_hh = w_ih[perm], w_hh[perm]
+    b = np.zeros(4 * H, w_ih.dtype)
+    for bias in (b_ih, b_hh):
+        if bias is not None:
+            b += bias[perm]
+    return Packed(Wx=(w_ih * scale[:, None]).T.copy(), Wh=(w_hh * scale[:, None]).T.copy(), b=b * scale,
+                  w_ih=w_ih, w_hh=w_hh, w_hr=w_hr, perm=perm)
+
+
+def forward(x, h0, c0, w, batch_sizes=None, reverse=False, train=True):
+    """Run one direction of one layer over the whole sequence.
+
+    Arguments:
+        x -- (T, B, I), time-major; with ``batch_sizes`` the batch is sorted by decreasing length
+        h0 (B, P), c0 (B, H) -- initial state
+        w -- ``Packed`` weights
+        batch_sizes -- None, or (T,) ints: rows active at each step (non-increasing)
+        reverse -- read the sequence from its end (each row from its own last valid step)
+        train -- keep what ``backward`` needs; otherwise skip the per-step stores it alone needs
+
+    Returns:
+        out (T, B, P) -- h_t of each step in time order (padded steps hold stale values:
+                         the caller zeroes them)
+        h_n (B, P), c_n (B, H) -- each row's state after its last processed step
+        cache -- for ``backward`` (None unless train)
+    """
+    T, B, _ = x.shape
+    H, P = w.H, w.Wh.shape[0]
+    dtype = x.dtype
+    A = np.matmul(x.reshape(T * B, -1), w.Wx).reshape(T, B, 4 * H)   # input side of every step
+    A += w.b
+    hs = np.empty((T + 1, B, P), dtype)                  # states; h_{t-1} of step t sits at prev(t)
+    cs = np.empty((T + 1, B, H), dtype)
+    tc = np.empty((T, B, H) if train else (1, B, H), dtype)            # tanh(c_t)
+    r = np.empty((T, B, H), dtype) if w.w_hr is not None else None     # o * tanh(c_t) before projection
+    rec = np.empty((B, 4 * H), dtype)                    # recurrent GEMM result
+    ig = np.empty((B, H), dtype)
+    first = T if reverse else 0
+    hs[first], cs[first] = h0, c0
+    for t in (range(T - 1, -1, -1) if reverse else range(T)):
+        prev, nxt = (t + 1, t) if reverse else (t, t + 1)
+        n = B if batch_sizes is None else int(batch_sizes[t])
+        if n < B:                                         # finished / not yet started rows carry over
+            hs[nxt, n:], cs[nxt, n:] = hs[prev, n:], cs[prev, n:]
+        a = A[t, :n]                                      # (n, 4H), becomes the activated gates
+        np.matmul(hs[prev, :n], w.Wh, out=rec[:n])
+        a += rec[:n]
+        np.tanh(a, out=a)                                 # all four gates in one pass
+        sig = a[:, :3 * H]
+        sig *= 0.5
+        sig += 0.5                                        # i, f, o = (1 + tanh(z/2)) / 2
+        i, f, o, g = a[:, :H], a[:, H:2 * H], a[:, 2 * H:3 * H], a[:, 3 * H:]
+        c = cs[nxt, :n]
+        np.multiply(f, cs[prev, :n], out=c)
+        np.multiply(i, g, out=ig[:n])
+        c += ig[:n]                                       # c_t = f * c_{t-1} + i * g
+        tct = tc[t, :n] if train else tc[0, :n]
+        np.tanh(c, out=tct)
+        if r is None:
+            np.multiply(o, tct, out=hs[nxt, :n])          # h_t = o * tanh(c_t)
+        else:
+            np.multiply(o, tct, out=r[t, :n])
+            np.matmul(r[t, :n], w.w_hr.T, out=hs[nxt, :n])  # h_t = (o * tanh(c_t)) W_hr^T
+    last = 0 if reverse else T
+    out = hs[0:T] if reverse else hs[1:T + 1]
+    cache = (x, A, hs, cs, tc, r, w, batch_sizes, reverse) if train else None
+    return out, hs[last], cs[last], cache
+
+
+def backward(dout, dh_n, dc_n, cache):
+    """Backward of ``forward``.
+
+    Arguments:
+        dout (T, B, P) -- gradient w.r.t. ``out`` (zero at padded steps)
+        dh_n (B, P), dc_n (B, H) -- gradient w.r.t. the final state, or None for zero
+        cache -- from ``forward(..., train=True)``
+
+    Returns:
+        dx (T, B, I), dh0 (B, P), dc0 (B, H)
+        grads -- dict with keys w_ih, w_hh, b (the bias gradient, for both b_ih and b_hh),
+                 w_hr (None without projection); in PyTorch's layout and gate order
+    """
+    x, A, hs, cs, tc, r, w, batch_sizes, reverse = cache
+    T, B, I = x.shape
+    H, P = w.H, w.Wh.shape[0]
+    dtype = x.dtype
+    dZ = (np.empty if batch_sizes is None else np.zeros)((T, B, 4 * H), dtype)   # d pre-activations
+    dH = np.zeros((T, B, P), dtype) if r is not None else None                 # total dh_t, for dW_hr
+    dh = np.zeros((B, P), dtype) if dh_n is None else np.array(dh_n, dtype)    # carries, backwards
+    dc = np.zeros((B, H), dtype) if dc_n is None else np.array(dc_n, dtype)
+    dr_buf, tmp, tmp3 = np.empty((B, H), dtype), np.empty((B, H), dtype), np.empty((B, 3 * H), dtype)
+    for t in (range(T) if reverse else range(T - 1, -1, -1)):
+        prev = t + 1 if reverse else t
+        n = B if batch_sizes is None else int(batch_sizes[t])
+        dh[:n] += dout[t, :n]                             # this step's output plus what step t+1 sent
+        if r is None:
+            dr = dh[:n]
+        else:
+            dH[t, :n] = dh[:n]
+            dr = np.matmul(dh[:n], w.w_hr, out=dr_buf[:n])  # backprop through the projection
+        a, tct, dz = A[t, :n], tc[t, :n], dZ[t, :n]
+        i, f, o, g = a[:, :H], a[:, H:2 * H], a[:, 2 * H:3 * H], a[:, 3 * H:]
+        di, df, do, dg = dz[:, :H], dz[:, H:2 * H], dz[:, 2 * H:3 * H], dz[:, 3 * H:]
+        dcn, tm = dc[:n], tmp[:n]
+        np.multiply(dr, tct, out=do)                      # backprop through h = o * tanh(c)
+        np.multiply(tct, tct, out=tm)
+        np.subtract(1, tm, out=tm)
+        tm *= o
+        tm *= dr
+        dcn += tm                                         # backprop through tanh(c)
+        np.multiply(dcn, g, out=di)                       # backprop through c = f * c_prev + i * g
+        np.multiply(dcn, cs[prev, :n], out=df)
+        np.multiply(dcn, i, out=dg)
+        s = tmp3[:n]
+        np.subtract(1, a[:, :3 * H], out=s)
+        s *= a[:, :3 * H]
+        dz[:, :3 * H] *= s                                # backprop through sigmoid: s (1 - s)
+        np.multiply(g, g, out=tm)
+        np.subtract(1, tm, out=tm)
+        dg *= tm                                          # backprop through tanh: 1 - g^2
+        dcn *= f                                          # dc_{t-1}
+        np.matmul(dz, w.w_hh, out=dh[:n])                 # dh_{t-1}: backprop through h_{t-1} W_hh^T
+    Zf = dZ.reshape(T * B, 4 * H)
+    h_prev = hs[1:] if reverse else hs[:T]                # (T, B, P): h_{t-1} of each step t
+    inv = np.argsort(w.perm)                              # back to PyTorch's [i f g o]
+    grads = {
+        "w_ih": (Zf.T @ x.reshape(T * B, I))[inv],        # (4H, I)  one GEMM over all T*B rows
+        "w_hh": (Zf.T @ h_prev.reshape(T * B, P))[inv],   # (4H, P)
+        "b": Zf.sum(axis=0)[inv],                         # (4H,)
+        "w_hr": None if r is None else dH.reshape(T * B, P).T @ r.reshape(T * B, H),   # (P, H)
+    }
+    dx = (Zf @ w.w_ih).reshape(T, B, I)                   # backprop through x W_ih^T
+    return dx, dh, dc, grads
+
+
+def cell_step(x, h, c, w_ih, w_hh, b_ih=None, b_hh=None, w_hr=None):
+    """One LSTM step written plainly, in PyTorch's layout: (x (B, I), h, c) -> (h, c).
+
+    The readable definition the engine must agree with; no fusion, no tricks.
+    """
+    z = x @ w_ih.T + h @ w_hh.T                            # (B, 4H), gates [i f g o]
+    if b_ih is not None:
+        z = z + b_ih + b_hh
+    H = w_ih.shape[0] // 4
+    i, f = 1 / (1 + np.exp(-z[:, :H])), 1 / (1 + np.exp(-z[:, H:2 * H]))
+    g, o = np.tanh(z[:, 2 * H:3 * H]), 1 / (1 + np.exp(-z[:, 3 * H:]))
+    c = f * c + i * g
+    h = o * np.tanh(c)
+    return (h if w_hr is None else h @ w_hr.T), c

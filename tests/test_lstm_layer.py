@@ -1,0 +1,180 @@
+"""nplstm.LSTM: finite differences, the reference API, a hand-stepped cell, and its own contract."""
+import numpy as np
+import pytest
+
+import nplstm
+from nplstm import engine, reference
+from nplstm.gradcheck import check_layer
+
+I, H, B, T = 3, 5, 4, 6        # distinct sizes: a transposed axis cannot pass
+LENGTHS = [6, 3, 1, 5]         # unsorted, with a full row, so sorting and un-sorting are exercised
+
+
+def make(seed=0, **kw):
+    lstm = nplstm.LSTM(kw.pop("input_size", I), H, dtype=kw.pop("dtype", "float64"), seed=seed, **kw)
+    for k, v in lstm.params.items():                      # larger than torch's init: saturate some gates
+        v[...] = np.random.default_rng(hash(k) % 2**32).uniform(-0.8, 0.8, v.shape)
+    return lstm
+
+
+def x_for(lstm, seed=1, unbatched=False):
+    shape = (T, I) if unbatched else ((B, T, I) if lstm.batch_first else (T, B, I))
+    return np.random.default_rng(seed).standard_normal(shape)
+
+
+CONFIGS = [
+    dict(),
+    dict(num_layers=2),
+    dict(bidirectional=True),
+    dict(num_layers=2, bidirectional=True, batch_first=True),
+    dict(proj_size=2),
+    dict(num_layers=2, bidirectional=True, proj_size=3),
+    dict(bias=False),
+    dict(num_layers=2, dropout=0.4),
+]
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=[str(c) or "default" for c in CONFIGS])
+@pytest.mark.parametrize("lengths", [None, LENGTHS], ids=["full", "lengths"])
+def test_gradcheck(config, lengths):
+    lstm = make(**config)
+    report = check_layer(lstm, x_for(lstm), lengths=lengths)
+    assert set(report.errors) == set(lstm.params) | {"x", "h0", "c0"}
+    assert report.max_error <= 1e-7, report
+
+
+def test_gradcheck_unbatched():
+    lstm = make(num_layers=2, bidirectional=True)
+    report = check_layer(lstm, x_for(lstm, unbatched=True))
+    assert report.max_error <= 1e-7, report
+
+
+def seed_to_torch_layout(p, n_a):
+    """The seed's (f, i, c, o) weights on [a_prev; x] -> PyTorch's packed [i|f|g|o] rows."""
+    W = np.concatenate([p["Wi"], p["Wf"], p["Wc"], p["Wo"]])          # (4H, n_a + n_x)
+    b = np.concatenate([p["bi"], p["bf"], p["bc"], p["bo"]])[:, 0]
+    return {"weight_ih_l0": W[:, n_a:], "weight_hh_l0": W[:, :n_a], "bias_ih_l0": b, "bias_hh_l0": np.zeros_like(b)}
+
+
+def test_matches_reference_api_forward_and_backward():
+    n_x, n_a, m, T_x = I, H, B, T
+    params = reference.initialize_parameters(n_x, n_a, 2, seed=3, scale=0.8)
+    rng = np.random.default_rng(4)
+    x, a0 = rng.standard_normal((n_x, m, T_x)), rng.standard_normal((n_a, m))
+    a, _, c, caches = reference.lstm_forward(x, a0, params)
+    G = rng.standard_normal((n_a, m, T_x))
+    g = reference.lstm_backward(G, caches, return_dc0=True)
+
+    lstm = nplstm.LSTM(n_x, n_a, dtype="float64")
+    lstm.load_state_dict(seed_to_torch_layout(params, n_a))
+    hx = (a0.T[None], np.zeros((1, m, n_a)))
+    out, (h_n, c_n), cache = lstm.forward(x.transpose(2, 1, 0), hx, train=True)
+    np.testing.assert_allclose(out, a.transpose(2, 1, 0), atol=1e-13)
+    np.testing.assert_allclose(c_n[0], c[:, :, -1].T, atol=1e-13)
+    dx, (dh0, dc0), grads = lstm.backward(G.transpose(2, 1, 0), cache)
+    np.testing.assert_allclose(dx, g["dx"].transpose(2, 1, 0), atol=1e-13)
+    np.testing.assert_allclose(dh0[0], g["da0"].T, atol=1e-13)
+    np.testing.assert_allclose(dc0[0], g["dc0"].T, atol=1e-13)
+    want = seed_to_torch_layout({k: g["d" + k] for k in reference.GATE_KEYS}, n_a)
+    np.testing.assert_allclose(grads["weight_ih_l0"], want["weight_ih_l0"], atol=1e-12)
+    np.testing.assert_allclose(grads["weight_hh_l0"], want["weight_hh_l0"], atol=1e-12)
+    np.testing.assert_allclose(grads["bias_ih_l0"], want["bias_ih_l0"], atol=1e-12)
+    np.testing.assert_allclose(grads["bias_hh_l0"], want["bias_ih_l0"], atol=1e-12)
+
+
+@pytest.mark.parametrize("proj_size", [0, 2])
+def test_sequence_equals_stepping_the_cell(proj_size):
+    lstm = make(num_layers=2, bidirectional=True, proj_size=proj_size)
+    x = x_for(lstm)
+    rng = np.random.default_rng(5)
+    P = proj_size or H
+    h0, c0 = rng.standard_normal((4, B, P)), rng.standard_normal((4, B, H))
+    out, (h_n, c_n) = lstm(x, (h0, c0))
+    inp = x
+    for layer in range(2):
+        outs = []
+        for d, steps in enumerate((range(T), range(T - 1, -1, -1))):
+            k, sfx = 2 * layer + d, f"_l{layer}" + ("_reverse" if d else "")
+            w = [lstm.params.get(n + sfx) for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr")]
+            h, c, hs = h0[k], c0[k], [None] * T
+            for t in steps:
+                h, c = engine.cell_step(inp[t], h, c, *w)
+                hs[t] = h
+            np.testing.assert_allclose(h_n[k], h, atol=1e-13)
+            np.testing.assert_allclose(c_n[k], c, atol=1e-13)
+            outs.append(np.stack(hs))
+        inp = np.concatenate(outs, axis=2)
+    np.testing.assert_allclose(out, inp, atol=1e-13)
+
+
+def test_lengths_match_running_each_row_alone():
+    lstm = make(num_layers=2, bidirectional=True)
+    x = x_for(lstm)
+    out, (h_n, c_n) = lstm(x, lengths=LENGTHS)
+    for b, n in enumerate(LENGTHS):
+        o1, (h1, c1) = lstm(x[:n, b])                     # unbatched, truncated to its own length
+        np.testing.assert_allclose(out[:n, b], o1, atol=1e-13)
+        np.testing.assert_allclose(h_n[:, b], h1, atol=1e-13)
+        np.testing.assert_allclose(c_n[:, b], c1, atol=1e-13)
+        assert np.all(out[n:, b] == 0)
+
+
+def test_full_lengths_equal_no_lengths_and_padding_gets_no_gradient():
+    lstm = make(bidirectional=True)
+    x = x_for(lstm)
+    np.testing.assert_array_equal(lstm(x, lengths=[T] * B)[0], lstm(x)[0])
+    out, _, cache = lstm.forward(x, lengths=LENGTHS, train=True)
+    G = np.ones_like(out)
+    dx, _, grads = lstm.backward(G, cache)
+    G2 = G.copy()
+    for b, n in enumerate(LENGTHS):
+        G2[n:, b] = 1e6                                   # garbage on padded steps is ignored
+        assert np.all(dx[n:, b] == 0)
+    dx2, _, grads2 = lstm.backward(G2, cache)
+    np.testing.assert_array_equal(dx, dx2)
+
+
+def test_float32_layer():
+    lstm = nplstm.LSTM(I, H, num_layers=2, bidirectional=True, proj_size=2, seed=0)
+    assert all(v.dtype == np.float32 for v in lstm.params.values())
+    x = x_for(lstm)                                       # float64 input is cast once
+    out, (h, c), cache = lstm.forward(x, train=True)
+    dx, (dh0, dc0), grads = lstm.backward(np.ones(out.shape), cache)
+    assert all(a.dtype == np.float32 for a in (out, h, c, dx, dh0, dc0, *grads.values()))
+    ref64 = nplstm.LSTM(I, H, num_layers=2, bidirectional=True, proj_size=2, dtype="float64")
+    ref64.load_state_dict(lstm.state_dict())
+    np.testing.assert_allclose(out, ref64(x)[0], atol=1e-5)
+
+
+def test_dropout_only_in_training():
+    lstm = make(num_layers=2, dropout=0.5)
+    plain = make(num_layers=2)
+    x = x_for(lstm)
+    np.testing.assert_array_equal(lstm(x)[0], plain(x)[0])
+    assert not np.allclose(lstm.forward(x, train=True)[0], plain(x)[0])
+
+
+def test_init_and_forget_bias():
+    lstm = nplstm.LSTM(7, 16, num_layers=2, seed=0, forget_bias=1.0)
+    bound = 1 / 4
+    for k, v in lstm.params.items():
+        if k.startswith("bias_ih"):
+            assert np.all(v[16:32] == 1.0)
+        elif k.startswith("bias_hh"):
+            assert np.all(v[16:32] == 0.0)
+        assert np.all(np.abs(v[32:] if k.startswith("bias") else v) <= bound)
+    w = nplstm.LSTM(7, 16, seed=0).params["weight_hh_l0"]
+    assert w.std() == pytest.approx(bound / np.sqrt(3), rel=0.1)          # U(-b, b)
+    np.testing.assert_array_equal(w, nplstm.LSTM(7, 16, seed=0).params["weight_hh_l0"])
+    assert not np.array_equal(w, nplstm.LSTM(7, 16, seed=1).params["weight_hh_l0"])
+
+
+def test_state_dict_round_trip_and_key_order():
+    lstm = make(num_layers=2, bidirectional=True, proj_size=2)
+    keys = list(lstm.state_dict())
+    assert keys[:5] == ["weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0", "weight_hr_l0"]
+    assert keys[5] == "weight_ih_l0_reverse" and lstm.params["weight_ih_l1"].shape == (4 * H, 4)
+    other = make(seed=9, num_layers=2, bidirectional=True, proj_size=2)
+    other.load_state_dict(lstm.state_dict())
+    x = x_for(lstm)
+    np.testing.assert_array_equal(other(x)[0], lstm(x)[0])

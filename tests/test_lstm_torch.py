@@ -1,0 +1,81 @@
+"""nplstm.LSTM against torch.nn.LSTM: outputs, states and every gradient (skipped without torch)."""
+import numpy as np
+import pytest
+
+import nplstm
+
+torch = pytest.importorskip("torch")
+
+# (input, hidden, batch, T, layers, bidirectional, proj_size, bias, batch_first, lengths)
+CASES = [
+    (3, 5, 4, 6, 1, False, 0, True, False, False),
+    (4, 6, 3, 7, 2, True, 0, True, True, False),
+    (5, 7, 4, 5, 2, False, 3, True, False, True),
+    (3, 4, 5, 6, 3, True, 2, False, True, True),
+    (6, 3, 7, 4, 1, True, 0, True, False, True),
+]
+
+
+def run_torch(module, x, h0, c0, lengths, G, G_h, G_c, batch_first):
+    xt = torch.tensor(x, requires_grad=True)
+    h0t, c0t = torch.tensor(h0, requires_grad=True), torch.tensor(c0, requires_grad=True)
+    if lengths is None:
+        out, (h, c) = module(xt, (h0t, c0t))
+    else:
+        packed = torch.nn.utils.rnn.pack_padded_sequence(xt, torch.tensor(lengths), batch_first=batch_first,
+                                                         enforce_sorted=False)
+        out, (h, c) = module(packed, (h0t, c0t))
+        out, _ = torch.nn.utils.rnn.pad_packed_sequence(out, batch_first=batch_first, total_length=x.shape[1 if batch_first else 0])
+    loss = (out * torch.tensor(G)).sum() + (h * torch.tensor(G_h)).sum() + (c * torch.tensor(G_c)).sum()
+    loss.backward()
+    grads = {k: p.grad.numpy() for k, p in module.named_parameters()}
+    return [t.detach().numpy() for t in (out, h, c, xt.grad, h0t.grad, c0t.grad)], grads
+
+
+@pytest.mark.parametrize("dtype,tol", [("float64", 1e-9), ("float32", 1e-4)])
+@pytest.mark.parametrize("case", CASES, ids=[str(c) for c in CASES])
+def test_matches_torch(case, dtype, tol):
+    I, H, B, T, L, bi, proj, bias, bf, use_lengths = case
+    torch.manual_seed(sum(case[:6]))
+    tdtype = getattr(torch, dtype)
+    module = torch.nn.LSTM(I, H, L, bias=bias, batch_first=bf, bidirectional=bi, proj_size=proj).to(tdtype)
+    with torch.no_grad():
+        for p in module.parameters():                     # distinct non-zero biases on both sides
+            p.uniform_(-0.6, 0.6)
+    ours = nplstm.LSTM(I, H, L, bias=bias, batch_first=bf, bidirectional=bi, proj_size=proj, dtype=dtype)
+    ours.load_state_dict({k: v.numpy() for k, v in module.state_dict().items()})
+
+    rng = np.random.default_rng(7)
+    D, P = 2 if bi else 1, proj or H
+    x = rng.standard_normal((B, T, I) if bf else (T, B, I)).astype(dtype)
+    h0, c0 = rng.standard_normal((L * D, B, P)).astype(dtype), rng.standard_normal((L * D, B, H)).astype(dtype)
+    lengths = rng.integers(1, T + 1, B) if use_lengths else None
+    if lengths is not None:
+        lengths[0] = T
+    out_shape = (B, T, D * P) if bf else (T, B, D * P)
+    G, G_h, G_c = (rng.standard_normal(s).astype(dtype) for s in (out_shape, h0.shape, c0.shape))
+    if lengths is not None:                               # torch's padded output is 0 there; give no gradient
+        for b, n in enumerate(lengths):
+            (G[b, n:] if bf else G[n:, b])[...] = 0
+
+    want, want_grads = run_torch(module, x, h0, c0, lengths, G, G_h, G_c, bf)
+    out, (h, c), cache = ours.forward(x, (h0, c0), lengths=lengths, train=True)
+    dx, (dh0, dc0), grads = ours.backward(G, cache, (G_h, G_c))
+    for name, got, expected in zip(("output", "h_n", "c_n", "dx", "dh0", "dc0"), (out, h, c, dx, dh0, dc0), want):
+        np.testing.assert_allclose(got, expected, rtol=0, atol=tol, err_msg=name)
+    assert list(grads) == list(want_grads)
+    for key in want_grads:
+        np.testing.assert_allclose(grads[key], want_grads[key], rtol=0, atol=tol * 10, err_msg=key)
+
+
+def test_unbatched_and_default_init_match_torch_shapes():
+    module = torch.nn.LSTM(3, 5, 2, bidirectional=True)
+    ours = nplstm.LSTM(3, 5, 2, bidirectional=True)
+    assert {k: v.shape for k, v in ours.state_dict().items()} == {k: tuple(v.shape) for k, v in module.state_dict().items()}
+    ours.load_state_dict({k: v.numpy() for k, v in module.state_dict().items()})
+    x = np.random.default_rng(0).standard_normal((6, 3)).astype(np.float32)
+    out, (h, c) = ours(x)
+    t_out, (t_h, t_c) = module(torch.tensor(x))
+    assert out.shape == tuple(t_out.shape) and h.shape == tuple(t_h.shape)
+    np.testing.assert_allclose(out, t_out.detach().numpy(), atol=1e-5)
+    np.testing.assert_allclose(c, t_c.detach().numpy(), atol=1e-5)
