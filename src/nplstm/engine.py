@@ -12,26 +12,29 @@ Weights arrive in PyTorch's layout and gate order [i | f | g | o]::
 
     w_ih (4H, I)   w_hh (4H, P)   b_ih, b_hh (4H,)   w_hr (P, H) or None
 
-``pack`` reorders the gate rows to [i | f | o | g] so that the three sigmoid gates are one
-contiguous block, transposes them for row-major GEMMs, and scales the sigmoid rows by 1/2:
-with sigma(z) = (1 + tanh(z/2)) / 2, a single ``np.tanh`` over all 4H columns then serves
-every gate, and the sigmoid block is finished with one multiply-add.
+Inside the loop every per-step array is feature-major, (features, B), as in the course
+notebook's (n_a, m): a gate is then a contiguous block of rows, so each elementwise pass
+runs over contiguous memory, and the recurrent GEMM is (4H, P) @ (P, B).
+
+``pack`` reorders the gate rows to [i | f | o | g], so the three sigmoid gates form one
+block, and scales those rows by 1/2: with sigma(z) = (1 + tanh(z/2)) / 2, one ``np.tanh``
+over all 4H rows serves every gate, and the sigmoid block is finished with one multiply-add.
 
 Equations of step t (PyTorch's)::
 
-    z = x_t W_ih^T + b_ih + h_{t-1} W_hh^T + b_hh        (B, 4H)
+    z = W_ih x_t + b_ih + W_hh h_{t-1} + b_hh          (4H, B)
     i, f, o = sigmoid(z_i, z_f, z_o)    g = tanh(z_g)
     c_t = f * c_{t-1} + i * g
-    h_t = o * tanh(c_t)                 (then h_t = h_t W_hr^T with a projection)
+    h_t = o * tanh(c_t)                 (then h_t = W_hr h_t with a projection)
 
 Where the time goes: the input side of all T steps is one GEMM before the loop; the loop
-holds only the recurrent GEMM and a few in-place passes over preallocated buffers; the
-weight gradients and dx are each one GEMM over all T*B rows after the backward loop.
+holds only the recurrent GEMM and in-place passes over preallocated buffers; the weight
+gradients and dx are each one GEMM over all T*B columns after the backward loop.
 
 Variable lengths use packed-sequence semantics on a batch sorted by decreasing length:
-``batch_sizes[t]`` rows are active at step t and they are the first ones, so each step
-works on the leading rows only. Rows that have finished (or, in reverse, not yet started)
-keep their state untouched.
+``batch_sizes[t]`` columns are active at step t and they are the first ones, so each step
+works on the leading columns only. Columns that have finished (or, in reverse, not yet
+started) keep their state untouched.
 """
 from dataclasses import dataclass
 
@@ -48,9 +51,9 @@ def gate_permutation(H):
 @dataclass
 class Packed:
     """One layer-direction's weights, packed for the engine (see ``pack``)."""
-    Wx: np.ndarray            # (I, 4H)  w_ih^T, gates [i f o g], sigmoid columns halved
-    Wh: np.ndarray            # (P, 4H)  w_hh^T, the same
-    b: np.ndarray             # (4H,)    b_ih + b_hh, the same
+    Wx: np.ndarray            # (4H, I)  w_ih, gates [i f o g], sigmoid rows halved
+    Wh: np.ndarray            # (4H, P)  w_hh, the same
+    b: np.ndarray             # (4H, 1)  b_ih + b_hh, the same
     w_ih: np.ndarray          # (4H, I)  rows in [i f o g] order, unscaled: for dx
     w_hh: np.ndarray          # (4H, P)  the same: for dh_{t-1}
     w_hr: np.ndarray | None   # (P, H)   projection, or None
@@ -65,15 +68,14 @@ def pack(w_ih, w_hh, b_ih=None, b_hh=None, w_hr=None):
     """Pack PyTorch-layout weights for ``forward``/``backward``; biases may be None (bias=False)."""
     H = w_ih.shape[0] // 4
     perm = gate_permutation(H)
-    scale = np.ones(4 * H, w_ih.dtype)
+    scale = np.ones((4 * H, 1), w_ih.dtype)
     scale[:3 * H] = 0.5                                   # sigma(z) = (1 + tanh(z/2)) / 2
     w_ih, w_hh = w_ih[perm], w_hh[perm]
-    b = np.zeros(4 * H, w_ih.dtype)
+    b = np.zeros((4 * H, 1), w_ih.dtype)
     for bias in (b_ih, b_hh):
         if bias is not None:
-            b += bias[perm]
-    return Packed(Wx=(w_ih * scale[:, None]).T.copy(), Wh=(w_hh * scale[:, None]).T.copy(), b=b * scale,
-                  w_ih=w_ih, w_hh=w_hh, w_hr=w_hr, perm=perm)
+            b += bias[perm, None]
+    return Packed(Wx=w_ih * scale, Wh=w_hh * scale, b=b * scale, w_ih=w_ih, w_hh=w_hh, w_hr=w_hr, perm=perm)
 
 
 def forward(x, h0, c0, w, batch_sizes=None, reverse=False, train=True):
@@ -83,9 +85,9 @@ def forward(x, h0, c0, w, batch_sizes=None, reverse=False, train=True):
         x -- (T, B, I), time-major; with ``batch_sizes`` the batch is sorted by decreasing length
         h0 (B, P), c0 (B, H) -- initial state
         w -- ``Packed`` weights
-        batch_sizes -- None, or (T,) ints: rows active at each step (non-increasing)
-        reverse -- read the sequence from its end (each row from its own last valid step)
-        train -- keep what ``backward`` needs; otherwise skip the per-step stores it alone needs
+        batch_sizes -- None, or (T,) ints: columns active at each step (non-increasing)
+        reverse -- read the sequence from its end (each column from its own last valid step)
+        train -- keep what ``backward`` needs; otherwise reuse one step's buffers
 
     Returns:
         out (T, B, P) -- h_t of each step in time order (padded steps hold stale values:
@@ -94,53 +96,57 @@ def forward(x, h0, c0, w, batch_sizes=None, reverse=False, train=True):
         cache -- for ``backward`` (None unless train)
     """
     T, B, _ = x.shape
-    H, P = w.H, w.Wh.shape[0]
+    H, P = w.H, w.Wh.shape[1]
     dtype = x.dtype
-    A = np.matmul(x.reshape(T * B, -1), w.Wx).reshape(T, B, 4 * H)   # input side of every step
-    A += w.b
-    hs = np.empty((T + 1, B, P), dtype)                  # states; h_{t-1} of step t sits at prev(t)
-    cs = np.empty((T + 1, B, H), dtype)
-    tc = np.empty((T, B, H) if train else (1, B, H), dtype)            # tanh(c_t)
-    r = np.empty((T, B, H), dtype) if w.w_hr is not None else None     # o * tanh(c_t) before projection
-    rec = np.empty((B, 4 * H), dtype)                    # recurrent GEMM result
-    ig = np.empty((B, H), dtype)
+    Xp = np.matmul(w.Wx, x.reshape(T * B, -1).T)         # (4H, T*B): input side of every step
+    Xp += w.b
+    Xp = Xp.reshape(4 * H, T, B)
+    hs = np.empty((T + 1, P, B), dtype)                  # states; h_{t-1} of step t sits at prev(t)
+    cs = np.empty((T + 1, H, B), dtype)
+    keep = T if train else 1                             # inference reuses slot 0
+    A = np.empty((keep, 4 * H, B), dtype)                # activated gates
+    tc = np.empty((keep, H, B), dtype)                   # tanh(c_t)
+    r = np.empty((keep, H, B), dtype) if w.w_hr is not None else None   # o * tanh(c_t) before projection
+    rec = np.empty((4 * H, B), dtype)                    # recurrent GEMM result
+    ig = np.empty((H, B), dtype)
     first = T if reverse else 0
-    hs[first], cs[first] = h0, c0
+    hs[first], cs[first] = h0.T, c0.T
     for t in (range(T - 1, -1, -1) if reverse else range(T)):
         prev, nxt = (t + 1, t) if reverse else (t, t + 1)
+        k = t if train else 0
         n = B if batch_sizes is None else int(batch_sizes[t])
-        if n < B:                                         # finished / not yet started rows carry over
-            hs[nxt, n:], cs[nxt, n:] = hs[prev, n:], cs[prev, n:]
-        a = A[t, :n]                                      # (n, 4H), becomes the activated gates
-        np.matmul(hs[prev, :n], w.Wh, out=rec[:n])
-        a += rec[:n]
+        if n < B:                                         # finished / not yet started columns carry over
+            hs[nxt, :, n:], cs[nxt, :, n:] = hs[prev, :, n:], cs[prev, :, n:]
+        a = A[k, :, :n]                                   # (4H, n)
+        np.matmul(w.Wh, hs[prev, :, :n], out=rec[:, :n])
+        np.add(rec[:, :n], Xp[:, t, :n], out=a)           # z / 2 for i, f, o; z for g
         np.tanh(a, out=a)                                 # all four gates in one pass
-        sig = a[:, :3 * H]
+        sig = a[:3 * H]
         sig *= 0.5
         sig += 0.5                                        # i, f, o = (1 + tanh(z/2)) / 2
-        i, f, o, g = a[:, :H], a[:, H:2 * H], a[:, 2 * H:3 * H], a[:, 3 * H:]
-        c = cs[nxt, :n]
-        np.multiply(f, cs[prev, :n], out=c)
-        np.multiply(i, g, out=ig[:n])
-        c += ig[:n]                                       # c_t = f * c_{t-1} + i * g
-        tct = tc[t, :n] if train else tc[0, :n]
+        i, f, o, g = a[:H], a[H:2 * H], a[2 * H:3 * H], a[3 * H:]
+        c = cs[nxt, :, :n]
+        np.multiply(f, cs[prev, :, :n], out=c)
+        np.multiply(i, g, out=ig[:, :n])
+        c += ig[:, :n]                                    # c_t = f * c_{t-1} + i * g
+        tct = tc[k, :, :n]
         np.tanh(c, out=tct)
         if r is None:
-            np.multiply(o, tct, out=hs[nxt, :n])          # h_t = o * tanh(c_t)
+            np.multiply(o, tct, out=hs[nxt, :, :n])       # h_t = o * tanh(c_t)
         else:
-            np.multiply(o, tct, out=r[t, :n])
-            np.matmul(r[t, :n], w.w_hr.T, out=hs[nxt, :n])  # h_t = (o * tanh(c_t)) W_hr^T
+            np.multiply(o, tct, out=r[k, :, :n])
+            np.matmul(w.w_hr, r[k, :, :n], out=hs[nxt, :, :n])   # h_t = W_hr (o * tanh(c_t))
     last = 0 if reverse else T
-    out = hs[0:T] if reverse else hs[1:T + 1]
+    out = (hs[0:T] if reverse else hs[1:T + 1]).transpose(0, 2, 1)   # (T, B, P) view
     cache = (x, A, hs, cs, tc, r, w, batch_sizes, reverse) if train else None
-    return out, hs[last], cs[last], cache
+    return out, hs[last].T, cs[last].T, cache
 
 
 def backward(dout, dh_n, dc_n, cache):
     """Backward of ``forward``.
 
     Arguments:
-        dout (T, B, P) -- gradient w.r.t. ``out`` (zero at padded steps)
+        dout (T, B, P) -- gradient w.r.t. ``out`` (ignored at padded steps)
         dh_n (B, P), dc_n (B, H) -- gradient w.r.t. the final state, or None for zero
         cache -- from ``forward(..., train=True)``
 
@@ -151,26 +157,27 @@ def backward(dout, dh_n, dc_n, cache):
     """
     x, A, hs, cs, tc, r, w, batch_sizes, reverse = cache
     T, B, I = x.shape
-    H, P = w.H, w.Wh.shape[0]
+    H, P = w.H, w.Wh.shape[1]
     dtype = x.dtype
-    dZ = (np.empty if batch_sizes is None else np.zeros)((T, B, 4 * H), dtype)   # d pre-activations
-    dH = np.zeros((T, B, P), dtype) if r is not None else None                 # total dh_t, for dW_hr
-    dh = np.zeros((B, P), dtype) if dh_n is None else np.array(dh_n, dtype)    # carries, backwards
-    dc = np.zeros((B, H), dtype) if dc_n is None else np.array(dc_n, dtype)
-    dr_buf, tmp, tmp3 = np.empty((B, H), dtype), np.empty((B, H), dtype), np.empty((B, 3 * H), dtype)
+    dZ = (np.empty if batch_sizes is None else np.zeros)((T, 4 * H, B), dtype)  # d pre-activations
+    dH = np.zeros((T, P, B), dtype) if r is not None else None                # total dh_t, for dW_hr
+    dh = np.zeros((P, B), dtype) if dh_n is None else np.array(dh_n.T, dtype)  # carries, backwards
+    dc = np.zeros((H, B), dtype) if dc_n is None else np.array(dc_n.T, dtype)
+    dr_buf, tmp, tmp3 = np.empty((H, B), dtype), np.empty((H, B), dtype), np.empty((3 * H, B), dtype)
     for t in (range(T) if reverse else range(T - 1, -1, -1)):
         prev = t + 1 if reverse else t
         n = B if batch_sizes is None else int(batch_sizes[t])
-        dh[:n] += dout[t, :n]                             # this step's output plus what step t+1 sent
+        dhn = dh[:, :n]
+        dhn += dout[t, :n].T                              # this step's output plus what step t+1 sent
         if r is None:
-            dr = dh[:n]
+            dr = dhn
         else:
-            dH[t, :n] = dh[:n]
-            dr = np.matmul(dh[:n], w.w_hr, out=dr_buf[:n])  # backprop through the projection
-        a, tct, dz = A[t, :n], tc[t, :n], dZ[t, :n]
-        i, f, o, g = a[:, :H], a[:, H:2 * H], a[:, 2 * H:3 * H], a[:, 3 * H:]
-        di, df, do, dg = dz[:, :H], dz[:, H:2 * H], dz[:, 2 * H:3 * H], dz[:, 3 * H:]
-        dcn, tm = dc[:n], tmp[:n]
+            dH[t, :, :n] = dhn
+            dr = np.matmul(w.w_hr.T, dhn, out=dr_buf[:, :n])   # backprop through the projection
+        a, tct, dz = A[t, :, :n], tc[t, :, :n], dZ[t, :, :n]
+        i, f, o, g = a[:H], a[H:2 * H], a[2 * H:3 * H], a[3 * H:]
+        di, df, do, dg = dz[:H], dz[H:2 * H], dz[2 * H:3 * H], dz[3 * H:]
+        dcn, tm = dc[:, :n], tmp[:, :n]
         np.multiply(dr, tct, out=do)                      # backprop through h = o * tanh(c)
         np.multiply(tct, tct, out=tm)
         np.subtract(1, tm, out=tm)
@@ -178,28 +185,28 @@ def backward(dout, dh_n, dc_n, cache):
         tm *= dr
         dcn += tm                                         # backprop through tanh(c)
         np.multiply(dcn, g, out=di)                       # backprop through c = f * c_prev + i * g
-        np.multiply(dcn, cs[prev, :n], out=df)
+        np.multiply(dcn, cs[prev, :, :n], out=df)
         np.multiply(dcn, i, out=dg)
-        s = tmp3[:n]
-        np.subtract(1, a[:, :3 * H], out=s)
-        s *= a[:, :3 * H]
-        dz[:, :3 * H] *= s                                # backprop through sigmoid: s (1 - s)
+        s = tmp3[:, :n]
+        np.subtract(1, a[:3 * H], out=s)
+        s *= a[:3 * H]
+        dz[:3 * H] *= s                                   # backprop through sigmoid: s (1 - s)
         np.multiply(g, g, out=tm)
         np.subtract(1, tm, out=tm)
         dg *= tm                                          # backprop through tanh: 1 - g^2
         dcn *= f                                          # dc_{t-1}
-        np.matmul(dz, w.w_hh, out=dh[:n])                 # dh_{t-1}: backprop through h_{t-1} W_hh^T
-    Zf = dZ.reshape(T * B, 4 * H)
-    h_prev = hs[1:] if reverse else hs[:T]                # (T, B, P): h_{t-1} of each step t
+        np.matmul(w.w_hh.T, dz, out=dhn)                  # dh_{t-1}: backprop through W_hh h_{t-1}
+    Z = dZ.transpose(1, 0, 2).reshape(4 * H, T * B)       # (4H, T*B), one copy
+    h_prev = (hs[1:] if reverse else hs[:T]).transpose(0, 2, 1).reshape(T * B, P)   # h_{t-1} of each step
     inv = np.argsort(w.perm)                              # back to PyTorch's [i f g o]
     grads = {
-        "w_ih": (Zf.T @ x.reshape(T * B, I))[inv],        # (4H, I)  one GEMM over all T*B rows
-        "w_hh": (Zf.T @ h_prev.reshape(T * B, P))[inv],   # (4H, P)
-        "b": Zf.sum(axis=0)[inv],                         # (4H,)
-        "w_hr": None if r is None else dH.reshape(T * B, P).T @ r.reshape(T * B, H),   # (P, H)
+        "w_ih": (Z @ x.reshape(T * B, I))[inv],           # (4H, I)  one GEMM over all T*B columns
+        "w_hh": (Z @ h_prev)[inv],                        # (4H, P)
+        "b": Z.sum(axis=1)[inv],                          # (4H,)
+        "w_hr": None if r is None else np.tensordot(dH, r, axes=([0, 2], [0, 2])),   # (P, H)
     }
-    dx = (Zf @ w.w_ih).reshape(T, B, I)                   # backprop through x W_ih^T
-    return dx, dh, dc, grads
+    dx = (Z.T @ w.w_ih).reshape(T, B, I)                  # backprop through W_ih x
+    return dx, dh.T, dc.T, grads
 
 
 def cell_step(x, h, c, w_ih, w_hh, b_ih=None, b_hh=None, w_hr=None):
