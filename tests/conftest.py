@@ -48,3 +48,11 @@ def seed():
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
+
+
+@pytest.fixture(params=__import__("nplstm").engine.backends())
+def backend(request):
+    """Run a test once per elementwise backend of the engine (numpy, and numba when installed)."""
+    from nplstm import engine
+    with engine.use_backend(request.param):
+        yield request.param

@@ -6,6 +6,8 @@ import nplstm
 from nplstm import engine, reference
 from nplstm.gradcheck import check_layer
 
+pytestmark = pytest.mark.usefixtures("backend")
+
 I, H, B, T = 3, 5, 4, 6        # distinct sizes: a transposed axis cannot pass
 LENGTHS = [6, 3, 1, 5]         # unsorted, with a full row, so sorting and un-sorting are exercised
 

@@ -5,6 +5,7 @@ import pytest
 import nplstm
 
 torch = pytest.importorskip("torch")
+pytestmark = pytest.mark.usefixtures("backend")
 
 # (input, hidden, batch, T, layers, bidirectional, proj_size, bias, batch_first, lengths)
 CASES = [

@@ -36,11 +36,45 @@ Variable lengths use packed-sequence semantics on a batch sorted by decreasing l
 works on the leading columns only. Columns that have finished (or, in reverse, not yet
 started) keep their state untouched.
 """
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Packed", "pack", "forward", "backward", "cell_step"]
+from . import _cellmath
+
+__all__ = ["Packed", "pack", "forward", "backward", "cell_step", "backends", "get_backend", "set_backend",
+           "use_backend"]
+
+_backend = _cellmath.DEFAULT
+
+
+def backends():
+    """Names of the available implementations of a step's elementwise math ("numpy", and "numba" if installed)."""
+    return sorted(_cellmath.BACKENDS)
+
+
+def get_backend():
+    return _backend
+
+
+def set_backend(name):
+    """Choose the elementwise backend for every later forward/backward (see ``nplstm._cellmath``)."""
+    global _backend
+    if name not in _cellmath.BACKENDS:
+        raise ValueError(f"backend must be one of {backends()}, got {name!r}")
+    _backend = name
+
+
+@contextmanager
+def use_backend(name):
+    """``with use_backend("numpy"): ...`` -- set the backend for a block, then restore it."""
+    old = _backend
+    set_backend(name)
+    try:
+        yield
+    finally:
+        set_backend(old)
 
 
 def gate_permutation(H):
@@ -98,17 +132,18 @@ def forward(x, h0, c0, w, batch_sizes=None, reverse=False, train=True):
     T, B, _ = x.shape
     H, P = w.H, w.Wh.shape[1]
     dtype = x.dtype
-    Xp = np.matmul(w.Wx, x.reshape(T * B, -1).T)         # (4H, T*B): input side of every step
-    Xp += w.b
-    Xp = Xp.reshape(4 * H, T, B)
+    A = np.matmul(w.Wx, x.reshape(T * B, -1).T)          # (4H, T*B): input side of every step
+    A += w.b
+    A = A.reshape(4 * H, T, B)                           # becomes the activated gates, step by step
     hs = np.empty((T + 1, P, B), dtype)                  # states; h_{t-1} of step t sits at prev(t)
     cs = np.empty((T + 1, H, B), dtype)
     keep = T if train else 1                             # inference reuses slot 0
-    A = np.empty((keep, 4 * H, B), dtype)                # activated gates
+    slot = None if train else np.empty((4 * H, B), dtype)   # inference: gates of one step, contiguous
     tc = np.empty((keep, H, B), dtype)                   # tanh(c_t)
     r = np.empty((keep, H, B), dtype) if w.w_hr is not None else None   # o * tanh(c_t) before projection
     rec = np.empty((4 * H, B), dtype)                    # recurrent GEMM result
     ig = np.empty((H, B), dtype)
+    cell_forward = _cellmath.BACKENDS[_backend][0]
     first = T if reverse else 0
     hs[first], cs[first] = h0.T, c0.T
     for t in (range(T - 1, -1, -1) if reverse else range(T)):
@@ -117,20 +152,18 @@ def forward(x, h0, c0, w, batch_sizes=None, reverse=False, train=True):
         n = B if batch_sizes is None else int(batch_sizes[t])
         if n < B:                                         # finished / not yet started columns carry over
             hs[nxt, :, n:], cs[nxt, :, n:] = hs[prev, :, n:], cs[prev, :, n:]
-        a = A[k, :, :n]                                   # (4H, n)
         np.matmul(w.Wh, hs[prev, :, :n], out=rec[:, :n])
-        np.add(rec[:, :n], Xp[:, t, :n], out=a)           # z / 2 for i, f, o; z for g
+        if train:                                         # gates in place, kept for backward
+            a = A[:, t, :n]                               # (4H, n)
+            a += rec[:, :n]                               # z / 2 for i, f, o; z for g
+        else:                                             # contiguous scratch: faster passes
+            a = np.add(rec[:, :n], A[:, t, :n], out=slot[:, :n])
         np.tanh(a, out=a)                                 # all four gates in one pass
-        sig = a[:3 * H]
-        sig *= 0.5
-        sig += 0.5                                        # i, f, o = (1 + tanh(z/2)) / 2
-        i, f, o, g = a[:H], a[H:2 * H], a[2 * H:3 * H], a[3 * H:]
         c = cs[nxt, :, :n]
-        np.multiply(f, cs[prev, :, :n], out=c)
-        np.multiply(i, g, out=ig[:, :n])
-        c += ig[:, :n]                                    # c_t = f * c_{t-1} + i * g
+        cell_forward(a, cs[prev, :, :n], c, ig[:, :n])    # i, f, o = (1 + tanh(z/2)) / 2; c_t = f c_{t-1} + i g
         tct = tc[k, :, :n]
         np.tanh(c, out=tct)
+        o = a[2 * H:3 * H]
         if r is None:
             np.multiply(o, tct, out=hs[nxt, :, :n])       # h_t = o * tanh(c_t)
         else:
@@ -159,11 +192,12 @@ def backward(dout, dh_n, dc_n, cache):
     T, B, I = x.shape
     H, P = w.H, w.Wh.shape[1]
     dtype = x.dtype
-    dZ = (np.empty if batch_sizes is None else np.zeros)((T, 4 * H, B), dtype)  # d pre-activations
+    dZ = (np.empty if batch_sizes is None else np.zeros)((4 * H, T, B), dtype)  # d pre-activations
     dH = np.zeros((T, P, B), dtype) if r is not None else None                # total dh_t, for dW_hr
     dh = np.zeros((P, B), dtype) if dh_n is None else np.array(dh_n.T, dtype)  # carries, backwards
     dc = np.zeros((H, B), dtype) if dc_n is None else np.array(dc_n.T, dtype)
     dr_buf, tmp, tmp3 = np.empty((H, B), dtype), np.empty((H, B), dtype), np.empty((3 * H, B), dtype)
+    cell_backward = _cellmath.BACKENDS[_backend][1]                          # dz and dc of one step
     for t in (range(T) if reverse else range(T - 1, -1, -1)):
         prev = t + 1 if reverse else t
         n = B if batch_sizes is None else int(batch_sizes[t])
@@ -174,29 +208,10 @@ def backward(dout, dh_n, dc_n, cache):
         else:
             dH[t, :, :n] = dhn
             dr = np.matmul(w.w_hr.T, dhn, out=dr_buf[:, :n])   # backprop through the projection
-        a, tct, dz = A[t, :, :n], tc[t, :, :n], dZ[t, :, :n]
-        i, f, o, g = a[:H], a[H:2 * H], a[2 * H:3 * H], a[3 * H:]
-        di, df, do, dg = dz[:H], dz[H:2 * H], dz[2 * H:3 * H], dz[3 * H:]
-        dcn, tm = dc[:, :n], tmp[:, :n]
-        np.multiply(dr, tct, out=do)                      # backprop through h = o * tanh(c)
-        np.multiply(tct, tct, out=tm)
-        np.subtract(1, tm, out=tm)
-        tm *= o
-        tm *= dr
-        dcn += tm                                         # backprop through tanh(c)
-        np.multiply(dcn, g, out=di)                       # backprop through c = f * c_prev + i * g
-        np.multiply(dcn, cs[prev, :, :n], out=df)
-        np.multiply(dcn, i, out=dg)
-        s = tmp3[:, :n]
-        np.subtract(1, a[:3 * H], out=s)
-        s *= a[:3 * H]
-        dz[:3 * H] *= s                                   # backprop through sigmoid: s (1 - s)
-        np.multiply(g, g, out=tm)
-        np.subtract(1, tm, out=tm)
-        dg *= tm                                          # backprop through tanh: 1 - g^2
-        dcn *= f                                          # dc_{t-1}
+        dz = dZ[:, t, :n]
+        cell_backward(A[:, t, :n], tc[t, :, :n], cs[prev, :, :n], dr, dc[:, :n], dz, tmp[:, :n], tmp3[:, :n])
         np.matmul(w.w_hh.T, dz, out=dhn)                  # dh_{t-1}: backprop through W_hh h_{t-1}
-    Z = dZ.transpose(1, 0, 2).reshape(4 * H, T * B)       # (4H, T*B), one copy
+    Z = dZ.reshape(4 * H, T * B)                          # (4H, T*B), no copy
     h_prev = (hs[1:] if reverse else hs[:T]).transpose(0, 2, 1).reshape(T * B, P)   # h_{t-1} of each step
     inv = np.argsort(w.perm)                              # back to PyTorch's [i f g o]
     grads = {

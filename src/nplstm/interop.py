@@ -63,17 +63,5 @@ def onnx_model_bytes(lstm, opset=14):
 
 def export_onnx(lstm, path, opset=14):
     """Write ``onnx_model_bytes(lstm)`` to ``path`` atomically (temp file, fsync, rename)."""
-    import os
-    import tempfile
-    data = onnx_model_bytes(lstm, opset)
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".onnx")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    from ._io import atomic_write
+    atomic_write(path, onnx_model_bytes(lstm, opset))

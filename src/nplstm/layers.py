@@ -22,7 +22,7 @@ import numpy as np
 
 from . import _checks, engine
 
-__all__ = ["LSTM"]
+__all__ = ["LSTM", "Embedding", "Linear"]
 
 
 class LSTM:
@@ -53,12 +53,7 @@ class LSTM:
             raise ValueError(f"dropout must be a number in [0, 1), got {dropout!r}")
         self.dropout = float(dropout)
         self.bias, self.batch_first, self.bidirectional = bool(bias), bool(batch_first), bool(bidirectional)
-        try:
-            self.dtype = np.dtype(dtype)
-        except TypeError as err:
-            raise TypeError(f"dtype must be 'float32' or 'float64', got {dtype!r}") from err
-        if self.dtype not in _checks.FLOAT_DTYPES:
-            raise TypeError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
+        self.dtype = _layer_dtype(dtype)
         self.rng = np.random.default_rng(seed)
         self.params = self._init_params(forget_bias)
 
@@ -306,3 +301,73 @@ class LSTM:
                         if v != {"num_layers": 1, "bias": True, "batch_first": False, "dropout": 0.0,
                                  "bidirectional": False, "proj_size": 0}[k])
         return f"LSTM({self.input_size}, {self.hidden_size}{extra}, dtype='{self.dtype}')"
+
+
+def _layer_dtype(dtype):
+    try:
+        dt = np.dtype(dtype)
+    except TypeError as err:
+        raise TypeError(f"dtype must be 'float32' or 'float64', got {dtype!r}") from err
+    if dt not in _checks.FLOAT_DTYPES:
+        raise TypeError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
+    return dt
+
+
+class Embedding:
+    """Lookup table (V, E), torch.nn.Embedding's init N(0, 1). ``forward(idx)`` -> (*idx.shape, E)."""
+
+    def __init__(self, num_embeddings, embedding_dim, dtype="float32", seed=None):
+        V = _checks.positive_int("num_embeddings", num_embeddings)
+        E = _checks.positive_int("embedding_dim", embedding_dim)
+        self.dtype = _layer_dtype(dtype)
+        self.params = {"weight": np.random.default_rng(seed).standard_normal((V, E)).astype(self.dtype)}
+
+    def forward(self, idx):
+        """Returns ``out, cache``; the cache is the index array."""
+        idx = np.asarray(idx)
+        if idx.dtype.kind not in "iu":
+            raise TypeError(f"idx must be integer token ids, got dtype {idx.dtype}")
+        V = self.params["weight"].shape[0]
+        if idx.size and (idx.min() < 0 or idx.max() >= V):
+            raise ValueError(f"idx must lie in [0, {V}), got values from {idx.min()} to {idx.max()}")
+        return self.params["weight"][idx], idx
+
+    def backward(self, d_out, cache):
+        """Returns ``grads`` ({"weight"}): rows of d_out summed into the rows they were read from."""
+        W = self.params["weight"]
+        dW = np.zeros_like(W)
+        np.add.at(dW, cache.ravel(), np.asarray(d_out, W.dtype).reshape(-1, W.shape[1]))
+        return {"weight": dW}
+
+
+class Linear:
+    """y = x W^T + b over the last axis; torch.nn.Linear's init U(-1/sqrt(in), 1/sqrt(in))."""
+
+    def __init__(self, in_features, out_features, bias=True, dtype="float32", seed=None):
+        n_in = _checks.positive_int("in_features", in_features)
+        n_out = _checks.positive_int("out_features", out_features)
+        self.dtype = _layer_dtype(dtype)
+        rng, bound = np.random.default_rng(seed), 1 / np.sqrt(n_in)
+        self.params = {"weight": rng.uniform(-bound, bound, (n_out, n_in)).astype(self.dtype)}
+        if bias:
+            self.params["bias"] = rng.uniform(-bound, bound, n_out).astype(self.dtype)
+
+    def forward(self, x):
+        """Returns ``y, cache`` for x of shape (..., in_features)."""
+        W = self.params["weight"]
+        x = _checks.float_array("x", x).astype(self.dtype, copy=False)
+        if x.ndim < 1 or x.shape[-1] != W.shape[1]:
+            raise ValueError(f"x must have {W.shape[1]} features on its last axis, got shape {x.shape}")
+        y = x @ W.T
+        if "bias" in self.params:
+            y += self.params["bias"]
+        return y, x
+
+    def backward(self, d_out, cache):
+        """Returns ``dx, grads``."""
+        x, W = cache, self.params["weight"]
+        d2 = np.asarray(d_out, W.dtype).reshape(-1, W.shape[0])    # (N, out)
+        grads = {"weight": d2.T @ x.reshape(-1, W.shape[1])}        # (out, in)
+        if "bias" in self.params:
+            grads["bias"] = d2.sum(axis=0)
+        return (d2 @ W).reshape(x.shape), grads

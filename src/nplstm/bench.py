@@ -1,0 +1,287 @@
+"""Time nplstm.LSTM against torch.nn.LSTM (training step and inference) and ONNX Runtime (inference).
+
+Needs torch (``pip install torch``) and threadpoolctl; onnxruntime is optional. Run as
+``nplstm bench`` or ``python benchmarks/bench_lstm.py`` (the same code).
+
+All in one process, interleaved run by run, medians reported as ratios (nplstm / other):
+below 1.0 nplstm is faster. Same thread count everywhere: torch.set_num_threads(n),
+BLAS threads via threadpoolctl, ONNX Runtime intra-op threads.
+
+    python benchmarks/bench_lstm.py                    # the grid, table to stdout
+    python benchmarks/bench_lstm.py --write            # also writes benchmarks/RESULTS.md
+    python benchmarks/bench_lstm.py --memory           # peak RSS of one training step, per implementation
+    nplstm bench --config 64,128,32,50,1,0             # one configuration of your own
+
+A training step is forward + backward with every gradient (weights and x), from a fixed
+output gradient. Inference is a forward with no cache (torch: inference_mode).
+"""
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+import nplstm
+
+# (input, hidden, batch, T, layers, bidirectional)
+GRID = [(32, 64, 1, 100, 1, False), (64, 128, 32, 50, 1, False), (128, 256, 64, 100, 1, False),
+        (512, 512, 64, 50, 1, False), (64, 128, 16, 50, 2, True)]
+
+
+def make_pair(cfg, seed=0):
+    import torch
+    I, H, B, T, L, bi = cfg
+    torch.manual_seed(seed)
+    module = torch.nn.LSTM(I, H, L, bidirectional=bi)
+    ours = nplstm.LSTM(I, H, L, bidirectional=bi)
+    ours.load_state_dict({k: v.detach().numpy() for k, v in module.state_dict().items()})
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((T, B, I)).astype(np.float32)
+    G = rng.standard_normal((T, B, (2 if bi else 1) * H)).astype(np.float32)
+    return module, ours, x, G
+
+
+def torch_runners(module, x, G):
+    import torch
+    xt, Gt = torch.tensor(x, requires_grad=True), torch.tensor(G)
+
+    def train():
+        for p in module.parameters():
+            p.grad = None
+        xt.grad = None
+        out, _ = module(xt)
+        out.backward(Gt)
+
+    def infer():
+        with torch.inference_mode():
+            module(xt)
+    return train, infer
+
+
+def nplstm_runners(ours, x, G):
+    def train():
+        out, _, cache = ours.forward(x, train=True)
+        ours.backward(G, cache)
+
+    def infer():
+        ours(x)
+    return train, infer
+
+
+def onnx_runner(ours, x, threads):
+    """ONNX Runtime's LSTM op on the same weights (None when onnx/onnxruntime are missing)."""
+    try:
+        import onnxruntime as ort
+        from nplstm.interop import onnx_model_bytes
+    except ImportError:
+        return None
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
+    sess = ort.InferenceSession(onnx_model_bytes(ours), opts, providers=["CPUExecutionProvider"])
+    feed = {sess.get_inputs()[0].name: x}
+    return lambda: sess.run(None, feed)
+
+
+def median_times(runners, reps, warmup=2):
+    """Interleave: each rep runs every implementation in turn. Returns medians in seconds.
+
+    Each turn starts with one untimed run: the libraries' worker threads (OpenMP for torch,
+    OpenBLAS's own) keep spinning for a while after their last parallel region, and that
+    untimed run absorbs the other library's spinning instead of charging it to this one.
+    """
+    for run in runners.values():
+        for _ in range(warmup):
+            run()
+    times = {k: [] for k in runners}
+    for _ in range(reps):
+        for name, run in runners.items():
+            run()
+            t0 = time.perf_counter()
+            run()
+            times[name].append(time.perf_counter() - t0)
+    return {k: float(np.median(v)) for k, v in times.items()}
+
+
+def reference_step_time(cfg):
+    """Seed-layout reference (float64, four gate matrices, per-step loop): one training step."""
+    from nplstm import reference
+    I, H, B, T, L, bi = cfg
+    if L != 1 or bi:
+        return None
+    p = reference.initialize_parameters(I, H, 2, seed=0)
+    x = np.random.default_rng(0).standard_normal((I, B, T))
+    t0 = time.perf_counter()
+    a, _, _, caches = reference.lstm_forward(x, np.zeros((H, B)), p)
+    reference.lstm_backward(np.ones_like(a), caches)
+    return time.perf_counter() - t0
+
+
+def budget_reps(cfg):
+    I, H, B, T, L, bi = cfg
+    work = T * B * H * (I + H) * L * (2 if bi else 1)
+    return int(np.clip(1.5e9 / max(work, 1), 7, 51))
+
+
+def run_grid(grid, threads, reps=None):
+    import torch
+    from threadpoolctl import threadpool_limits
+    torch.set_num_threads(threads)
+    rows = []
+    with threadpool_limits(threads):
+        for cfg in grid:
+            module, ours, x, G = make_pair(cfg)
+            t_train, t_infer = torch_runners(module, x, G)
+            n_train, n_infer = nplstm_runners(ours, x, G)
+            r = reps or budget_reps(cfg)
+            train = median_times({"nplstm": n_train, "torch": t_train}, r)
+            infer_runners = {"nplstm": n_infer, "torch": t_infer}
+            ort_run = onnx_runner(ours, x, threads)
+            if ort_run is not None:
+                infer_runners["onnxruntime"] = ort_run
+            infer = median_times(infer_runners, r)
+            ref = reference_step_time(cfg) if cfg[2] * cfg[3] * cfg[1] <= 32 * 50 * 128 else None
+            rows.append(dict(cfg=cfg, reps=r, train=train, infer=infer, reference=ref))
+            print(format_row(rows[-1]), flush=True)
+    return rows
+
+
+def format_row(row):
+    I, H, B, T, L, bi = row["cfg"]
+    tr, inf = row["train"], row["infer"]
+    ort = f"{inf['nplstm'] / inf['onnxruntime']:.2f}" if "onnxruntime" in inf else "n/a"
+    ref = f"{row['reference'] / tr['nplstm']:.0f}x" if row["reference"] else "-"
+    return (f"| ({I},{H},{B},{T},{L},{'yes' if bi else 'no'}) | {tr['nplstm'] / tr['torch']:.2f} | "
+            f"{inf['nplstm'] / inf['torch']:.2f} | {ort} | {tr['nplstm'] * 1e3:.2f} / {tr['torch'] * 1e3:.2f} | "
+            f"{inf['nplstm'] * 1e3:.2f} / {inf['torch'] * 1e3:.2f} | {ref} |")
+
+
+HEADER = ("| config (I,H,B,T,layers,bidir) | train nplstm/torch | infer nplstm/torch | infer nplstm/ORT | "
+          "train ms (nplstm / torch) | infer ms (nplstm / torch) | speed-up over reference |\n|---|---|---|---|---|---|---|")
+
+
+# ---------------------------------------------------------------------------- memory
+def _memory_child(impl, cfg):
+    import torch
+    torch.set_num_threads(1)
+    module, ours, x, G = make_pair(cfg)
+    runners = torch_runners if impl == "torch" else nplstm_runners
+    runners(module if impl == "torch" else ours, x[:2, :1], G[:2, :1])[0]()
+    run = runners(module if impl == "torch" else ours, x, G)[0]
+    # Warm up on a 2-step, 1-row input only: that pays one-time costs (numba's compiler,
+    # oneDNN's set-up) without leaving this size's pages in the allocator, which would make
+    # the peak read near zero for both. The figure is the first full step's rise in RSS.
+
+    def rss(field):
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith(field)) * 1024
+    with open("/proc/self/clear_refs", "w") as f:          # reset the peak (VmHWM) to the current RSS
+        f.write("5")
+    base = rss("VmRSS:")
+    run()
+    print(json.dumps({"peak_bytes": rss("VmHWM:") - base}))
+
+
+def run_memory(grid):
+    rows = []
+    for cfg in grid:
+        peaks = {}
+        for impl in ("nplstm", "torch"):
+            out = subprocess.run([sys.executable, "-m", "nplstm.bench", "--memory-child", impl, json.dumps(cfg)],
+                                 capture_output=True, text=True, check=True)
+            peaks[impl] = json.loads(out.stdout.strip().splitlines()[-1])["peak_bytes"]
+        rows.append((cfg, peaks))
+        print(f"{cfg}: nplstm {peaks['nplstm'] / 2**20:.1f} MiB, torch {peaks['torch'] / 2**20:.1f} MiB", flush=True)
+    return rows
+
+
+# ---------------------------------------------------------------------------- report
+def environment(threads):
+    import torch
+    from nplstm import engine
+    versions = [f"Python {platform.python_version()}", f"NumPy {np.__version__}", f"torch {torch.__version__}"]
+    try:
+        import numba
+        versions.append(f"numba {numba.__version__}")
+    except ImportError:
+        pass
+    try:
+        import onnxruntime
+        versions.append(f"onnxruntime {onnxruntime.__version__}")
+    except ImportError:
+        pass
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
+    from threadpoolctl import threadpool_info
+    blas = ", ".join(f"{i['internal_api']} {i['version']} ({i.get('architecture', '?')})" for i in threadpool_info())
+    return (f"- Machine: {cpu}, {os.cpu_count()} cores, {platform.system()} {platform.machine()}\n"
+            f"- Versions: {', '.join(versions)}, nplstm {nplstm.__version__} (elementwise backend: "
+            f"{engine.get_backend()}); BLAS: {blas}\n"
+            f"- Threads: {threads} for every implementation\n")
+
+
+def _config(text):
+    parts = [int(p) for p in text.split(",")]
+    if len(parts) != 6:
+        raise argparse.ArgumentTypeError("expected I,H,B,T,layers,bidirectional, e.g. 64,128,32,50,1,0")
+    return (*parts[:5], bool(parts[5]))
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="nplstm bench", description=__doc__.split("\n")[0])
+    ap.add_argument("--config", type=_config, action="append", help="I,H,B,T,layers,bidirectional "
+                    "(repeatable; default: the standard grid)")
+    ap.add_argument("--results", default="benchmarks/RESULTS.md", help="file that --write updates")
+    ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--reps", type=int, default=None, help="timed runs per implementation (default: by size)")
+    ap.add_argument("--write", action="store_true", help="write benchmarks/RESULTS.md")
+    ap.add_argument("--memory", action="store_true", help="measure peak RSS of a training step instead")
+    ap.add_argument("--memory-child", nargs=2, help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    grid = args.config or GRID
+    if args.memory_child:
+        return _memory_child(args.memory_child[0], tuple(json.loads(args.memory_child[1])))
+    if args.memory:
+        rows = run_memory(grid)
+        if args.write:
+            lines = ["| config (I,H,B,T,layers,bidir) | nplstm MiB | torch MiB | ratio |", "|---|---|---|---|"]
+            lines += [f"| {cfg} | {p['nplstm'] / 2**20:.1f} | {p['torch'] / 2**20:.1f} | "
+                      f"{p['nplstm'] / max(p['torch'], 1):.2f} |" for cfg, p in rows]
+            _write_section("memory", "Peak memory of one training step (rise in RSS)",
+                           "python benchmarks/bench_lstm.py --memory --write", "\n".join(lines), 1, args.results)
+        return rows
+    print(environment(args.threads))
+    print(HEADER)
+    rows = run_grid(grid, args.threads, args.reps)
+    if args.write:
+        write_results(rows, args.threads, args.results)
+
+
+def write_results(rows, threads, path):
+    table = "\n".join([HEADER, *map(format_row, rows)])
+    _write_section(f"threads{threads}", f"Speed, float32, {threads} thread(s)",
+                   f"python benchmarks/bench_lstm.py --threads {threads} --write", table, threads, path)
+
+
+def _write_section(key, title, command, body, threads, path):
+    """Replace this run's section of the results file (between its markers), atomically."""
+    stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    section = (f"<!-- {key} -->\n### {title} ({stamp})\n\n{environment(threads)}- Command: `{command}` "
+               f"(with OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset)\n\n{body}\n<!-- /{key} -->")
+    text = open(path).read() if os.path.exists(path) else "# Benchmark results\n"
+    start, end = text.find(f"<!-- {key} -->"), text.find(f"<!-- /{key} -->")
+    text = (text[:start] + section + text[end + len(f"<!-- /{key} -->"):]) if start >= 0 and end > start \
+        else text.rstrip("\n") + "\n\n" + section + "\n"
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    print(f"\nwrote {path} [{key}]")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

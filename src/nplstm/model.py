@@ -1,0 +1,102 @@
+"""A character-level language model: Embedding -> LSTM stack -> Linear, with an explicit backward.
+
+Parameter names (``CharModel.params``) are the PyTorch module names of the same model::
+
+    embedding.weight (V, E)    lstm.<torch.nn.LSTM keys>    head.weight (V, H), head.bias (V,)
+"""
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from .layers import LSTM, Embedding, Linear
+from .losses import log_softmax
+
+__all__ = ["ModelConfig", "CharModel", "sample"]
+
+
+@dataclass
+class ModelConfig:
+    vocab_size: int
+    embed: int = 32
+    hidden: int = 128
+    layers: int = 1
+    dropout: float = 0.0
+    dtype: str = "float32"
+
+
+class CharModel:
+    def __init__(self, config, seed=0):
+        self.config = config
+        seeds = np.random.SeedSequence(seed).spawn(3)
+        c = config
+        self.embedding = Embedding(c.vocab_size, c.embed, dtype=c.dtype, seed=seeds[0])
+        self.lstm = LSTM(c.embed, c.hidden, c.layers, dropout=c.dropout, dtype=c.dtype, seed=seeds[1])
+        self.head = Linear(c.hidden, c.vocab_size, dtype=c.dtype, seed=seeds[2])
+        self.layers = {"embedding": self.embedding, "lstm": self.lstm, "head": self.head}
+
+    @property
+    def params(self):
+        """Every weight, by PyTorch-style name; the arrays are the layers' own (update them in place)."""
+        return {f"{name}.{k}": v for name, layer in self.layers.items() for k, v in layer.params.items()}
+
+    def load_params(self, params):
+        for name, layer in self.layers.items():
+            own = {k.split(".", 1)[1]: v for k, v in params.items() if k.split(".", 1)[0] == name}
+            if isinstance(layer, LSTM):
+                layer.load_state_dict(own)
+            else:
+                missing = sorted(set(layer.params) - set(own))
+                if missing:
+                    raise ValueError(f"missing {name}.{missing[0]}")
+                for k in layer.params:
+                    if own[k].shape != layer.params[k].shape:
+                        raise ValueError(f"{name}.{k} has shape {own[k].shape}, expected {layer.params[k].shape}")
+                    layer.params[k] = np.array(own[k], dtype=layer.dtype)
+
+    def forward(self, x, state=None, lengths=None, train=False):
+        """x (T, B) token ids -> logits (T, B, V), the final (h, c), and the cache for backward."""
+        emb, e_cache = self.embedding.forward(x)                               # (T, B, E)
+        out, state, l_cache = self.lstm.forward(emb, state, lengths=lengths, train=train)   # (T, B, H)
+        logits, h_cache = self.head.forward(out)                               # (T, B, V)
+        return logits, state, (e_cache, l_cache, h_cache)
+
+    def backward(self, dlogits, cache):
+        """Gradients of every parameter, by name; the incoming state gets none (truncated BPTT)."""
+        e_cache, l_cache, h_cache = cache
+        d_out, g_head = self.head.backward(dlogits, h_cache)
+        d_emb, _, g_lstm = self.lstm.backward(d_out, l_cache)
+        g_emb = self.embedding.backward(d_emb, e_cache)
+        return {**{f"embedding.{k}": v for k, v in g_emb.items()}, **{f"lstm.{k}": v for k, v in g_lstm.items()},
+                **{f"head.{k}": v for k, v in g_head.items()}}
+
+    def config_dict(self):
+        return asdict(self.config)
+
+
+def sample(model, vocab, prime="\n", length=200, temperature=1.0, top_k=None, seed=0, stop_at="\n"):
+    """Generate ``length`` characters after ``prime`` (stopping early at ``stop_at`` if given).
+
+    Deterministic for a given seed: the draws come from ``numpy.random.default_rng(seed)``.
+    """
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    if top_k is not None and top_k < 1:
+        raise ValueError(f"top_k must be >= 1, got {top_k}")
+    if not prime:
+        raise ValueError("prime must hold at least one character")
+    rng = np.random.default_rng(seed)
+    ids = vocab.encode(prime)
+    logits, state, _ = model.forward(ids[:, None])                             # read the prime
+    out = []
+    for _ in range(length):
+        z = logits[-1, 0].astype(np.float64) / temperature
+        if top_k is not None and top_k < z.size:
+            z[z < np.partition(z, -top_k)[-top_k]] = -np.inf                  # keep the k largest
+        p = np.exp(log_softmax(z))
+        nxt = min(int(np.searchsorted(np.cumsum(p), rng.random() * p.sum(), side="right")), len(p) - 1)
+        char = vocab.chars[nxt]
+        if stop_at is not None and char == stop_at:
+            break
+        out.append(char)
+        logits, state, _ = model.forward(np.array([[nxt]]), state)
+    return "".join(out)

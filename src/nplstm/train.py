@@ -1,0 +1,312 @@
+"""Training a character-level model: config, presets, the loop, evaluation and checkpoints.
+
+The loop is flat and numbered. Everything a resumed run needs is in the checkpoint (weights,
+optimizer state, carried (h, c), the dropout generator, step and metrics), and every batch is
+a pure function of (data, seed, step): a run killed at any moment and resumed with
+``--resume`` ends with the same weights as one that was never interrupted.
+"""
+import csv
+import io
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+
+from . import checkpoint as ckpt
+from .data import DataError, LineBatches, StreamBatches, Vocab, load_corpus, read_text, split_lines, split_stream
+from .losses import softmax_cross_entropy
+from .model import CharModel, ModelConfig, sample
+from .optim import OPTIMIZERS, clip_grad_norm, lr_schedule
+
+__all__ = ["TrainConfig", "PRESETS", "TrainingDiverged", "train", "load_model"]
+
+
+@dataclass
+class TrainConfig:
+    corpus: str = "dinos"             # a bundled corpus, unless data is given
+    data: str | None = None           # path of a UTF-8 text file
+    line_mode: bool = True            # one line per sequence (names) instead of a TBPTT stream
+    lowercase: bool = True
+    embed: int = 32
+    hidden: int = 96
+    layers: int = 1
+    dropout: float = 0.0
+    seq_len: int = 64                 # stream mode: characters per chunk
+    batch_size: int = 32
+    optimizer: str = "adam"
+    lr: float = 2e-3
+    momentum: float = 0.9             # SGD only
+    clip: float = 5.0                 # global gradient-norm clip; 0 disables
+    schedule: str = "cosine"
+    warmup: int = 50
+    steps: int = 1200
+    time_budget: float | None = None  # seconds; stop early (and checkpoint) when spent
+    eval_every: int = 200
+    eval_chars: int = 50_000          # stream mode: cap on validation characters per evaluation
+    sample_every: int = 400
+    sample_length: int = 200
+    checkpoint_every: int = 200
+    val_fraction: float = 0.1
+    seed: int = 0
+    dtype: str = "float32"
+
+
+PRESETS = {
+    "dinos": {},                      # the defaults: well under a minute on 2 cores
+    "shakespeare": dict(corpus="shakespeare", line_mode=False, lowercase=False, embed=64, hidden=256, layers=2,
+                        seq_len=64, batch_size=32, lr=3e-3, clip=5.0, steps=5000, eval_every=250,
+                        eval_chars=20_000, sample_every=500, checkpoint_every=250, warmup=100),
+    "tiny": dict(hidden=32, embed=16, steps=60, eval_every=20, sample_every=30, checkpoint_every=20,
+                 sample_length=40),
+}
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN/Inf or exploded; the message says at which step and suggests a fix."""
+
+
+# ---------------------------------------------------------------------------- data
+def prepare_data(cfg):
+    """Text -> (vocab, train batches, val batches, a one-line description of the split)."""
+    text = read_text(cfg.data) if cfg.data else load_corpus(cfg.corpus)
+    if cfg.lowercase:
+        text = text.lower()
+    vocab = Vocab.from_text(text)
+    if cfg.line_mode:
+        train_lines, val_lines = split_lines(text, cfg.val_fraction)
+        train = LineBatches(train_lines, vocab, cfg.batch_size, cfg.seed, "training text")
+        val = LineBatches(val_lines, vocab, cfg.batch_size, cfg.seed, "validation text")
+        split = f"{len(train_lines)} train / {len(val_lines)} val lines"
+    else:
+        train_text, val_text = split_stream(text, cfg.val_fraction)
+        train = StreamBatches(vocab.encode(train_text), cfg.batch_size, cfg.seq_len, "training text")
+        val_ids = vocab.encode(val_text)[:cfg.eval_chars + 1]
+        val = StreamBatches(val_ids, min(cfg.batch_size, max((len(val_ids) - 1) // (cfg.seq_len + 1), 1)),
+                            cfg.seq_len, "validation text")
+        split = f"{len(train_text)} train / {len(val_text)} val characters"
+    return vocab, train, val, split
+
+
+def batch_loss(model, batch, state, line_mode, train):
+    """Forward one batch; returns (loss, dlogits, new state, cache, tokens)."""
+    if line_mode:
+        x, y, lengths, mask = batch
+        logits, state, cache = model.forward(x, None, lengths=lengths, train=train)
+    else:
+        (x, y), mask = batch, None
+        logits, state, cache = model.forward(x, state, train=train)
+    loss, dlogits = softmax_cross_entropy(logits, y, mask)
+    return loss, dlogits, state, cache, int(y.size if mask is None else mask.sum())
+
+
+def evaluate(model, batches, line_mode):
+    """Mean validation loss per character; stream mode carries the state across chunks."""
+    total, count, state = 0.0, 0, None
+    for batch in batches:
+        loss, _, state, _, n = batch_loss(model, batch, state, line_mode, train=False)
+        total, count = total + loss * n, count + n
+    return total / count
+
+
+# ---------------------------------------------------------------------------- checkpoints
+def _save(out, model, opt, state, step, cfg, vocab, history):
+    arrays = {f"model.{k}": v for k, v in model.params.items()}
+    arrays.update({f"optim.{k}": v for k, v in opt.state.items()})
+    if state is not None:
+        arrays["state.h"], arrays["state.c"] = state
+    meta = dict(step=step, config=asdict(cfg), model=model.config_dict(), vocab="".join(vocab.chars),
+                optim_t=opt.t, dropout_rng=model.lstm.rng.bit_generator.state, history=history)
+    ckpt.save(Path(out) / ckpt.FILENAME, arrays, meta)
+    _write_metrics(out, history)
+
+
+def load_model(path):
+    """Load a checkpoint for inference: returns (model, vocab, meta)."""
+    arrays, meta = ckpt.load(path)
+    try:
+        model = CharModel(ModelConfig(**meta["model"]))
+        model.load_params({k[len("model."):]: v for k, v in arrays.items() if k.startswith("model.")})
+        vocab = Vocab(tuple(meta["vocab"]))
+    except (KeyError, TypeError, ValueError) as err:
+        raise ckpt.CheckpointError(f"{path}: checkpoint contents do not describe a char model ({err})") from None
+    return model, vocab, meta
+
+
+def _write_metrics(out, history):
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=["step", "train_loss", "val_loss", "grad_norm", "lr", "chars_per_s",
+                                             "elapsed_s"])
+    writer.writeheader()
+    writer.writerows(history)
+    ckpt.atomic_write(Path(out) / "metrics.csv", buf.getvalue().encode())
+
+
+def plot_losses(out, history):
+    """loss.png: train and validation loss against steps (skipped without matplotlib)."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for key, label in (("train_loss", "train"), ("val_loss", "validation")):
+        pts = [(h["step"], h[key]) for h in history if h.get(key) not in (None, "")]
+        if pts:
+            ax.plot(*zip(*pts), label=label, marker="o" if key == "val_loss" else None, markersize=3)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss (nats / character)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    ckpt.atomic_write(Path(out) / "loss.png", buf.getvalue())
+    return Path(out) / "loss.png"
+
+
+# ---------------------------------------------------------------------------- the loop
+def train(cfg, out, resume=False, log=print, progress=True):
+    """Train as ``cfg`` says, writing checkpoint, metrics.csv and loss.png into ``out``; returns the model.
+
+    With ``resume``, the configuration comes from the checkpoint in ``out``; only ``steps`` and
+    ``time_budget`` are taken from ``cfg`` (a dict of those, or a TrainConfig).
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    # 0. data, model, optimizer; or all of them from the checkpoint
+    step, history, state = 0, [], None
+    if resume:
+        arrays, meta = ckpt.load(out)
+        extend = cfg if isinstance(cfg, dict) else {"steps": cfg.steps, "time_budget": cfg.time_budget}
+        cfg = TrainConfig(**{**meta["config"], **{k: v for k, v in extend.items() if v is not None}})
+    vocab, train_batches, val_batches, split = prepare_data(cfg)
+    model = CharModel(ModelConfig(len(vocab), cfg.embed, cfg.hidden, cfg.layers, cfg.dropout, cfg.dtype), cfg.seed)
+    opt = OPTIMIZERS[cfg.optimizer](lr=cfg.lr, **({"momentum": cfg.momentum} if cfg.optimizer == "sgd" else {}))
+    if resume:
+        if "".join(vocab.chars) != meta["vocab"]:
+            raise ckpt.CheckpointError("the checkpoint's vocabulary differs from the data's; resume on the same data")
+        model.load_params({k[6:]: v for k, v in arrays.items() if k.startswith("model.")})
+        opt.state = {k[6:]: v.copy() for k, v in arrays.items() if k.startswith("optim.")}
+        opt.t, step, history = meta["optim_t"], meta["step"], meta["history"]
+        model.lstm.rng.bit_generator.state = meta["dropout_rng"]
+        if "state.h" in arrays:
+            state = (arrays["state.h"].copy(), arrays["state.c"].copy())
+        log(f"resumed from {out / ckpt.FILENAME} at step {step}")
+    start = step
+    n_params = sum(v.size for v in model.params.values())
+    log(f"data: {cfg.data or cfg.corpus} ({'lines' if cfg.line_mode else 'stream'} mode), vocab {len(vocab)}, "
+        f"{split}; model: {n_params:,} parameters")
+    bar = _progress(progress, start, cfg.steps)
+    t0, chars, loss = time.perf_counter(), 0, float("nan")
+    while step < cfg.steps:
+        # 1. the batch for this step (a new pass over the streams starts from a zero state)
+        batch = train_batches.get(step)
+        if not cfg.line_mode and train_batches.chunk_index(step) == 0:
+            state = None
+        # 2. forward, loss, backward; the carried state is a constant, so gradients stop at the chunk boundary
+        loss, dlogits, new_state, cache, n = batch_loss(model, batch, state, cfg.line_mode, train=True)
+        _guard(loss, step, len(vocab))
+        grads = model.backward(dlogits, cache)
+        # 3. clip and update
+        norm = clip_grad_norm(grads, cfg.clip)
+        lr = lr_schedule(step, cfg.lr, cfg.steps, cfg.warmup, cfg.schedule)
+        opt.step(model.params, grads, lr)
+        state = None if cfg.line_mode else new_state
+        step += 1
+        # 4. log; every so often evaluate, sample and checkpoint
+        chars += n
+        elapsed = time.perf_counter() - t0
+        row = dict(step=step, train_loss=round(loss, 5), val_loss="", grad_norm=round(norm, 4), lr=f"{lr:.3g}",
+                   chars_per_s=round(chars / max(elapsed, 1e-9)), elapsed_s=round(elapsed, 2))
+        done = step == cfg.steps or (cfg.time_budget is not None and elapsed >= cfg.time_budget)
+        if step % cfg.eval_every == 0 or done:
+            row["val_loss"] = round(evaluate(model, val_batches, cfg.line_mode), 5)
+            bar.write(f"step {step}: train {loss:.4f}, val {row['val_loss']:.4f}, grad norm {norm:.3f}")
+        history.append(row)
+        if step % cfg.sample_every == 0 or done:
+            bar.write("sample: " + _sample_text(model, vocab, cfg, step))
+        if step % cfg.checkpoint_every == 0 or done:
+            _save(out, model, opt, state, step, cfg, vocab, history)
+        bar.set_postfix(loss=f"{loss:.3f}", chars_s=row["chars_per_s"], refresh=False)
+        bar.update(1)
+        if done:
+            break
+    bar.close()
+    if step == start:
+        log(f"nothing to do: the checkpoint is at step {start} of {cfg.steps}")
+    plot = plot_losses(out, history) if history else None
+    log(f"done: step {step}, train loss {loss:.4f}; wrote {out / ckpt.FILENAME}, {out / 'metrics.csv'}"
+        + (f", {plot}" if plot else ""))
+    return model
+
+
+def _guard(loss, step, vocab_size):
+    if not math.isfinite(loss):
+        raise TrainingDiverged(f"loss is {loss} at step {step + 1}; lower --lr or keep --clip on")
+    if loss > 4 * math.log(vocab_size) + 5:
+        raise TrainingDiverged(f"loss exploded to {loss:.2f} at step {step + 1} (uniform guessing gives "
+                               f"{math.log(vocab_size):.2f}); lower --lr or --clip")
+
+
+def _sample_text(model, vocab, cfg, step):
+    prime = "\n" if cfg.line_mode or "\n" in vocab.chars else vocab.chars[0]
+    stop = "\n" if cfg.line_mode else None
+    text = sample(model, vocab, prime, cfg.sample_length, temperature=0.8, seed=cfg.seed + step, stop_at=stop)
+    return text if cfg.line_mode else "\n" + text
+
+
+class _PlainBar:
+    """Stand-in for tqdm when it is not installed or progress is off."""
+
+    def write(self, s):
+        print(s, flush=True)
+
+    def set_postfix(self, **kw):
+        pass
+
+    def update(self, n):
+        pass
+
+    def close(self):
+        pass
+
+
+def _progress(enabled, start, total):
+    if not enabled:
+        return _PlainBar()
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return _PlainBar()
+    return tqdm(total=total, initial=start, unit="step", dynamic_ncols=True)
+
+
+CORPUS_DEFAULTS = {"dinos": dict(line_mode=True, lowercase=True),        # the course's 27-character names
+                   "shakespeare": dict(line_mode=False, lowercase=False),
+                   None: dict(line_mode=False, lowercase=False)}          # --data: a stream, as written
+
+
+def config_from(preset=None, **overrides):
+    """A TrainConfig: the preset, then the corpus' defaults, then explicit overrides (None = not given)."""
+    if preset is not None and preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose from {', '.join(sorted(PRESETS))}")
+    names = {f.name for f in fields(TrainConfig)}
+    unknown = sorted(set(overrides) - names)
+    if unknown:
+        raise TypeError(f"unknown training option {unknown[0]!r}")
+    given = {k: v for k, v in overrides.items() if v is not None}
+    values = dict(PRESETS[preset or "dinos"])
+    values.update(given)
+    corpus = None if values.get("data") else values.get("corpus", TrainConfig.corpus)
+    for k, v in CORPUS_DEFAULTS.get(corpus, CORPUS_DEFAULTS[None]).items():
+        if k not in given and k not in PRESETS[preset or "dinos"]:
+            values[k] = v
+    return TrainConfig(**values)
+
+
+def describe(cfg):
+    return json.dumps(asdict(cfg), indent=1)
