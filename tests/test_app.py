@@ -111,3 +111,22 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path, text_file):
     for k in a:
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
     assert [h["train_loss"] for h in meta_a["history"]] == [h["train_loss"] for h in meta_b["history"]]
+
+
+def test_divergence_stops_with_a_message(tmp_path):
+    r = nplstm("train", "--preset", "tiny", "--out", tmp_path / "boom", "--optimizer", "sgd", "--lr", 1e5,
+               "--clip", 0, "--quiet")
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert any(w in r.stderr for w in ("exploded", "NaN", "nan", "inf")), r.stderr
+
+
+def test_export_command(tmp_path):
+    pytest.importorskip("onnxruntime")
+    run = tmp_path / "run"
+    assert nplstm("train", "--preset", "tiny", "--steps", 3, "--out", run, "--quiet").returncode == 0
+    for target in ("m.onnx", "m.safetensors"):
+        r = nplstm("export", "--checkpoint", run, "--to", tmp_path / target)
+        assert r.returncode == 0, r.stderr
+        assert (tmp_path / target).stat().st_size > 1000
+    r = nplstm("export", "--checkpoint", run, "--to", tmp_path / "m.pt")
+    assert r.returncode == 2 and ".onnx or .safetensors" in r.stderr

@@ -108,6 +108,29 @@ def _cmd_gradcheck(args):
     return 0 if report.ok else 1
 
 
+def _add_export(sub):
+    p = sub.add_parser("export", help="export a trained char model to ONNX or a PyTorch-named safetensors file")
+    p.add_argument("--checkpoint", required=True, metavar="PATH", help="a checkpoint file or a run folder")
+    p.add_argument("--to", required=True, metavar="FILE",
+                   help="*.onnx (a whole-model ONNX graph: tokens -> logits) or *.safetensors "
+                        "(weights under PyTorch module names: embedding.*, lstm.*, head.*)")
+    p.set_defaults(func=_cmd_export)
+
+
+def _cmd_export(args):
+    from . import interop
+    from .train import load_model
+    model, _, _ = load_model(args.checkpoint)
+    if args.to.endswith(".onnx"):
+        interop.export_onnx(model, args.to)
+    elif args.to.endswith(".safetensors"):
+        interop.save_torch_state_dict(model, args.to)
+    else:
+        raise ValueError(f"--to must end in .onnx or .safetensors, got {args.to!r}")
+    print(f"wrote {args.to}")
+    return 0
+
+
 def _add_bench(sub):
     p = sub.add_parser("bench", help="time nplstm.LSTM against torch.nn.LSTM (needs torch)", add_help=False)
     p.set_defaults(func=None)
@@ -117,7 +140,7 @@ def build_parser():
     parser = argparse.ArgumentParser(prog="nplstm", description="LSTM networks in NumPy.")
     parser.add_argument("--version", action="version", version=f"nplstm {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for add in (_add_train, _add_sample, _add_gradcheck, _add_bench):
+    for add in (_add_train, _add_sample, _add_gradcheck, _add_export, _add_bench):
         add(sub)
     return parser
 

@@ -212,7 +212,10 @@ def train(cfg, out, resume=False, log=print, progress=True):
         _guard(loss, step, len(vocab))
         grads = model.backward(dlogits, cache)
         # 3. clip and update
-        norm = clip_grad_norm(grads, cfg.clip)
+        try:
+            norm = clip_grad_norm(grads, cfg.clip)
+        except FloatingPointError as err:
+            raise TrainingDiverged(f"{err} (step {step + 1}); lower --lr or keep --clip on") from None
         lr = lr_schedule(step, cfg.lr, cfg.steps, cfg.warmup, cfg.schedule)
         opt.step(model.params, grads, lr)
         state = None if cfg.line_mode else new_state
