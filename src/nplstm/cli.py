@@ -42,6 +42,8 @@ def _add_train(sub):
                    help="lowercase the text first (default: on for dinos, off otherwise)")
     g.add_argument("--dtype", choices=["float32", "float64"], help="floating-point type (default: float32)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--distributed", action="store_true",
+                   help="data-parallel over MPI: mpiexec -n N python -m mpi4py -m nplstm train --distributed ...")
     p.set_defaults(func=_cmd_train)
 
 
@@ -57,7 +59,7 @@ def _cmd_train(args):
     out = args.out or f"runs/{args.preset or args.corpus or 'dinos'}"
     if args.resume:
         cfg = {"steps": args.steps, "time_budget": args.time_budget}
-    train(cfg, out, resume=args.resume, progress=not args.quiet)
+    train(cfg, out, resume=args.resume, progress=not args.quiet, distributed=args.distributed)
     return 0
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from . import checkpoint as ckpt
+from . import distributed as dist_mod
 from .data import DataError, LineBatches, StreamBatches, Vocab, load_corpus, read_text, split_lines, split_stream
 from .losses import softmax_cross_entropy
 from .model import CharModel, ModelConfig, sample
@@ -112,13 +113,15 @@ def evaluate(model, batches, line_mode):
 
 
 # ---------------------------------------------------------------------------- checkpoints
-def _save(out, model, opt, state, step, cfg, vocab, history):
+def _save(out, model, opt, state, step, cfg, vocab, history, rngs):
     arrays = {f"model.{k}": v for k, v in model.params.items()}
     arrays.update({f"optim.{k}": v for k, v in opt.state.items()})
     if state is not None:
         arrays["state.h"], arrays["state.c"] = state
     meta = dict(step=step, config=asdict(cfg), model=model.config_dict(), vocab="".join(vocab.chars),
-                optim_t=opt.t, dropout_rng=model.lstm.rng.bit_generator.state, history=history)
+                optim_t=opt.t, dropout_rng=rngs[0], history=history, ranks=len(rngs))
+    if len(rngs) > 1:
+        meta["dropout_rngs"] = rngs                      # one generator per MPI rank
     ckpt.save(Path(out) / ckpt.FILENAME, arrays, meta)
     _write_metrics(out, history)
 
@@ -169,12 +172,17 @@ def plot_losses(out, history):
 
 
 # ---------------------------------------------------------------------------- the loop
-def train(cfg, out, resume=False, log=print, progress=True):
+def train(cfg, out, resume=False, log=print, progress=True, distributed=False):
     """Train as ``cfg`` says, writing checkpoint, metrics.csv and loss.png into ``out``; returns the model.
 
     With ``resume``, the configuration comes from the checkpoint in ``out``; only ``steps`` and
-    ``time_budget`` are taken from ``cfg`` (a dict of those, or a TrainConfig).
+    ``time_budget`` are taken from ``cfg`` (a dict of those, or a TrainConfig). With
+    ``distributed``, this is one rank of an MPI job (see ``nplstm.distributed``): rank 0 alone
+    logs and writes files.
     """
+    dist = dist_mod.make(distributed)
+    if dist.rank != 0:
+        log, progress = (lambda *args: None), None
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     # 0. data, model, optimizer; or all of them from the checkpoint
@@ -184,18 +192,26 @@ def train(cfg, out, resume=False, log=print, progress=True):
         extend = cfg if isinstance(cfg, dict) else {"steps": cfg.steps, "time_budget": cfg.time_budget}
         cfg = TrainConfig(**{**meta["config"], **{k: v for k, v in extend.items() if v is not None}})
     vocab, train_batches, val_batches, split = prepare_data(cfg)
+    dist.check_same("configuration or vocabulary", json.dumps(asdict(cfg), sort_keys=True) + "".join(vocab.chars))
+    rows = dist.rows(cfg.batch_size)                      # this rank's shard of every batch
     model = CharModel(ModelConfig(len(vocab), cfg.embed, cfg.hidden, cfg.layers, cfg.dropout, cfg.dtype), cfg.seed)
+    if dist.size > 1:
+        model.lstm.rng = np.random.default_rng([cfg.seed, dist.rank])   # dropout differs by rank
     opt = OPTIMIZERS[cfg.optimizer](lr=cfg.lr, **({"momentum": cfg.momentum} if cfg.optimizer == "sgd" else {}))
     if resume:
         if "".join(vocab.chars) != meta["vocab"]:
             raise ckpt.CheckpointError("the checkpoint's vocabulary differs from the data's; resume on the same data")
+        if meta.get("ranks", 1) != dist.size:
+            raise ckpt.CheckpointError(f"the checkpoint was written by a run of {meta.get('ranks', 1)} rank(s); "
+                                       f"resume it with the same number, not {dist.size}")
         model.load_params({k[6:]: v for k, v in arrays.items() if k.startswith("model.")})
         opt.state = {k[6:]: v.copy() for k, v in arrays.items() if k.startswith("optim.")}
         opt.t, step, history = meta["optim_t"], meta["step"], meta["history"]
-        model.lstm.rng.bit_generator.state = meta["dropout_rng"]
+        model.lstm.rng.bit_generator.state = meta.get("dropout_rngs", [meta["dropout_rng"]])[dist.rank]
         if "state.h" in arrays:
-            state = (arrays["state.h"].copy(), arrays["state.c"].copy())
+            state = (arrays["state.h"][:, rows].copy(), arrays["state.c"][:, rows].copy())
         log(f"resumed from {out / ckpt.FILENAME} at step {step}")
+    dist.bcast_(model.params)                             # every rank starts from rank 0's weights
     start = step
     n_params = sum(v.size for v in model.params.values())
     log(f"data: {cfg.data or cfg.corpus} ({'lines' if cfg.line_mode else 'stream'} mode), vocab {len(vocab)}, "
@@ -203,14 +219,18 @@ def train(cfg, out, resume=False, log=print, progress=True):
     bar = _progress(progress, start, cfg.steps)
     t0, chars, loss = time.perf_counter(), 0, float("nan")
     while step < cfg.steps:
-        # 1. the batch for this step (a new pass over the streams starts from a zero state)
-        batch = train_batches.get(step)
+        # 1. the batch for this step, this rank's rows of it (a new pass over the streams starts from zero)
+        batch, n_global = _shard(train_batches.get(step), rows, cfg.line_mode)
         if not cfg.line_mode and train_batches.chunk_index(step) == 0:
             state = None
         # 2. forward, loss, backward; the carried state is a constant, so gradients stop at the chunk boundary
         loss, dlogits, new_state, cache, n = batch_loss(model, batch, state, cfg.line_mode, train=True)
-        _guard(loss, step, len(vocab))
+        if n != n_global:                                 # weight this shard's mean by its share of tokens
+            loss, dlogits = loss * n / n_global, dlogits * (n / n_global)
         grads = model.backward(dlogits, cache)
+        over = float(cfg.time_budget is not None and time.perf_counter() - t0 >= cfg.time_budget)
+        loss, over = dist.allreduce_(grads, [loss, over])  # sum over ranks: the global batch's gradient
+        _guard(loss, step, len(vocab))
         # 3. clip and update
         try:
             norm = clip_grad_norm(grads, cfg.clip)
@@ -221,19 +241,22 @@ def train(cfg, out, resume=False, log=print, progress=True):
         state = None if cfg.line_mode else new_state
         step += 1
         # 4. log; every so often evaluate, sample and checkpoint
-        chars += n
+        chars += n_global
         elapsed = time.perf_counter() - t0
         row = dict(step=step, train_loss=round(loss, 5), val_loss="", grad_norm=round(norm, 4), lr=f"{lr:.3g}",
                    chars_per_s=round(chars / max(elapsed, 1e-9)), elapsed_s=round(elapsed, 2))
-        done = step == cfg.steps or (cfg.time_budget is not None and elapsed >= cfg.time_budget)
-        if step % cfg.eval_every == 0 or done:
+        done = step == cfg.steps or over > 0
+        if (step % cfg.eval_every == 0 or done) and dist.rank == 0:
             row["val_loss"] = round(evaluate(model, val_batches, cfg.line_mode), 5)
             bar.write(f"step {step}: train {loss:.4f}, val {row['val_loss']:.4f}, grad norm {norm:.3f}")
         history.append(row)
-        if step % cfg.sample_every == 0 or done:
+        if (step % cfg.sample_every == 0 or done) and dist.rank == 0:
             bar.write("sample: " + _sample_text(model, vocab, cfg, step))
-        if step % cfg.checkpoint_every == 0 or done:
-            _save(out, model, opt, state, step, cfg, vocab, history)
+        if step % cfg.checkpoint_every == 0 or done:       # the gathers are collective: every rank takes part
+            full = None if state is None else (dist.gather_rows(state[0]), dist.gather_rows(state[1]))
+            rngs = dist.gather_states(model.lstm.rng.bit_generator.state)
+            if dist.rank == 0:
+                _save(out, model, opt, full, step, cfg, vocab, history, rngs)
         bar.set_postfix(loss=f"{loss:.3f}", chars_s=row["chars_per_s"], refresh=False)
         bar.update(1)
         if done:
@@ -241,10 +264,25 @@ def train(cfg, out, resume=False, log=print, progress=True):
     bar.close()
     if step == start:
         log(f"nothing to do: the checkpoint is at step {start} of {cfg.steps}")
-    plot = plot_losses(out, history) if history else None
+    dist.assert_identical(model.params)
+    if dist.size > 1:
+        total, steps_run = time.perf_counter() - t0, max(step - start, 1)
+        log(f"weights bit-identical on all {dist.size} ranks; Allreduce {dist.allreduce_seconds / steps_run * 1e3:.2f} "
+            f"ms/step, {100 * dist.allreduce_seconds / total:.1f}% of training time "
+            f"({sum(v.nbytes for v in model.params.values()) / 2**20:.2f} MiB of gradients per step)")
+    plot = plot_losses(out, history) if history and dist.rank == 0 else None
     log(f"done: step {step}, train loss {loss:.4f}; wrote {out / ckpt.FILENAME}, {out / 'metrics.csv'}"
         + (f", {plot}" if plot else ""))
     return model
+
+
+def _shard(batch, rows, line_mode):
+    """This rank's rows of a global batch, and the global batch's token count."""
+    if line_mode:
+        x, y, lengths, mask = batch
+        return (x[:, rows], y[:, rows], lengths[rows], mask[:, rows]), int(mask.sum())
+    x, y = batch
+    return (np.ascontiguousarray(x[:, rows]), np.ascontiguousarray(y[:, rows])), y.size
 
 
 def _guard(loss, step, vocab_size):
@@ -278,7 +316,16 @@ class _PlainBar:
         pass
 
 
+class _SilentBar(_PlainBar):
+    """Ranks other than 0 of an MPI job print nothing."""
+
+    def write(self, s):
+        pass
+
+
 def _progress(enabled, start, total):
+    if enabled is None:
+        return _SilentBar()
     if not enabled:
         return _PlainBar()
     try:
