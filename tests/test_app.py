@@ -103,7 +103,7 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path, text_file):
 
     r = nplstm("train", "--out", killed, "--resume", "--quiet")
     assert r.returncode == 0, r.stderr
-    assert f"resumed from" in r.stdout
+    assert "resumed from" in r.stdout
     a, meta_a = ckpt.load(full)
     b, meta_b = ckpt.load(killed)
     assert meta_a["step"] == meta_b["step"] == 150
@@ -130,3 +130,15 @@ def test_export_command(tmp_path):
         assert (tmp_path / target).stat().st_size > 1000
     r = nplstm("export", "--checkpoint", run, "--to", tmp_path / "m.pt")
     assert r.returncode == 2 and ".onnx or .safetensors" in r.stderr
+
+
+@pytest.mark.parametrize("cell", ["gru", "rnn"])
+def test_other_cells_train_and_sample(cell, tmp_path, text_file):
+    run = tmp_path / cell
+    r = nplstm("train", "--data", text_file, "--out", run, "--steps", 12, "--cell", cell, *SMALL)
+    assert r.returncode == 0, r.stderr
+    assert any(k.startswith(f"model.{cell}.weight_hh_l0") for k in ckpt.load(run)[0])
+    s = nplstm("sample", "--checkpoint", run, "--length", 20, "--prime", "the ")
+    assert s.returncode == 0 and len(s.stdout.rstrip("\n")) == 24
+    r = nplstm("train", "--out", run, "--resume", "--steps", 15, "--quiet")
+    assert r.returncode == 0 and "resumed from" in r.stdout, r.stderr

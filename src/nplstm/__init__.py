@@ -6,7 +6,7 @@
 - ``nplstm.gradcheck``: central-difference gradient checking for any explicit backward.
 """
 from . import engine, gradcheck, reference, rnn_utils
-from .layers import LSTM
+from .layers import GRU, LSTM, RNN
 
 __version__ = "0.1.0"
-__all__ = ["LSTM", "engine", "gradcheck", "reference", "rnn_utils", "__version__"]
+__all__ = ["LSTM", "GRU", "RNN", "engine", "gradcheck", "reference", "rnn_utils", "__version__"]

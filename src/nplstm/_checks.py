@@ -64,3 +64,44 @@ def positive_int(name, value, minimum=1):
     if value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
     return int(value)
+
+
+def layer_dtype(dtype):
+    """A layer's dtype argument: "float32"/"float64" (or the numpy dtypes), anything else a TypeError."""
+    try:
+        dt = np.dtype(dtype)
+    except TypeError as err:
+        raise TypeError(f"dtype must be 'float32' or 'float64', got {dtype!r}") from err
+    if dt not in FLOAT_DTYPES:
+        raise TypeError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
+    return dt
+
+
+def sequence_caches(caches, da, producer):
+    """Check a reference API's ``(list_of_caches, x)`` and the incoming ``da`` (n_a, m, T_x).
+
+    Returns ``(step_caches, x, da)``; ``producer`` names the function that made the caches.
+    """
+    if not isinstance(caches, tuple) or len(caches) != 2 or not isinstance(caches[0], list):
+        raise TypeError(f"caches must be the (list_of_caches, x) tuple returned by {producer}, "
+                        f"got {type(caches).__name__}")
+    step_caches, x = caches
+    n_x, m, T_x = x.shape
+    n_a = step_caches[0][0].shape[0]
+    da = float_array("da", da, ndim=3)
+    check_shape("da", da, (n_a, m, T_x), f" = (n_a, m, T_x) for n_a={n_a}, m={m}, T_x={T_x}")
+    return step_caches, x, da
+
+
+def parameter_arrays(parameters, keys):
+    """The reference API's parameter dict: every key present, each a 2-D float array.
+
+    Returns {"parameters['K']": array} for the messages of later shape checks.
+    """
+    from collections.abc import Mapping
+    if not isinstance(parameters, Mapping):
+        raise TypeError(f"parameters must be a dict, got {type(parameters).__name__}")
+    for key in keys:
+        if key not in parameters:
+            raise ValueError(f"parameters is missing key {key!r}; expected keys {', '.join(keys)}")
+    return {f"parameters[{k!r}]": float_array(f"parameters[{k!r}]", parameters[k], ndim=2) for k in keys}

@@ -32,12 +32,15 @@ GRID = [(32, 64, 1, 100, 1, False), (64, 128, 32, 50, 1, False), (128, 256, 64, 
         (512, 512, 64, 50, 1, False), (64, 128, 16, 50, 2, True)]
 
 
-def make_pair(cfg, seed=0):
+CELLS = {"lstm": ("LSTM", "LSTM"), "gru": ("GRU", "GRU"), "rnn": ("RNN", "RNN")}   # torch.nn name, nplstm name
+
+
+def make_pair(cfg, seed=0, cell="lstm"):
     import torch
     I, H, B, T, L, bi = cfg
     torch.manual_seed(seed)
-    module = torch.nn.LSTM(I, H, L, bidirectional=bi)
-    ours = nplstm.LSTM(I, H, L, bidirectional=bi)
+    module = getattr(torch.nn, CELLS[cell][0])(I, H, L, bidirectional=bi)
+    ours = getattr(nplstm, CELLS[cell][1])(I, H, L, bidirectional=bi)
     ours.load_state_dict({k: v.detach().numpy() for k, v in module.state_dict().items()})
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((T, B, I)).astype(np.float32)
@@ -126,25 +129,26 @@ def budget_reps(cfg):
     return int(np.clip(1.5e9 / max(work, 1), 7, 51))
 
 
-def run_grid(grid, threads, reps=None):
+def run_grid(grid, threads, reps=None, cell="lstm"):
     import torch
     from threadpoolctl import threadpool_limits
     torch.set_num_threads(threads)
     rows = []
     with threadpool_limits(threads):
         for cfg in grid:
-            module, ours, x, G = make_pair(cfg)
+            module, ours, x, G = make_pair(cfg, cell=cell)
             t_train, t_infer = torch_runners(module, x, G)
             n_train, n_infer = nplstm_runners(ours, x, G)
             r = reps or budget_reps(cfg)
             train = median_times({"nplstm": n_train, "torch": t_train}, r)
             infer_runners = {"nplstm": n_infer, "torch": t_infer}
-            ort_run = onnx_runner(ours, x, threads)
+            ort_run = onnx_runner(ours, x, threads) if cell == "lstm" else None
             if ort_run is not None:
                 infer_runners["onnxruntime"] = ort_run
             infer = median_times(infer_runners, r)
-            ref = reference_step_time(cfg) if cfg[2] * cfg[3] * cfg[1] <= 32 * 50 * 128 else None
-            rows.append(dict(cfg=cfg, reps=r, train=train, infer=infer, reference=ref))
+            small = cfg[2] * cfg[3] * cfg[1] <= 32 * 50 * 128
+            ref = reference_step_time(cfg) if small and cell == "lstm" else None
+            rows.append(dict(cfg=cfg, reps=r, train=train, infer=infer, reference=ref, cell=cell))
             print(format_row(rows[-1]), flush=True)
     return rows
 
@@ -154,7 +158,8 @@ def format_row(row):
     tr, inf = row["train"], row["infer"]
     ort = f"{inf['nplstm'] / inf['onnxruntime']:.2f}" if "onnxruntime" in inf else "n/a"
     ref = f"{row['reference'] / tr['nplstm']:.0f}x" if row["reference"] else "-"
-    return (f"| ({I},{H},{B},{T},{L},{'yes' if bi else 'no'}) | {tr['nplstm'] / tr['torch']:.2f} | "
+    cell = "" if row.get("cell", "lstm") == "lstm" else row["cell"].upper() + " "
+    return (f"| {cell}({I},{H},{B},{T},{L},{'yes' if bi else 'no'}) | {tr['nplstm'] / tr['torch']:.2f} | "
             f"{inf['nplstm'] / inf['torch']:.2f} | {ort} | {tr['nplstm'] * 1e3:.2f} / {tr['torch'] * 1e3:.2f} | "
             f"{inf['nplstm'] * 1e3:.2f} / {inf['torch'] * 1e3:.2f} | {ref} |")
 
@@ -234,6 +239,7 @@ def main(argv=None):
     ap.add_argument("--config", type=_config, action="append", help="I,H,B,T,layers,bidirectional "
                     "(repeatable; default: the standard grid)")
     ap.add_argument("--results", default="benchmarks/RESULTS.md", help="file that --write updates")
+    ap.add_argument("--cell", choices=sorted(CELLS), default="lstm", help="which layer to time (default: lstm)")
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--reps", type=int, default=None, help="timed runs per implementation (default: by size)")
     ap.add_argument("--write", action="store_true", help="write benchmarks/RESULTS.md")
@@ -254,15 +260,16 @@ def main(argv=None):
         return rows
     print(environment(args.threads))
     print(HEADER)
-    rows = run_grid(grid, args.threads, args.reps)
+    rows = run_grid(grid, args.threads, args.reps, args.cell)
     if args.write:
-        write_results(rows, args.threads, args.results)
+        write_results(rows, args.threads, args.results, args.cell)
 
 
-def write_results(rows, threads, path):
+def write_results(rows, threads, path, cell="lstm"):
     table = "\n".join([HEADER, *map(format_row, rows)])
-    _write_section(f"threads{threads}", f"Speed, float32, {threads} thread(s)",
-                   f"python benchmarks/bench_lstm.py --threads {threads} --write", table, threads, path)
+    name = "" if cell == "lstm" else f"-{cell}"
+    _write_section(f"threads{threads}{name}", f"Speed, float32, {threads} thread(s), {CELLS[cell][1]}",
+                   f"python benchmarks/bench_lstm.py --threads {threads} --cell {cell} --write", table, threads, path)
 
 
 def _write_section(key, title, command, body, threads, path):

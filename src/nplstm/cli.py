@@ -34,6 +34,7 @@ def _add_train(sub):
                             ("--sample-every", int, "steps between printed samples"),
                             ("--checkpoint-every", int, "steps between checkpoints")):
         g.add_argument(flag, type=typ, help=f"{text} (default: from the preset)")
+    g.add_argument("--cell", choices=["lstm", "gru", "rnn"], help="recurrent cell (default: lstm)")
     g.add_argument("--optimizer", choices=["adam", "sgd"], help="optimizer (default: adam)")
     g.add_argument("--schedule", choices=["cosine", "step", "constant"], help="decay after warm-up (default: cosine)")
     g.add_argument("--line-mode", action=argparse.BooleanOptionalAction,
@@ -54,7 +55,7 @@ def _cmd_train(args):
                    seq_len=args.seq_len, batch_size=args.batch_size, lr=args.lr, clip=args.clip,
                    warmup=args.warmup, eval_every=args.eval_every, sample_every=args.sample_every,
                    checkpoint_every=args.checkpoint_every, optimizer=args.optimizer, schedule=args.schedule,
-                   line_mode=args.line_mode, lowercase=args.lowercase, dtype=args.dtype)
+                   line_mode=args.line_mode, lowercase=args.lowercase, dtype=args.dtype, cell=args.cell)
     cfg = config_from(args.preset, **options)
     out = args.out or f"runs/{args.preset or args.corpus or 'dinos'}"
     if args.resume:

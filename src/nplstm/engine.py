@@ -1,31 +1,26 @@
-"""The fused LSTM time loop: forward and backward of one layer in one direction.
+"""The fused recurrent time loop: forward and backward of one layer in one direction.
 
-Everything else (layers, directions, lengths, dropout) composes around these two functions.
+One loop serves LSTM, GRU and the plain RNN: what differs between them is a step's
+elementwise math, which lives in the small classes of ``KINDS``. Everything else (layers,
+directions, lengths, dropout) composes around ``forward`` and ``backward``.
 
 Shape legend, used in every comment below::
 
     T  time steps            B  batch              I  input features
-    H  hidden size           P  output size of a step: proj_size if set, else H
-    4H the four gates, in the engine's internal order [i | f | o | g]
+    H  hidden size           P  size of h: proj_size if set (LSTM only), else H
+    G  gates: 4 for LSTM (engine order [i | f | o | g]), 3 for GRU ([r | z | n]), 1 for RNN
 
-Weights arrive in PyTorch's layout and gate order [i | f | g | o]::
+Weights arrive in PyTorch's layout and gate order (LSTM [i | f | g | o], GRU [r | z | n])::
 
-    w_ih (4H, I)   w_hh (4H, P)   b_ih, b_hh (4H,)   w_hr (P, H) or None
+    w_ih (G*H, I)   w_hh (G*H, P)   b_ih, b_hh (G*H,)   w_hr (P, H) or None
 
 Inside the loop every per-step array is feature-major, (features, B), as in the course
 notebook's (n_a, m): a gate is then a contiguous block of rows, so each elementwise pass
-runs over contiguous memory, and the recurrent GEMM is (4H, P) @ (P, B).
+runs over contiguous memory, and the recurrent GEMM is (G*H, P) @ (P, B).
 
-``pack`` reorders the gate rows to [i | f | o | g], so the three sigmoid gates form one
-block, and scales those rows by 1/2: with sigma(z) = (1 + tanh(z/2)) / 2, one ``np.tanh``
-over all 4H rows serves every gate, and the sigmoid block is finished with one multiply-add.
-
-Equations of step t (PyTorch's)::
-
-    z = W_ih x_t + b_ih + W_hh h_{t-1} + b_hh          (4H, B)
-    i, f, o = sigmoid(z_i, z_f, z_o)    g = tanh(z_g)
-    c_t = f * c_{t-1} + i * g
-    h_t = o * tanh(c_t)                 (then h_t = W_hr h_t with a projection)
+``pack`` reorders LSTM gate rows to [i | f | o | g], so that the sigmoid gates lead in every
+kind, and scales the sigmoid rows by 1/2: with sigma(z) = (1 + tanh(z/2)) / 2, one ``np.tanh``
+serves the sigmoid and tanh gates alike, and the sigmoid block is finished with a multiply-add.
 
 Where the time goes: the input side of all T steps is one GEMM before the loop; the loop
 holds only the recurrent GEMM and in-place passes over preallocated buffers; the weight
@@ -43,7 +38,7 @@ import numpy as np
 
 from . import _cellmath
 
-__all__ = ["Packed", "pack", "forward", "backward", "cell_step", "backends", "get_backend", "set_backend",
+__all__ = ["Packed", "pack", "forward", "backward", "cell_step", "KINDS", "backends", "get_backend", "set_backend",
            "use_backend"]
 
 _backend = _cellmath.DEFAULT
@@ -77,39 +72,172 @@ def use_backend(name):
         set_backend(old)
 
 
-def gate_permutation(H):
-    """Row indices taking PyTorch's [i | f | g | o] to the engine's [i | f | o | g]."""
-    return np.r_[0:2 * H, 3 * H:4 * H, 2 * H:3 * H]
+# ---------------------------------------------------------------------------- the kinds of cell
+class LSTMCell:
+    """c_t = f c_{t-1} + i g,  h_t = o tanh(c_t)  (then W_hr h_t with a projection)."""
+    gates, sigmoid_gates, has_c, fold_bias = 4, 3, True, True
+
+    @staticmethod
+    def perm(H):
+        return np.r_[0:2 * H, 3 * H:4 * H, 2 * H:3 * H]  # PyTorch [i f g o] -> [i f o g]
+
+    @staticmethod
+    def buffers(T, H, B, dtype, w):
+        ext = {"tc": np.empty((T, H, B), dtype), "ig": np.empty((H, B), dtype)}   # tanh(c_t); scratch
+        if w.w_hr is not None:                            # o * tanh(c_t) before the projection; zeros, because
+            ext["r"] = np.zeros((T, H, B), dtype)        # padded steps enter dW_hr's GEMM (times a zero dh)
+        return ext
+
+    @staticmethod
+    def forward(src, a, rec, h_next, c_prev, c_next, ext, k, w, n):
+        np.add(src, rec, out=a)                           # z / 2 for i, f, o; z for g
+        np.tanh(a, out=a)                                 # all four gates in one pass
+        _cellmath.BACKENDS[_backend][0](a, c_prev, c_next, ext["ig"][:, :n])   # i, f, o; c_t = f c + i g
+        H = c_next.shape[0]
+        tct = ext["tc"][k, :, :n]
+        np.tanh(c_next, out=tct)
+        if w.w_hr is None:
+            np.multiply(a[2 * H:3 * H], tct, out=h_next)  # h_t = o * tanh(c_t)
+        else:
+            r = ext["r"][k, :, :n]
+            np.multiply(a[2 * H:3 * H], tct, out=r)
+            np.matmul(w.w_hr, r, out=h_next)              # h_t = W_hr (o * tanh(c_t))
+
+    @staticmethod
+    def backward(dh, dc, a, h_prev, c_prev, ext, t, w, dz, drec, scratch, n):
+        """dz: dL/d(pre-activations); drec aliases dz (the same sum feeds both GEMMs). No direct dh term."""
+        if w.w_hr is not None:
+            scratch["dH"][t, :, :n] = dh
+            dh = np.matmul(w.w_hr.T, dh, out=scratch["dr"][:, :n])   # backprop through the projection
+        _cellmath.BACKENDS[_backend][1](a, ext["tc"][t, :, :n], c_prev, dh, dc, dz, scratch["tmp"][:, :n],
+                                        scratch["tmp3"][:, :n])
+        return dz, None
+
+
+class GRUCell:
+    """r, z = sigma(...), n = tanh(W_in x + b_in + r (W_hn h + b_hn)), h_t = (1 - z) n + z h_{t-1} (PyTorch's)."""
+    gates, sigmoid_gates, has_c, fold_bias = 3, 2, False, False
+
+    @staticmethod
+    def perm(H):
+        return np.arange(3 * H)                           # already [r z n]: the sigmoid gates lead
+
+    @staticmethod
+    def buffers(T, H, B, dtype, w):
+        return {"hn": np.empty((T, H, B), dtype)}        # W_hn h_{t-1} + b_hn, kept for the backward
+
+    @staticmethod
+    def forward(src, a, rec, h_next, c_prev, c_next, ext, k, w, n):
+        H = h_next.shape[0]
+        rz, an = a[:2 * H], a[2 * H:]
+        np.add(src[:2 * H], rec[:2 * H], out=rz)
+        if a is not src:
+            an[...] = src[2 * H:]
+        np.tanh(rz, out=rz)
+        rz *= 0.5
+        rz += 0.5                                         # r, z = (1 + tanh(z/2)) / 2
+        hn = ext["hn"][k, :, :n]
+        hn[...] = rec[2 * H:]
+        np.multiply(rz[:H], hn, out=h_next)               # r * (W_hn h + b_hn), h_next as scratch
+        an += h_next
+        np.tanh(an, out=an)                               # n
+        h_prev = ext["h_prev"]
+        np.subtract(h_prev, an, out=h_next)
+        h_next *= rz[H:]
+        h_next += an                                      # h_t = n + z (h_{t-1} - n)
+
+    @staticmethod
+    def backward(dh, dc, a, h_prev, c_prev, ext, t, w, dz, drec, scratch, n):
+        H = dh.shape[0]
+        r, z, nn = a[:H], a[H:2 * H], a[2 * H:]
+        dr, dzz, dn = dz[:H], dz[H:2 * H], dz[2 * H:]
+        tmp = scratch["tmp"][:, :n]
+        np.subtract(h_prev, nn, out=tmp)
+        np.multiply(dh, tmp, out=dzz)                     # dL/dz = dh (h_{t-1} - n)
+        np.subtract(1, z, out=tmp)
+        np.multiply(dh, tmp, out=dn)                      # dL/dn = dh (1 - z)
+        np.multiply(nn, nn, out=tmp)
+        np.subtract(1, tmp, out=tmp)
+        dn *= tmp                                         # backprop through tanh: dL/d(n pre-activation)
+        hn = ext["hn"][t, :, :n]
+        np.multiply(dn, hn, out=dr)                       # dL/dr = dn_pre (W_hn h + b_hn)
+        np.subtract(1, a[:2 * H], out=scratch["tmp2"][:, :n])
+        scratch["tmp2"][:, :n] *= a[:2 * H]
+        dz[:2 * H] *= scratch["tmp2"][:, :n]              # backprop through sigmoid: s (1 - s)
+        drec[:2 * H] = dz[:2 * H]                         # the recurrent side sees r, z as the input side does
+        np.multiply(dn, r, out=drec[2 * H:])              # but its n part is scaled by r
+        return drec, np.multiply(dh, z, out=scratch["direct"][:, :n])   # h_t = ... + z h_{t-1}
+
+
+class RNNCell:
+    """h_t = act(W_ih x + b_ih + W_hh h_{t-1} + b_hh), act tanh or relu."""
+    gates, sigmoid_gates, has_c, fold_bias = 1, 0, False, True
+
+    def __init__(self, nonlinearity):
+        self.relu = nonlinearity == "relu"
+
+    @staticmethod
+    def perm(H):
+        return np.arange(H)
+
+    @staticmethod
+    def buffers(T, H, B, dtype, w):
+        return {}
+
+    def forward(self, src, a, rec, h_next, c_prev, c_next, ext, k, w, n):
+        np.add(src, rec, out=h_next)                      # the gates buffer is not needed: h_t is the activation
+        if self.relu:
+            np.maximum(h_next, 0, out=h_next)
+        else:
+            np.tanh(h_next, out=h_next)
+
+    def backward(self, dh, dc, a, h_prev, c_prev, ext, t, w, dz, drec, scratch, n):
+        h = ext["h_next"]                                 # the activation is h_t itself
+        if self.relu:
+            np.multiply(dh, h > 0, out=dz)                # backprop through relu
+        else:
+            np.multiply(h, h, out=dz)
+            np.subtract(1, dz, out=dz)
+            dz *= dh                                      # backprop through tanh
+        return dz, None
+
+
+KINDS = {"lstm": LSTMCell(), "gru": GRUCell(), "rnn_tanh": RNNCell("tanh"), "rnn_relu": RNNCell("relu")}
 
 
 @dataclass
 class Packed:
     """One layer-direction's weights, packed for the engine (see ``pack``)."""
-    Wx: np.ndarray            # (4H, I)  w_ih, gates [i f o g], sigmoid rows halved
-    Wh: np.ndarray            # (4H, P)  w_hh, the same
-    b: np.ndarray             # (4H, 1)  b_ih + b_hh, the same
-    w_ih: np.ndarray          # (4H, I)  rows in [i f o g] order, unscaled: for dx
-    w_hh: np.ndarray          # (4H, P)  the same: for dh_{t-1}
-    w_hr: np.ndarray | None   # (P, H)   projection, or None
-    perm: np.ndarray          # (4H,)    gate_permutation(H)
+    kind: str                 # a key of KINDS
+    Wx: np.ndarray            # (G*H, I)  w_ih, engine gate order, sigmoid rows halved
+    Wh: np.ndarray            # (G*H, P)  w_hh, the same
+    bx: np.ndarray            # (G*H, 1)  input-side bias (with b_hh folded in where the math allows)
+    bh: np.ndarray | None     # (G*H, 1)  recurrent-side bias, kept apart (GRU: b_hn sits inside r * (...))
+    w_ih: np.ndarray          # (G*H, I)  engine gate order, unscaled: for dx
+    w_hh: np.ndarray          # (G*H, P)  the same: for dh_{t-1}
+    w_hr: np.ndarray | None   # (P, H)    LSTM projection, or None
+    perm: np.ndarray          # (G*H,)    PyTorch rows -> engine rows
 
     @property
     def H(self):
-        return self.w_ih.shape[0] // 4
+        return self.w_ih.shape[0] // KINDS[self.kind].gates
 
 
-def pack(w_ih, w_hh, b_ih=None, b_hh=None, w_hr=None):
+def pack(w_ih, w_hh, b_ih=None, b_hh=None, w_hr=None, kind="lstm"):
     """Pack PyTorch-layout weights for ``forward``/``backward``; biases may be None (bias=False)."""
-    H = w_ih.shape[0] // 4
-    perm = gate_permutation(H)
-    scale = np.ones((4 * H, 1), w_ih.dtype)
-    scale[:3 * H] = 0.5                                   # sigma(z) = (1 + tanh(z/2)) / 2
+    cell = KINDS[kind]
+    H = w_ih.shape[0] // cell.gates
+    perm = cell.perm(H)
+    scale = np.ones((cell.gates * H, 1), w_ih.dtype)
+    scale[:cell.sigmoid_gates * H] = 0.5                  # sigma(z) = (1 + tanh(z/2)) / 2
     w_ih, w_hh = w_ih[perm], w_hh[perm]
-    b = np.zeros((4 * H, 1), w_ih.dtype)
-    for bias in (b_ih, b_hh):
-        if bias is not None:
-            b += bias[perm, None]
-    return Packed(Wx=w_ih * scale, Wh=w_hh * scale, b=b * scale, w_ih=w_ih, w_hh=w_hh, w_hr=w_hr, perm=perm)
+    zero = np.zeros(cell.gates * H, w_ih.dtype)
+    bi = (zero if b_ih is None else b_ih[perm])[:, None]
+    bh = (zero if b_hh is None else b_hh[perm])[:, None]
+    if cell.fold_bias:
+        bi, bh = bi + bh, None
+    return Packed(kind=kind, Wx=w_ih * scale, Wh=w_hh * scale, bx=bi * scale, bh=None if bh is None else bh * scale,
+                  w_ih=w_ih, w_hh=w_hh, w_hr=w_hr, perm=perm)
 
 
 def forward(x, h0, c0, w, batch_sizes=None, reverse=False, train=True):
@@ -117,7 +245,7 @@ def forward(x, h0, c0, w, batch_sizes=None, reverse=False, train=True):
 
     Arguments:
         x -- (T, B, I), time-major; with ``batch_sizes`` the batch is sorted by decreasing length
-        h0 (B, P), c0 (B, H) -- initial state
+        h0 (B, P), c0 (B, H) or None -- initial state (c only for LSTM)
         w -- ``Packed`` weights
         batch_sizes -- None, or (T,) ints: columns active at each step (non-increasing)
         reverse -- read the sequence from its end (each column from its own last valid step)
@@ -126,53 +254,46 @@ def forward(x, h0, c0, w, batch_sizes=None, reverse=False, train=True):
     Returns:
         out (T, B, P) -- h_t of each step in time order (padded steps hold stale values:
                          the caller zeroes them)
-        h_n (B, P), c_n (B, H) -- each row's state after its last processed step
+        h_n (B, P), c_n (B, H) or None -- each row's state after its last processed step
         cache -- for ``backward`` (None unless train)
     """
+    cell = KINDS[w.kind]
     T, B, _ = x.shape
     H, P = w.H, w.Wh.shape[1]
     dtype = x.dtype
-    A = np.matmul(w.Wx, x.reshape(T * B, -1).T)          # (4H, T*B): input side of every step
-    A += w.b
-    A = A.reshape(4 * H, T, B)                           # becomes the activated gates, step by step
+    A = np.matmul(w.Wx, x.reshape(T * B, -1).T)          # (G*H, T*B): input side of every step
+    A += w.bx
+    A = A.reshape(-1, T, B)                              # becomes the activated gates, step by step
     hs = np.empty((T + 1, P, B), dtype)                  # states; h_{t-1} of step t sits at prev(t)
-    cs = np.empty((T + 1, H, B), dtype)
-    keep = T if train else 1                             # inference reuses slot 0
-    slot = None if train else np.empty((4 * H, B), dtype)   # inference: gates of one step, contiguous
-    tc = np.empty((keep, H, B), dtype)                   # tanh(c_t)
-    r = np.empty((keep, H, B), dtype) if w.w_hr is not None else None   # o * tanh(c_t) before projection
-    rec = np.empty((4 * H, B), dtype)                    # recurrent GEMM result
-    ig = np.empty((H, B), dtype)
-    cell_forward = _cellmath.BACKENDS[_backend][0]
+    cs = np.empty((T + 1, H, B), dtype) if cell.has_c else None
+    ext = cell.buffers(T if train else 1, H, B, dtype, w)
+    slot = None if train else np.empty(A.shape[:1] + (B,), dtype)   # inference: one step's gates, contiguous
+    rec = np.empty(A.shape[:1] + (B,), dtype)            # recurrent GEMM result
     first = T if reverse else 0
-    hs[first], cs[first] = h0.T, c0.T
+    hs[first] = h0.T
+    if cell.has_c:
+        cs[first] = c0.T
     for t in (range(T - 1, -1, -1) if reverse else range(T)):
         prev, nxt = (t + 1, t) if reverse else (t, t + 1)
-        k = t if train else 0
         n = B if batch_sizes is None else int(batch_sizes[t])
         if n < B:                                         # finished / not yet started columns carry over
-            hs[nxt, :, n:], cs[nxt, :, n:] = hs[prev, :, n:], cs[prev, :, n:]
+            hs[nxt, :, n:] = hs[prev, :, n:]
+            if cell.has_c:
+                cs[nxt, :, n:] = cs[prev, :, n:]
         np.matmul(w.Wh, hs[prev, :, :n], out=rec[:, :n])
-        if train:                                         # gates in place, kept for backward
-            a = A[:, t, :n]                               # (4H, n)
-            a += rec[:, :n]                               # z / 2 for i, f, o; z for g
-        else:                                             # contiguous scratch: faster passes
-            a = np.add(rec[:, :n], A[:, t, :n], out=slot[:, :n])
-        np.tanh(a, out=a)                                 # all four gates in one pass
-        c = cs[nxt, :, :n]
-        cell_forward(a, cs[prev, :, :n], c, ig[:, :n])    # i, f, o = (1 + tanh(z/2)) / 2; c_t = f c_{t-1} + i g
-        tct = tc[k, :, :n]
-        np.tanh(c, out=tct)
-        o = a[2 * H:3 * H]
-        if r is None:
-            np.multiply(o, tct, out=hs[nxt, :, :n])       # h_t = o * tanh(c_t)
-        else:
-            np.multiply(o, tct, out=r[k, :, :n])
-            np.matmul(w.w_hr, r[k, :, :n], out=hs[nxt, :, :n])   # h_t = W_hr (o * tanh(c_t))
+        if w.bh is not None:
+            rec[:, :n] += w.bh
+        ext["h_prev"] = hs[prev, :, :n]
+        src = A[:, t, :n]                                 # input side of this step
+        # training: gates in place in A, kept for backward; inference: a contiguous scratch (faster passes)
+        cell.forward(src, src if train else slot[:, :n], rec[:, :n], hs[nxt, :, :n],
+                     cs[prev, :, :n] if cell.has_c else None,
+                     cs[nxt, :, :n] if cell.has_c else None, ext, t if train else 0, w, n)
     last = 0 if reverse else T
     out = (hs[0:T] if reverse else hs[1:T + 1]).transpose(0, 2, 1)   # (T, B, P) view
-    cache = (x, A, hs, cs, tc, r, w, batch_sizes, reverse) if train else None
-    return out, hs[last].T, cs[last].T, cache
+    ext.pop("h_prev", None)
+    cache = (x, A, hs, cs, ext, w, batch_sizes, reverse) if train else None
+    return out, hs[last].T, (cs[last].T if cell.has_c else None), cache
 
 
 def backward(dout, dh_n, dc_n, cache):
@@ -184,44 +305,51 @@ def backward(dout, dh_n, dc_n, cache):
         cache -- from ``forward(..., train=True)``
 
     Returns:
-        dx (T, B, I), dh0 (B, P), dc0 (B, H)
-        grads -- dict with keys w_ih, w_hh, b (the bias gradient, for both b_ih and b_hh),
-                 w_hr (None without projection); in PyTorch's layout and gate order
+        dx (T, B, I), dh0 (B, P), dc0 (B, H) or None
+        grads -- dict with keys w_ih, w_hh, b_ih, b_hh, w_hr (None without projection);
+                 in PyTorch's layout and gate order
     """
-    x, A, hs, cs, tc, r, w, batch_sizes, reverse = cache
+    x, A, hs, cs, ext, w, batch_sizes, reverse = cache
+    cell = KINDS[w.kind]
     T, B, I = x.shape
     H, P = w.H, w.Wh.shape[1]
+    GH = A.shape[0]
     dtype = x.dtype
-    dZ = (np.empty if batch_sizes is None else np.zeros)((4 * H, T, B), dtype)  # d pre-activations
-    dH = np.zeros((T, P, B), dtype) if r is not None else None                # total dh_t, for dW_hr
+    dZ = (np.empty if batch_sizes is None else np.zeros)((GH, T, B), dtype)   # d input-side pre-activations
+    separate = not cell.fold_bias                         # GRU: the recurrent side gets its own gradient
+    dR = (np.empty if batch_sizes is None else np.zeros)((GH, T, B), dtype) if separate else dZ
     dh = np.zeros((P, B), dtype) if dh_n is None else np.array(dh_n.T, dtype)  # carries, backwards
-    dc = np.zeros((H, B), dtype) if dc_n is None else np.array(dc_n.T, dtype)
-    dr_buf, tmp, tmp3 = np.empty((H, B), dtype), np.empty((H, B), dtype), np.empty((3 * H, B), dtype)
-    cell_backward = _cellmath.BACKENDS[_backend][1]                          # dz and dc of one step
+    dc = (np.zeros((H, B), dtype) if dc_n is None else np.array(dc_n.T, dtype)) if cell.has_c else None
+    scratch = {k: np.empty((rows, B), dtype) for k, rows in
+               (("tmp", H), ("tmp2", 2 * H), ("tmp3", 3 * H), ("dr", H), ("direct", P))}
+    if w.w_hr is not None:
+        scratch["dH"] = np.zeros((T, P, B), dtype)        # total dh_t, for dW_hr
     for t in (range(T) if reverse else range(T - 1, -1, -1)):
-        prev = t + 1 if reverse else t
+        prev, nxt = (t + 1, t) if reverse else (t, t + 1)
         n = B if batch_sizes is None else int(batch_sizes[t])
         dhn = dh[:, :n]
         dhn += dout[t, :n].T                              # this step's output plus what step t+1 sent
-        if r is None:
-            dr = dhn
-        else:
-            dH[t, :, :n] = dhn
-            dr = np.matmul(w.w_hr.T, dhn, out=dr_buf[:, :n])   # backprop through the projection
-        dz = dZ[:, t, :n]
-        cell_backward(A[:, t, :n], tc[t, :, :n], cs[prev, :, :n], dr, dc[:, :n], dz, tmp[:, :n], tmp3[:, :n])
-        np.matmul(w.w_hh.T, dz, out=dhn)                  # dh_{t-1}: backprop through W_hh h_{t-1}
-    Z = dZ.reshape(4 * H, T * B)                          # (4H, T*B), no copy
+        ext["h_next"] = hs[nxt, :, :n]
+        drec, direct = cell.backward(dhn, dc[:, :n] if cell.has_c else None, A[:, t, :n], hs[prev, :, :n],
+                                     cs[prev, :, :n] if cell.has_c else None, ext, t, w, dZ[:, t, :n],
+                                     dR[:, t, :n], scratch, n)
+        np.matmul(w.w_hh.T, drec, out=dhn)                # dh_{t-1}: backprop through W_hh h_{t-1}
+        if direct is not None:
+            dhn += direct                                 # GRU: h_t = ... + z h_{t-1}
+    ext.pop("h_next", None)
+    Z, R = dZ.reshape(GH, T * B), dR.reshape(GH, T * B)  # (G*H, T*B), no copy
     h_prev = (hs[1:] if reverse else hs[:T]).transpose(0, 2, 1).reshape(T * B, P)   # h_{t-1} of each step
-    inv = np.argsort(w.perm)                              # back to PyTorch's [i f g o]
+    inv = np.argsort(w.perm)                              # back to PyTorch's gate order
+    b_ih = Z.sum(axis=1)[inv]
     grads = {
-        "w_ih": (Z @ x.reshape(T * B, I))[inv],           # (4H, I)  one GEMM over all T*B columns
-        "w_hh": (Z @ h_prev)[inv],                        # (4H, P)
-        "b": Z.sum(axis=1)[inv],                          # (4H,)
-        "w_hr": None if r is None else np.tensordot(dH, r, axes=([0, 2], [0, 2])),   # (P, H)
+        "w_ih": (Z @ x.reshape(T * B, I))[inv],           # (G*H, I)  one GEMM over all T*B columns
+        "w_hh": (R @ h_prev)[inv],                        # (G*H, P)
+        "b_ih": b_ih,                                     # (G*H,)
+        "b_hh": R.sum(axis=1)[inv] if separate else b_ih.copy(),
+        "w_hr": None if w.w_hr is None else np.tensordot(scratch["dH"], ext["r"], axes=([0, 2], [0, 2])),  # (P, H)
     }
     dx = (Z.T @ w.w_ih).reshape(T, B, I)                  # backprop through W_ih x
-    return dx, dh.T, dc.T, grads
+    return dx, dh.T, (dc.T if cell.has_c else None), grads
 
 
 def cell_step(x, h, c, w_ih, w_hh, b_ih=None, b_hh=None, w_hr=None):

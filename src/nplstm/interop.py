@@ -152,8 +152,10 @@ def onnx_model_bytes(module, opset=14, lengths=False, state=False):
         g.output(y, "Y", elem, ["B", "T", D * H] if module.batch_first else ["T", "B", D * H])
         g.output(y_h, "Y_h", elem, [module.num_layers * D, "B", H])
         g.output(y_c, "Y_c", elem, [module.num_layers * D, "B", H])
-    elif hasattr(module, "lstm") and hasattr(module, "embedding") and hasattr(module, "head"):
-        lstm = module.lstm
+    elif hasattr(module, "recurrent") and hasattr(module, "embedding") and hasattr(module, "head"):
+        lstm = module.recurrent
+        if not isinstance(lstm, LSTM):
+            raise InteropError(f"ONNX export of a char model supports cell=lstm, not {type(lstm).__name__}")
         elem = _elem(lstm.dtype)
         tokens = g.input("tokens", onnx.TensorProto.INT64, ["T", "B"])
         emb = g.node("Gather", [g.const("embedding.weight", module.embedding.params["weight"]), tokens], axis=0)

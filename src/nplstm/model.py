@@ -1,14 +1,17 @@
-"""A character-level language model: Embedding -> LSTM stack -> Linear, with an explicit backward.
+"""A character-level language model: Embedding -> LSTM (or GRU, RNN) stack -> Linear, explicit backward.
 
 Parameter names (``CharModel.params``) are the PyTorch module names of the same model::
 
-    embedding.weight (V, E)    lstm.<torch.nn.LSTM keys>    head.weight (V, H), head.bias (V,)
+    embedding.weight (V, E)    <cell>.<torch.nn.LSTM/GRU/RNN keys>    head.weight (V, H), head.bias (V,)
+
+where <cell> is "lstm", "gru" or "rnn". The recurrent state is a tuple: (h, c) for the LSTM,
+(h,) for GRU and RNN.
 """
 from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from .layers import LSTM, Embedding, Linear
+from .layers import GRU, LSTM, RNN, Embedding, Linear
 from .losses import log_softmax
 
 __all__ = ["ModelConfig", "CharModel", "sample"]
@@ -22,6 +25,10 @@ class ModelConfig:
     layers: int = 1
     dropout: float = 0.0
     dtype: str = "float32"
+    cell: str = "lstm"                 # "lstm", "gru" or "rnn" (tanh)
+
+
+CELLS = {"lstm": LSTM, "gru": GRU, "rnn": RNN}
 
 
 class CharModel:
@@ -30,9 +37,11 @@ class CharModel:
         seeds = np.random.SeedSequence(seed).spawn(3)
         c = config
         self.embedding = Embedding(c.vocab_size, c.embed, dtype=c.dtype, seed=seeds[0])
-        self.lstm = LSTM(c.embed, c.hidden, c.layers, dropout=c.dropout, dtype=c.dtype, seed=seeds[1])
+        if c.cell not in CELLS:
+            raise ValueError(f"cell must be one of {', '.join(CELLS)}, got {c.cell!r}")
+        self.recurrent = CELLS[c.cell](c.embed, c.hidden, c.layers, dropout=c.dropout, dtype=c.dtype, seed=seeds[1])
         self.head = Linear(c.hidden, c.vocab_size, dtype=c.dtype, seed=seeds[2])
-        self.layers = {"embedding": self.embedding, "lstm": self.lstm, "head": self.head}
+        self.layers = {"embedding": self.embedding, c.cell: self.recurrent, "head": self.head}
 
     @property
     def params(self):
@@ -42,7 +51,7 @@ class CharModel:
     def load_params(self, params):
         for name, layer in self.layers.items():
             own = {k.split(".", 1)[1]: v for k, v in params.items() if k.split(".", 1)[0] == name}
-            if isinstance(layer, LSTM):
+            if layer is self.recurrent:
                 layer.load_state_dict(own)
             else:
                 missing = sorted(set(layer.params) - set(own))
@@ -54,19 +63,24 @@ class CharModel:
                     layer.params[k] = np.array(own[k], dtype=layer.dtype)
 
     def forward(self, x, state=None, lengths=None, train=False):
-        """x (T, B) token ids -> logits (T, B, V), the final (h, c), and the cache for backward."""
+        """x (T, B) token ids -> logits (T, B, V), the final state tuple, and the cache for backward."""
         emb, e_cache = self.embedding.forward(x)                               # (T, B, E)
-        out, state, l_cache = self.lstm.forward(emb, state, lengths=lengths, train=train)   # (T, B, H)
+        if self.config.cell == "lstm":
+            out, state, l_cache = self.recurrent.forward(emb, state, lengths=lengths, train=train)   # (T, B, H)
+        else:
+            out, h_n, l_cache = self.recurrent.forward(emb, None if state is None else state[0], lengths, train)
+            state = (h_n,)
         logits, h_cache = self.head.forward(out)                               # (T, B, V)
-        return logits, state, (e_cache, l_cache, h_cache)
+        return logits, tuple(state), (e_cache, l_cache, h_cache)
 
     def backward(self, dlogits, cache):
         """Gradients of every parameter, by name; the incoming state gets none (truncated BPTT)."""
         e_cache, l_cache, h_cache = cache
         d_out, g_head = self.head.backward(dlogits, h_cache)
-        d_emb, _, g_lstm = self.lstm.backward(d_out, l_cache)
+        d_emb, _, g_rec = self.recurrent.backward(d_out, l_cache)
         g_emb = self.embedding.backward(d_emb, e_cache)
-        return {**{f"embedding.{k}": v for k, v in g_emb.items()}, **{f"lstm.{k}": v for k, v in g_lstm.items()},
+        cell = self.config.cell
+        return {**{f"embedding.{k}": v for k, v in g_emb.items()}, **{f"{cell}.{k}": v for k, v in g_rec.items()},
                 **{f"head.{k}": v for k, v in g_head.items()}}
 
     def config_dict(self):

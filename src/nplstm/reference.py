@@ -29,10 +29,13 @@ from collections.abc import Mapping
 import numpy as np
 
 from . import _checks
+from .reference_rnn import (initialize_rnn_parameters, rnn_backward, rnn_cell_backward, rnn_cell_forward,  # noqa: F401
+                            rnn_forward)
 from .rnn_utils import sigmoid, softmax
 
 __all__ = ["lstm_cell_forward", "lstm_forward", "lstm_cell_backward", "lstm_backward",
-           "softmax_cross_entropy", "update_parameters", "initialize_parameters"]
+           "softmax_cross_entropy", "update_parameters", "initialize_parameters",
+           "rnn_cell_forward", "rnn_forward", "rnn_cell_backward", "rnn_backward", "initialize_rnn_parameters"]
 
 GATE_KEYS = ("Wf", "bf", "Wi", "bi", "Wc", "bc", "Wo", "bo")
 OUTPUT_KEYS = ("Wy", "by")
@@ -41,12 +44,7 @@ OUTPUT_KEYS = ("Wy", "by")
 # ---------------------------------------------------------------------------- checks
 def _check_parameters(parameters, n_x, keys=GATE_KEYS + OUTPUT_KEYS):
     """Validate the parameter dict; return (n_a, n_y or None, dtype)."""
-    if not isinstance(parameters, Mapping):
-        raise TypeError(f"parameters must be a dict, got {type(parameters).__name__}")
-    for key in keys:
-        if key not in parameters:
-            raise ValueError(f"parameters is missing key {key!r}; expected keys {', '.join(keys)}")
-    arrays = {f"parameters[{k!r}]": _checks.float_array(f"parameters[{k!r}]", parameters[k], ndim=2) for k in keys}
+    arrays = _checks.parameter_arrays(parameters, keys)
     n_a = arrays["parameters['Wf']"].shape[0]
     cols = "" if n_x is None else f" with n_x={n_x}"
     for k in ("Wf", "Wi", "Wc", "Wo"):
@@ -220,14 +218,8 @@ def lstm_backward(da, caches, *, dc_final=None, return_dc0=False):
         dWf, dWi, dWc, dWo (n_a, n_a + n_x); dbf, dbi, dbc, dbo (n_a, 1)
         dc0 (n_a, m), only with return_dc0=True
     """
-    if not isinstance(caches, tuple) or len(caches) != 2 or not isinstance(caches[0], list):
-        raise TypeError("caches must be the (list_of_caches, x) tuple returned by lstm_forward, "
-                        f"got {type(caches).__name__}")
-    step_caches, x = caches
-    n_x, m, T_x = x.shape
-    n_a = step_caches[0][0].shape[0]
-    da = _checks.float_array("da", da, ndim=3)
-    _checks.check_shape("da", da, (n_a, m, T_x), f" = (n_a, m, T_x) for n_a={n_a}, m={m}, T_x={T_x}")
+    step_caches, x, da = _checks.sequence_caches(caches, da, "lstm_forward")
+    (n_a, m, T_x), n_x = da.shape, x.shape[0]
     dc_next = np.zeros((n_a, m), da.dtype) if dc_final is None else _state("dc_final", dc_final, n_a, m)
     _checks.same_dtype({"da": da, "dc_final": dc_next, "caches x": x})
 

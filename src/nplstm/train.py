@@ -17,7 +17,7 @@ import numpy as np
 
 from . import checkpoint as ckpt
 from . import distributed as dist_mod
-from .data import DataError, LineBatches, StreamBatches, Vocab, load_corpus, read_text, split_lines, split_stream
+from .data import LineBatches, StreamBatches, Vocab, load_corpus, read_text, split_lines, split_stream
 from .losses import softmax_cross_entropy
 from .model import CharModel, ModelConfig, sample
 from .optim import OPTIMIZERS, clip_grad_norm, lr_schedule
@@ -35,6 +35,7 @@ class TrainConfig:
     hidden: int = 96
     layers: int = 1
     dropout: float = 0.0
+    cell: str = "lstm"                # "lstm", "gru" or "rnn"
     seq_len: int = 64                 # stream mode: characters per chunk
     batch_size: int = 32
     optimizer: str = "adam"
@@ -116,8 +117,8 @@ def evaluate(model, batches, line_mode):
 def _save(out, model, opt, state, step, cfg, vocab, history, rngs):
     arrays = {f"model.{k}": v for k, v in model.params.items()}
     arrays.update({f"optim.{k}": v for k, v in opt.state.items()})
-    if state is not None:
-        arrays["state.h"], arrays["state.c"] = state
+    for name, part in zip("hc", state or ()):
+        arrays[f"state.{name}"] = part
     meta = dict(step=step, config=asdict(cfg), model=model.config_dict(), vocab="".join(vocab.chars),
                 optim_t=opt.t, dropout_rng=rngs[0], history=history, ranks=len(rngs))
     if len(rngs) > 1:
@@ -194,9 +195,10 @@ def train(cfg, out, resume=False, log=print, progress=True, distributed=False):
     vocab, train_batches, val_batches, split = prepare_data(cfg)
     dist.check_same("configuration or vocabulary", json.dumps(asdict(cfg), sort_keys=True) + "".join(vocab.chars))
     rows = dist.rows(cfg.batch_size)                      # this rank's shard of every batch
-    model = CharModel(ModelConfig(len(vocab), cfg.embed, cfg.hidden, cfg.layers, cfg.dropout, cfg.dtype), cfg.seed)
+    model = CharModel(ModelConfig(len(vocab), cfg.embed, cfg.hidden, cfg.layers, cfg.dropout, cfg.dtype, cfg.cell),
+                      cfg.seed)
     if dist.size > 1:
-        model.lstm.rng = np.random.default_rng([cfg.seed, dist.rank])   # dropout differs by rank
+        model.recurrent.rng = np.random.default_rng([cfg.seed, dist.rank])   # dropout differs by rank
     opt = OPTIMIZERS[cfg.optimizer](lr=cfg.lr, **({"momentum": cfg.momentum} if cfg.optimizer == "sgd" else {}))
     if resume:
         if "".join(vocab.chars) != meta["vocab"]:
@@ -207,9 +209,9 @@ def train(cfg, out, resume=False, log=print, progress=True, distributed=False):
         model.load_params({k[6:]: v for k, v in arrays.items() if k.startswith("model.")})
         opt.state = {k[6:]: v.copy() for k, v in arrays.items() if k.startswith("optim.")}
         opt.t, step, history = meta["optim_t"], meta["step"], meta["history"]
-        model.lstm.rng.bit_generator.state = meta.get("dropout_rngs", [meta["dropout_rng"]])[dist.rank]
+        model.recurrent.rng.bit_generator.state = meta.get("dropout_rngs", [meta["dropout_rng"]])[dist.rank]
         if "state.h" in arrays:
-            state = (arrays["state.h"][:, rows].copy(), arrays["state.c"][:, rows].copy())
+            state = tuple(arrays[f"state.{k}"][:, rows].copy() for k in "hc" if f"state.{k}" in arrays)
         log(f"resumed from {out / ckpt.FILENAME} at step {step}")
     dist.bcast_(model.params)                             # every rank starts from rank 0's weights
     start = step
@@ -253,8 +255,8 @@ def train(cfg, out, resume=False, log=print, progress=True, distributed=False):
         if (step % cfg.sample_every == 0 or done) and dist.rank == 0:
             bar.write("sample: " + _sample_text(model, vocab, cfg, step))
         if step % cfg.checkpoint_every == 0 or done:       # the gathers are collective: every rank takes part
-            full = None if state is None else (dist.gather_rows(state[0]), dist.gather_rows(state[1]))
-            rngs = dist.gather_states(model.lstm.rng.bit_generator.state)
+            full = None if state is None else tuple(dist.gather_rows(part) for part in state)
+            rngs = dist.gather_states(model.recurrent.rng.bit_generator.state)
             if dist.rank == 0:
                 _save(out, model, opt, full, step, cfg, vocab, history, rngs)
         bar.set_postfix(loss=f"{loss:.3f}", chars_s=row["chars_per_s"], refresh=False)

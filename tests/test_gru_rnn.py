@@ -1,0 +1,150 @@
+"""nplstm.GRU and nplstm.RNN: finite differences, stepping a plain cell by hand, torch, bad input."""
+import numpy as np
+import pytest
+
+import nplstm
+from nplstm.gradcheck import gradcheck
+
+pytestmark = pytest.mark.usefixtures("backend")
+I, H, B, T = 3, 5, 4, 6
+LENGTHS = [6, 3, 1, 5]
+
+
+def make(cls, seed=0, **kw):
+    layer = cls(I, H, dtype=kw.pop("dtype", "float64"), seed=seed, **kw)
+    for k, v in layer.params.items():
+        v[...] = np.random.default_rng([seed, len(k), v.size]).uniform(-0.8, 0.8, v.shape)
+    return layer
+
+
+def check(layer, x, lengths=None, seed=0):
+    """gradcheck of every weight, x and h0 for a hidden-only layer."""
+    rng = np.random.default_rng(seed)
+    out, h_n = layer(x, lengths=lengths)
+    h0 = rng.standard_normal(h_n.shape)
+    G, G_h = rng.standard_normal(out.shape), rng.standard_normal(h_n.shape)
+
+    def run():
+        layer.rng = np.random.default_rng(seed + 1)
+        return layer.forward(x, h0, lengths=lengths, train=True)
+
+    def loss():
+        out, h_n, _ = run()
+        return float(np.sum(G * out) + np.sum(G_h * h_n))
+
+    _, _, cache = run()
+    dx, dh0, grads = layer.backward(G, cache, G_h)
+    return gradcheck(loss, {**layer.params, "x": x, "h0": h0}, {**grads, "x": dx, "h0": dh0})
+
+
+CLASSES = [(nplstm.GRU, {}), (nplstm.RNN, {}), (nplstm.RNN, {"nonlinearity": "relu"})]
+CONFIGS = [dict(), dict(num_layers=2, bidirectional=True), dict(bias=False, batch_first=True),
+           dict(num_layers=2, dropout=0.3)]
+
+
+@pytest.mark.parametrize("cls,extra", CLASSES, ids=["gru", "rnn_tanh", "rnn_relu"])
+@pytest.mark.parametrize("config", CONFIGS, ids=[str(c) or "default" for c in CONFIGS])
+@pytest.mark.parametrize("lengths", [None, LENGTHS], ids=["full", "lengths"])
+def test_gradcheck(cls, extra, config, lengths):
+    layer = make(cls, **extra, **config)
+    x = np.random.default_rng(1).standard_normal((B, T, I) if layer.batch_first else (T, B, I))
+    report = check(layer, x, lengths)
+    assert set(report.errors) == set(layer.params) | {"x", "h0"}
+    assert report.max_error <= 1e-7, report
+
+
+def gru_step(x, h, w_ih, w_hh, b_ih, b_hh):
+    """torch.nn.GRU's equations, written plainly."""
+    gi, gh = x @ w_ih.T + b_ih, h @ w_hh.T + b_hh
+    r = 1 / (1 + np.exp(-(gi[:, :H] + gh[:, :H])))
+    z = 1 / (1 + np.exp(-(gi[:, H:2 * H] + gh[:, H:2 * H])))
+    n = np.tanh(gi[:, 2 * H:] + r * gh[:, 2 * H:])
+    return (1 - z) * n + z * h
+
+
+def rnn_step(x, h, w_ih, w_hh, b_ih, b_hh, relu=False):
+    z = x @ w_ih.T + b_ih + h @ w_hh.T + b_hh
+    return np.maximum(z, 0) if relu else np.tanh(z)
+
+
+@pytest.mark.parametrize("kind", ["gru", "rnn_tanh", "rnn_relu"])
+def test_sequence_equals_stepping_the_cell(kind):
+    layer = make(nplstm.GRU) if kind == "gru" else make(nplstm.RNN, nonlinearity=kind[4:])
+    step = gru_step if kind == "gru" else (lambda *a: rnn_step(*a, relu=kind == "rnn_relu"))
+    x = np.random.default_rng(2).standard_normal((T, B, I))
+    h0 = np.random.default_rng(3).standard_normal((1, B, H))
+    out, h_n = layer(x, h0)
+    h, hs = h0[0], []
+    for t in range(T):
+        h = step(x[t], h, *(layer.params[k + "_l0"] for k in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")))
+        hs.append(h)
+    np.testing.assert_allclose(out, np.stack(hs), atol=1e-13)
+    np.testing.assert_allclose(h_n[0], h, atol=1e-13)
+
+
+@pytest.mark.parametrize("cls", [nplstm.GRU, nplstm.RNN])
+def test_lengths_match_running_each_row_alone(cls):
+    layer = make(cls, num_layers=2, bidirectional=True)
+    x = np.random.default_rng(4).standard_normal((T, B, I))
+    out, h_n = layer(x, lengths=LENGTHS)
+    for b, n in enumerate(LENGTHS):
+        o1, h1 = layer(x[:n, b])
+        np.testing.assert_allclose(out[:n, b], o1, atol=1e-13)
+        np.testing.assert_allclose(h_n[:, b], h1, atol=1e-13)
+        assert np.all(out[n:, b] == 0)
+
+
+@pytest.mark.parametrize("dtype,tol", [("float64", 1e-9), ("float32", 1e-4)])
+@pytest.mark.parametrize("kind,bi,layers,lengths", [("gru", True, 2, True), ("gru", False, 1, False),
+                                                    ("rnn_tanh", True, 2, True), ("rnn_relu", False, 2, True)])
+def test_matches_torch(kind, bi, layers, lengths, dtype, tol):
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    tdtype = getattr(torch, dtype)
+    if kind == "gru":
+        module, ours = torch.nn.GRU(I, H, layers, bidirectional=bi), nplstm.GRU(I, H, layers, bidirectional=bi, dtype=dtype)
+    else:
+        nl = kind[4:]
+        module = torch.nn.RNN(I, H, layers, nonlinearity=nl, bidirectional=bi)
+        ours = nplstm.RNN(I, H, layers, nonlinearity=nl, bidirectional=bi, dtype=dtype)
+    module = module.to(tdtype)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.uniform_(-0.6, 0.6)
+    ours.load_state_dict({k: v.numpy() for k, v in module.state_dict().items()})
+    rng = np.random.default_rng(5)
+    D = 2 if bi else 1
+    x = rng.standard_normal((T, B, I)).astype(dtype)
+    h0 = rng.standard_normal((layers * D, B, H)).astype(dtype)
+    lens = np.array(LENGTHS) if lengths else None
+    G, G_h = rng.standard_normal((T, B, D * H)).astype(dtype), rng.standard_normal(h0.shape).astype(dtype)
+    if lens is not None:
+        for b, n in enumerate(lens):
+            G[n:, b] = 0
+    xt, h0t = torch.tensor(x, requires_grad=True), torch.tensor(h0, requires_grad=True)
+    if lens is None:
+        out_t, h_t = module(xt, h0t)
+    else:
+        packed = torch.nn.utils.rnn.pack_padded_sequence(xt, torch.tensor(lens), enforce_sorted=False)
+        out_t, h_t = module(packed, h0t)
+        out_t, _ = torch.nn.utils.rnn.pad_packed_sequence(out_t, total_length=T)
+    ((out_t * torch.tensor(G)).sum() + (h_t * torch.tensor(G_h)).sum()).backward()
+    out, h_n, cache = ours.forward(x, h0, lengths=lens, train=True)
+    dx, dh0, grads = ours.backward(G, cache, G_h)
+    for name, got, want in (("output", out, out_t), ("h_n", h_n, h_t), ("dx", dx, xt.grad), ("dh0", dh0, h0t.grad)):
+        np.testing.assert_allclose(got, want.detach().numpy(), rtol=0, atol=tol, err_msg=name)
+    for k, p in module.named_parameters():
+        np.testing.assert_allclose(grads[k], p.grad.numpy(), rtol=0, atol=10 * tol, err_msg=k)
+
+
+@pytest.mark.parametrize("call,exc,word", [
+    (lambda: nplstm.GRU(3, 5)(np.zeros((6, 4, 3)), (np.zeros((1, 4, 5)), np.zeros((1, 4, 5)))), TypeError, "h alone"),
+    (lambda: nplstm.GRU(3, 5)(np.zeros((6, 4, 3)), np.zeros((2, 4, 5))), ValueError, "h0"),
+    (lambda: nplstm.RNN(3, 5, nonlinearity="sigmoid"), ValueError, "nonlinearity"),
+    (lambda: nplstm.GRU(3, 5).backward(np.zeros((6, 4, 5)), nplstm.LSTM(3, 5).forward(np.zeros((6, 4, 3)), train=True)[2]),
+     TypeError, "GRU.forward"),
+    (lambda: nplstm.GRU(3, 5).load_state_dict(nplstm.LSTM(3, 5).state_dict()), ValueError, "(15, 3)"),
+])
+def test_bad_input(call, exc, word):
+    with pytest.raises(exc, match=word.replace("(", r"\(").replace(")", r"\)")):
+        call()
