@@ -192,3 +192,29 @@ def test_onnx_import_plain_graph_and_bad_files(tmp_path):
         interop.import_onnx(tmp_path / "junk.onnx")
     with pytest.raises(InteropError, match="no file"):
         interop.import_onnx(tmp_path / "missing.onnx")
+
+
+def test_import_foreign_bidirectional_graph_matches_onnxruntime(tmp_path):
+    """A graph nplstm did not write: random W, R, B, bidirectional, sequence_lens fed at run time."""
+    from onnx import TensorProto, helper, numpy_helper
+    rng = np.random.default_rng(7)
+    H, I, D = 4, 3, 2
+    inits = [numpy_helper.from_array(rng.uniform(-0.7, 0.7, s).astype(np.float32), n)
+             for n, s in (("W", (D, 4 * H, I)), ("R", (D, 4 * H, H)), ("B", (D, 8 * H)))]
+    node = helper.make_node("LSTM", ["X", "W", "R", "B", "lens"], ["Y", "Y_h", "Y_c"], hidden_size=H,
+                            direction="bidirectional")
+    graph = helper.make_graph(
+        [node], "foreign",
+        [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["T", "B", I]),
+         helper.make_tensor_value_info("lens", TensorProto.INT32, ["B"])],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ("Y", "Y_h", "Y_c")], inits)
+    path = tmp_path / "foreign.onnx"
+    path.write_bytes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)]).SerializeToString())
+    x = rng.standard_normal((5, 3, I)).astype(np.float32)
+    lens = np.array([5, 2, 4], np.int32)
+    y, y_h, y_c = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"X": x, "lens": lens})
+    lstm = interop.import_onnx(path)
+    out, (h, c) = lstm(x, lengths=lens)
+    np.testing.assert_allclose(out, y.transpose(0, 2, 1, 3).reshape(5, 3, D * H), atol=1e-5)
+    np.testing.assert_allclose(h, y_h, atol=1e-5)
+    np.testing.assert_allclose(c, y_c, atol=1e-5)
