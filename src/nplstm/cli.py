@@ -134,6 +134,43 @@ def _cmd_export(args):
     return 0
 
 
+def _add_inspect(sub):
+    p = sub.add_parser("inspect", help="gates and cell states of a trained LSTM char model, as a PNG and an HTML page")
+    p.add_argument("--checkpoint", required=True, metavar="PATH", help="a checkpoint file or a run folder")
+    p.add_argument("--text", required=True, help="the text to read (characters of the model's vocabulary)")
+    p.add_argument("--out", default=".", metavar="DIR", help="where to write inspect.png and inspect.html (default: .)")
+    p.add_argument("--cells", type=int, default=16, help="cells in the heatmap, the most active first (default: 16)")
+    p.set_defaults(func=_cmd_inspect)
+
+
+def _cmd_inspect(args):
+    from pathlib import Path
+
+    from . import introspect
+    from .train import load_model
+    model, vocab, meta = load_model(args.checkpoint)
+    if model.config.cell != "lstm":
+        raise ValueError(f"inspect reads LSTM gates; this checkpoint's cell is {model.config.cell}")
+    text = args.text.lower() if meta["config"].get("lowercase") else args.text
+    ids = vocab.encode(text)
+    model.recurrent.dropout = 0.0                         # read the model as it runs at inference
+    _, _, (_, cache, _) = model.forward(ids[:, None], train=True)
+    acts = introspect.activations(model.recurrent, cache)
+    ranking = introspect.rank_cells(acts, text)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    last = f"l{model.config.layers - 1}"
+    introspect.heatmap_png(acts, text, out / "inspect.png", key=last, cells=args.cells)
+    from ._io import atomic_write
+    atomic_write(out / "inspect.html", introspect.html_page(acts, text, ranking).encode("utf-8"))
+    for key, sat in introspect.saturation(acts).items():
+        print(f"{key} saturation (<0.1 / >0.9): " + ", ".join(f"{g} {lo:.0%}/{hi:.0%}" for g, (lo, hi) in sat.items()))
+    for feature, rows in ranking.items():
+        print(f"{feature}: " + ", ".join(f"{k} cell {u} (r = {c:+.2f})" for k, u, c in rows[:3]))
+    print(f"wrote {out / 'inspect.png'} and {out / 'inspect.html'}")
+    return 0
+
+
 def _add_bench(sub):
     p = sub.add_parser("bench", help="time nplstm.LSTM against torch.nn.LSTM (needs torch)", add_help=False)
     p.set_defaults(func=None)
@@ -143,7 +180,7 @@ def build_parser():
     parser = argparse.ArgumentParser(prog="nplstm", description="LSTM networks in NumPy.")
     parser.add_argument("--version", action="version", version=f"nplstm {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for add in (_add_train, _add_sample, _add_gradcheck, _add_export, _add_bench):
+    for add in (_add_train, _add_sample, _add_gradcheck, _add_export, _add_inspect, _add_bench):
         add(sub)
     return parser
 
