@@ -211,6 +211,11 @@ def main(argv=None):
     except (ValueError, TypeError) as err:
         print(f"nplstm {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:                                # disk full, read-only or missing folder, ...
+        where = f" ({err.filename})" if getattr(err, "filename", None) else ""
+        print(f"nplstm {args.command}: error: cannot read or write a file{where}: {err.strerror or err}",
+              file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

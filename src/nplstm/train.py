@@ -127,9 +127,45 @@ def _save(out, model, opt, state, step, cfg, vocab, history, rngs):
     _write_metrics(out, history)
 
 
+_MAX_SIZE = 1 << 20                                      # no real char model has a dimension near this
+
+
+def check_model_meta(model_meta, arrays, path):
+    """Validate a checkpoint's model description against its arrays *before* building anything.
+
+    A crafted header cannot make nplstm allocate more than the file already holds: every size
+    must be a sane int, and the implied weight shapes must be the ones stored in the file.
+    """
+    fail = lambda why: ckpt.CheckpointError(f"{path}: checkpoint metadata is invalid: {why}")   # noqa: E731
+    if not isinstance(model_meta, dict):
+        raise fail("'model' is not a mapping")
+    known = {f.name for f in fields(ModelConfig)}
+    if set(model_meta) - known:
+        raise fail(f"unknown model fields {sorted(set(model_meta) - known)}")
+    for key in ("vocab_size", "embed", "hidden", "layers"):
+        v = model_meta.get(key)
+        if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= _MAX_SIZE:
+            raise fail(f"model.{key} must be an int in [1, {_MAX_SIZE}], got {v!r}")
+    cell, dtype = model_meta.get("cell", "lstm"), model_meta.get("dtype", "float32")
+    if cell not in ("lstm", "gru", "rnn") or dtype not in ("float32", "float64"):
+        raise fail(f"unsupported cell {cell!r} or dtype {dtype!r}")
+    if not isinstance(model_meta.get("dropout", 0.0), (int, float)) or not 0 <= model_meta.get("dropout", 0.0) < 1:
+        raise fail(f"model.dropout must be in [0, 1), got {model_meta.get('dropout')!r}")
+    V, E, H, L = (model_meta[k] for k in ("vocab_size", "embed", "hidden", "layers"))
+    G = {"lstm": 4, "gru": 3, "rnn": 1}[cell]
+    want = {"model.embedding.weight": (V, E), "model.head.weight": (V, H), f"model.{cell}.weight_hh_l{L - 1}": (G * H, H)}
+    for key, shape in want.items():
+        got = arrays.get(key)
+        if got is None or got.shape != shape:
+            raise fail(f"{key} is {None if got is None else got.shape}, the metadata implies {shape}")
+    if f"model.{cell}.weight_ih_l{L}" in arrays:
+        raise fail(f"the file holds more layers than model.layers={L}")
+
+
 def load_model(path):
     """Load a checkpoint for inference: returns (model, vocab, meta)."""
     arrays, meta = ckpt.load(path)
+    check_model_meta(meta.get("model"), arrays, path)
     try:
         model = CharModel(ModelConfig(**meta["model"]))
         model.load_params({k[len("model."):]: v for k, v in arrays.items() if k.startswith("model.")})
@@ -191,7 +227,15 @@ def train(cfg, out, resume=False, log=print, progress=True, distributed=False):
     if resume:
         arrays, meta = ckpt.load(out)
         extend = cfg if isinstance(cfg, dict) else {"steps": cfg.steps, "time_budget": cfg.time_budget}
-        cfg = TrainConfig(**{**meta["config"], **{k: v for k, v in extend.items() if v is not None}})
+        check_model_meta(meta.get("model"), arrays, out)
+        try:
+            cfg = TrainConfig(**{**meta["config"], **{k: v for k, v in extend.items() if v is not None}})
+        except TypeError as err:
+            raise ckpt.CheckpointError(f"{out}: checkpoint metadata is invalid: {err}") from None
+        if {k: getattr(cfg, k) for k in ("embed", "hidden", "layers", "cell", "dtype")} != \
+                {k: meta["model"].get(k, v) for k, v in (("embed", 0), ("hidden", 0), ("layers", 0),
+                                                          ("cell", "lstm"), ("dtype", "float32"))}:
+            raise ckpt.CheckpointError(f"{out}: checkpoint metadata is invalid: config and model sizes disagree")
     vocab, train_batches, val_batches, split = prepare_data(cfg)
     dist.check_same("configuration or vocabulary", json.dumps(asdict(cfg), sort_keys=True) + "".join(vocab.chars))
     rows = dist.rows(cfg.batch_size)                      # this rank's shard of every batch
