@@ -1,6 +1,7 @@
 """Memory and time of one LSTM training step on a long sequence (batch 1, hidden 128, float32).
 
-    python benchmarks/long_sequence.py            # T = 10k, 30k, 100k, each in a fresh process
+    python benchmarks/long_sequence.py            # T = 10k, 30k, 100k, each in a fresh process,
+                                                  # plain and with checkpoint_every=1000
 """
 import json
 import subprocess
@@ -8,7 +9,7 @@ import sys
 import time
 
 
-def child(T):
+def child(T, every):
     import numpy as np
 
     import nplstm
@@ -20,17 +21,18 @@ def child(T):
     rss = lambda f: next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith(f)) * 1024  # noqa
     open("/proc/self/clear_refs", "w").write("5")
     base, t0 = rss("VmRSS:"), time.perf_counter()
-    out, _, cache = lstm.forward(x, train=True)
+    out, _, cache = lstm.forward(x, train=True, checkpoint_every=every)
     lstm.backward(np.ones_like(out), cache)
     print(json.dumps({"T": T, "seconds": time.perf_counter() - t0, "peak_bytes": rss("VmHWM:") - base}))
 
 
 if __name__ == "__main__":
     if len(sys.argv) > 1:
-        child(int(sys.argv[1]))
+        child(int(sys.argv[1]), None if sys.argv[2] == "none" else int(sys.argv[2]))
     else:
-        for T in (10_000, 30_000, 100_000):
-            r = json.loads(subprocess.run([sys.executable, __file__, str(T)], capture_output=True, text=True,
-                                          check=True).stdout)
-            print(f"T={r['T']:>7,}: {r['seconds']:.2f} s, peak {r['peak_bytes'] / 2**20:.0f} MiB, "
-                  f"{r['peak_bytes'] / r['T']:.0f} bytes/step")
+        for every in ("none", "1000"):
+            for T in (10_000, 30_000, 100_000):
+                r = json.loads(subprocess.run([sys.executable, __file__, str(T), every], capture_output=True,
+                                              text=True, check=True).stdout)
+                print(f"checkpoint_every={every:>5}  T={r['T']:>7,}: {r['seconds']:.2f} s, "
+                      f"peak {r['peak_bytes'] / 2**20:.0f} MiB, {r['peak_bytes'] / r['T']:.0f} bytes/step")

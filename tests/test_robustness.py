@@ -144,3 +144,29 @@ def test_hundred_thousand_steps():
     out, (h, c), cache = lstm.forward(x, train=True)
     dx, _, grads = lstm.backward(np.ones_like(out) / out.size, cache)
     assert np.all(np.isfinite(dx)) and all(np.all(np.isfinite(g)) for g in grads.values())
+
+
+@pytest.mark.parametrize("make", LAYERS[:3], ids=["lstm", "gru", "rnn"])
+def test_checkpointed_training_equals_plain(make):
+    """Gradient checkpointing (recompute every k steps) changes memory, not numbers."""
+    layer = make(num_layers=2, bidirectional=True, dropout=0.3, dtype="float64", seed=0)
+    x = np.random.default_rng(0).standard_normal((23, 4, 3))
+    lens = [23, 7, 1, 15]
+    results = []
+    for every in (None, 5, 1, 100):
+        layer.rng = np.random.default_rng(1)              # the same dropout masks each time
+        out, state, cache = layer.forward(x, lengths=lens, train=True, checkpoint_every=every)
+        G = np.random.default_rng(2).standard_normal(out.shape)
+        if isinstance(layer, nplstm.LSTM):
+            d_state = tuple(np.random.default_rng(3).standard_normal(s.shape) for s in state)
+        else:
+            d_state = np.random.default_rng(3).standard_normal(state.shape)
+        results.append((out, layer.backward(G, cache, d_state)))
+    (out0, back0), rest = results[0], results[1:]
+    for out, back in rest:
+        np.testing.assert_array_equal(out, out0)
+        np.testing.assert_array_equal(back[0], back0[0])                      # dx
+        for k in back0[-1]:
+            np.testing.assert_allclose(back[-1][k], back0[-1][k], rtol=0, atol=1e-12, err_msg=k)
+    with pytest.raises(ValueError, match="checkpoint_every"):
+        layer.forward(x, train=True, checkpoint_every=0)

@@ -38,8 +38,8 @@ import numpy as np
 
 from . import _cellmath
 
-__all__ = ["Packed", "pack", "forward", "backward", "cell_step", "KINDS", "backends", "get_backend", "set_backend",
-           "use_backend"]
+__all__ = ["Packed", "pack", "forward", "backward", "forward_segments", "cell_step", "KINDS", "backends",
+           "get_backend", "set_backend", "use_backend"]
 
 _backend = _cellmath.DEFAULT
 
@@ -309,6 +309,8 @@ def backward(dout, dh_n, dc_n, cache):
         grads -- dict with keys w_ih, w_hh, b_ih, b_hh, w_hr (None without projection);
                  in PyTorch's layout and gate order
     """
+    if isinstance(cache[0], str):                         # from forward_segments
+        return _backward_segments(dout, dh_n, dc_n, cache)
     x, A, hs, cs, ext, w, batch_sizes, reverse = cache
     cell = KINDS[w.kind]
     T, B, I = x.shape
@@ -350,6 +352,39 @@ def backward(dout, dh_n, dc_n, cache):
     }
     dx = (Z.T @ w.w_ih).reshape(T, B, I)                  # backprop through W_ih x
     return dx, dh.T, (dc.T if cell.has_c else None), grads
+
+
+# ---------------------------------------------------------------------------- bounded memory
+def forward_segments(x, h0, c0, w, batch_sizes=None, reverse=False, every=1000):
+    """``forward`` for training in memory that does not grow with T: gradient checkpointing.
+
+    Runs the sequence as segments of ``every`` steps in inference mode, keeping only each
+    segment's starting state; ``backward`` then recomputes one segment at a time (one extra
+    forward pass in all) and frees it before the next. Same return values as ``forward``.
+    """
+    T = x.shape[0]
+    bounds = [(t, min(t + every, T)) for t in range(0, T, every)]
+    order = bounds[::-1] if reverse else bounds           # the order in which the segments are read
+    outs, starts, h, c = [None] * len(bounds), [], h0, c0
+    for t0, t1 in order:
+        starts.append((h.copy(), None if c is None else c.copy()))
+        seg = None if batch_sizes is None else batch_sizes[t0:t1]
+        out, h, c, _ = forward(x[t0:t1], h, c, w, seg, reverse, train=False)
+        outs[bounds.index((t0, t1))] = np.array(out)
+    cache = ("segments", x, w, batch_sizes, reverse, order, starts)
+    return np.concatenate(outs), h, c, cache
+
+
+def _backward_segments(dout, dh_n, dc_n, cache):
+    _, x, w, batch_sizes, reverse, order, starts = cache
+    dx, grads = np.empty_like(x), None
+    dh, dc = dh_n, dc_n
+    for (t0, t1), (h, c) in zip(reversed(order), reversed(starts)):   # the last segment read comes first
+        seg = None if batch_sizes is None else batch_sizes[t0:t1]
+        *_, seg_cache = forward(x[t0:t1], h, c, w, seg, reverse, train=True)   # recompute, keep for backward
+        dx[t0:t1], dh, dc, g = backward(dout[t0:t1], dh, dc, seg_cache)
+        grads = g if grads is None else {k: None if v is None else v + g[k] for k, v in grads.items()}
+    return dx, dh, dc, grads
 
 
 def cell_step(x, h, c, w_ih, w_hh, b_ih=None, b_hh=None, w_hr=None):

@@ -23,6 +23,7 @@ Gate rows in torch's order: LSTM [i | f | g | o], GRU [r | z | n] (with b_hn ins
 r * (W_hn h + b_hn), as torch places it), RNN a single block.
 """
 import numbers
+from functools import partial
 
 import numpy as np
 
@@ -134,8 +135,10 @@ class _Recurrent:
                            kind=self.mode)
 
     # ------------------------------------------------------------------ forward / backward
-    def _forward(self, x, hx, lengths, train):
+    def _forward(self, x, hx, lengths, train, checkpoint_every=None):
         """Returns ``output, h_n, c_n (None unless LSTM), cache``; hx is (h0, c0) or None."""
+        if checkpoint_every is not None:
+            _checks.positive_int("checkpoint_every", checkpoint_every)
         x, batched = self._input(x)                      # (T, B, I) time-major, layer dtype
         T, B, _ = x.shape
         L, D, H, P = self.num_layers, self.num_directions, self.hidden_size, self.output_size
@@ -152,9 +155,11 @@ class _Recurrent:
             caches = []
             for d in range(D):
                 k = layer * D + d
-                out_d, h_n[k], c_k, cache = engine.forward(inp, h0[k], None if c0 is None else c0[k],
-                                                           self._packed(layer, d), batch_sizes, reverse=d == 1,
-                                                           train=train)
+                run = engine.forward if not (train and checkpoint_every) else \
+                    partial(engine.forward_segments, every=checkpoint_every)
+                out_d, h_n[k], c_k, cache = run(inp, h0[k], None if c0 is None else c0[k], self._packed(layer, d),
+                                                batch_sizes, reverse=d == 1, **({} if run is not engine.forward
+                                                                                 else {"train": train}))
                 if c_n is not None:
                     c_n[k] = c_k
                 out[:, :, d * P:(d + 1) * P] = out_d
@@ -335,11 +340,15 @@ class LSTM(_Recurrent):
         output, state, _ = self.forward(x, hx, lengths, train=False)
         return output, state
 
-    def forward(self, x, hx=None, lengths=None, train=False):
-        """Returns ``output, (h_n, c_n), cache``; ``cache`` is None unless ``train`` (then pass it to backward)."""
+    def forward(self, x, hx=None, lengths=None, train=False, checkpoint_every=None):
+        """Returns ``output, (h_n, c_n), cache``; ``cache`` is None unless ``train`` (then pass it to backward).
+
+        ``checkpoint_every=k`` (training only) bounds memory on long sequences: only every k-th
+        state is kept, and backward recomputes one k-step segment at a time (one extra forward).
+        """
         if hx is not None and (not isinstance(hx, (tuple, list)) or len(hx) != 2):
             raise TypeError(f"hx must be a tuple (h0, c0), got {type(hx).__name__}")
-        output, h_n, c_n, cache = self._forward(x, hx, lengths, train)
+        output, h_n, c_n, cache = self._forward(x, hx, lengths, train, checkpoint_every)
         return output, (h_n, c_n), cache
 
     def backward(self, d_output, cache, d_state=None):
@@ -366,11 +375,13 @@ class _HiddenOnly(_Recurrent):
         output, h_n, _ = self.forward(x, h0, lengths, train=False)
         return output, h_n
 
-    def forward(self, x, h0=None, lengths=None, train=False):
-        """Returns ``output, h_n, cache``; ``cache`` is None unless ``train``."""
+    def forward(self, x, h0=None, lengths=None, train=False, checkpoint_every=None):
+        """Returns ``output, h_n, cache``; ``cache`` is None unless ``train``. See LSTM.forward for
+        ``checkpoint_every``."""
         if isinstance(h0, (tuple, list)):
             raise TypeError(f"h0 must be an array (the state of {type(self).__name__} is h alone), got a tuple")
-        output, h_n, _, cache = self._forward(x, None if h0 is None else (h0, None), lengths, train)
+        output, h_n, _, cache = self._forward(x, None if h0 is None else (h0, None), lengths, train,
+                                              checkpoint_every)
         return output, h_n, cache
 
     def backward(self, d_output, cache, d_h_n=None):
