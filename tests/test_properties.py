@@ -155,3 +155,53 @@ def test_stream_batches_are_contiguous_streams(B, T, extra):
         np.testing.assert_array_equal(y - x, 1)           # targets are the next character
         if k + 1 < batches.chunks:
             np.testing.assert_array_equal(batches.get(k + 1)[0][0], y[-1])
+
+
+@SETTINGS
+@given(st.integers(1, 4), st.integers(1, 4), st.integers(1, 3), st.integers(1, 3), st.integers(1, 4),
+       st.sampled_from(["float32", "float64"]), st.integers(0, 99))
+def test_reference_api_shapes_dtypes_finite(n_x, n_a, n_y, m, T_x, dtype, seed):
+    from nplstm import reference as ref
+    p = ref.initialize_parameters(n_x, n_a, n_y, seed=seed, scale=1.0, dtype=dtype)
+    rng = np.random.default_rng(seed)
+    x, a0 = rng.standard_normal((n_x, m, T_x)).astype(dtype), rng.standard_normal((n_a, m)).astype(dtype)
+    a, y, c, caches = ref.lstm_forward(x, a0, p)
+    loss, g = ref.softmax_cross_entropy(a, rng.integers(0, n_y, (m, T_x)), p)
+    grads = ref.lstm_backward(g["da"], caches, return_dc0=True)
+    assert a.shape == c.shape == (n_a, m, T_x) and y.shape == (n_y, m, T_x)
+    assert grads["dx"].shape == x.shape and grads["dWf"].shape == (n_a, n_a + n_x) and grads["dbc"].shape == (n_a, 1)
+    for v in (a, y, c, *g.values(), *grads.values()):
+        assert v.dtype == dtype and np.all(np.isfinite(v))
+    np.testing.assert_allclose(y.sum(axis=0), 1, rtol=1e-5)
+    pr = ref.initialize_rnn_parameters(n_x, n_a, n_y, seed=seed, dtype=dtype)
+    ar, yr, cr = ref.rnn_forward(x, a0, pr)
+    gr = ref.rnn_backward(np.ones_like(ar), cr)
+    assert all(v.dtype == dtype and np.all(np.isfinite(v)) for v in (ar, yr, *gr.values()))
+
+
+@SETTINGS
+@given(st.sampled_from(["sgd", "adam"]), st.lists(st.floats(-1e3, 1e3), min_size=1, max_size=6),
+       st.floats(1e-4, 1.0), st.integers(1, 5))
+def test_optimizer_steps_are_finite_and_adam_moves_at_most_lr(name, values, lr, steps):
+    from nplstm.optim import OPTIMIZERS
+    w0 = np.array(values)
+    params = {"w": w0.copy()}
+    opt = OPTIMIZERS[name](lr=lr)
+    for k in range(steps):
+        opt.step(params, {"w": np.cos(w0 + k)})
+        assert np.all(np.isfinite(params["w"]))
+    if name == "adam":                                    # Adam's step is bounded: lr (1 - b1) / sqrt(1 - b2)
+        assert np.all(np.abs(params["w"] - w0) <= lr * steps * 0.1 / np.sqrt(0.001) * (1 + 1e-6))
+
+
+@SETTINGS
+@given(st.one_of(st.integers(-3, 3), st.floats(-2, 2), st.booleans(), st.none(), st.text(max_size=2)),
+       st.one_of(st.integers(-3, 3), st.floats(-2, 2), st.booleans()),
+       st.one_of(st.integers(-2, 3), st.floats(-1, 2)), st.one_of(st.floats(-1, 2), st.integers(-1, 2)))
+def test_constructor_arguments_are_checked(input_size, hidden_size, num_layers, dropout):
+    try:
+        layer = nplstm.LSTM(input_size, hidden_size, num_layers=num_layers, dropout=dropout)
+    except (ValueError, TypeError) as err:
+        assert any(n in str(err) for n in ("input_size", "hidden_size", "num_layers", "dropout")), str(err)
+        return
+    assert layer.input_size >= 1 and layer.hidden_size >= 1 and 0 <= layer.dropout < 1
