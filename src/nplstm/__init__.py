@@ -1,12 +1,18 @@
 """nplstm: LSTM networks in NumPy, with gradients you can check.
 
-- ``nplstm.LSTM``: torch.nn.LSTM's interface and weights on a fused NumPy engine, with an
-  explicit ``backward``.
-- ``nplstm.reference``: the course notebook's API (x is (n_x, m, T_x)), with correct BPTT.
+- ``nplstm.LSTM``, ``nplstm.GRU``, ``nplstm.RNN``: torch.nn's interfaces and weights on one fused
+  NumPy engine (``nplstm.engine``), with explicit ``backward`` and caches instead of autograd.
+- ``nplstm.reference``: the course notebook's API (x is (n_x, m, T_x)), LSTM and basic RNN,
+  with correct backpropagation through time.
 - ``nplstm.gradcheck``: central-difference gradient checking for any explicit backward.
+- ``nplstm.train``, ``nplstm.model``, ``nplstm.data``, ``nplstm.optim``, ``nplstm.losses``: the
+  character-model toolkit behind ``nplstm train`` / ``nplstm sample``.
+- ``nplstm.interop`` (PyTorch, Keras, ONNX), ``nplstm.introspect`` (gates and interpretable
+  cells), ``nplstm.distributed`` (data-parallel training over MPI).
 """
 from . import engine, gradcheck, reference, rnn_utils
-from .layers import GRU, LSTM, RNN
+from .layers import GRU, LSTM, RNN, Embedding, Linear
 
 __version__ = "0.1.0"
-__all__ = ["LSTM", "GRU", "RNN", "engine", "gradcheck", "reference", "rnn_utils", "__version__"]
+__all__ = ["LSTM", "GRU", "RNN", "Embedding", "Linear", "engine", "gradcheck", "reference", "rnn_utils",
+           "__version__"]

@@ -73,6 +73,18 @@ def use_backend(name):
 
 
 # ---------------------------------------------------------------------------- the kinds of cell
+# Each kind says how many gate blocks it has (the leading ``sigmoid_gates`` of them sigmoids),
+# whether it carries a cell state c, and whether b_hh can be folded into the input-side bias.
+# Its two step functions work on (features, n) views of the current step, n the active columns:
+#
+#   forward(src, a, rec, h_next, c_prev, c_next, ext, k, w, n)
+#       src: input side W_ih x_t + b (G*H, n); a: where the activated gates go (src itself in
+#       training, to be kept; a scratch in inference); rec: W_hh h_{t-1} (+ b_hh); writes h_next
+#       (and c_next); ext: the kind's own per-step buffers, slot k.
+#   backward(dh, dc, a, h_prev, c_prev, ext, t, w, dz, drec, scratch, n) -> (drec, direct)
+#       dh: dL/dh_t in; dc: dL/dc_t in, dL/dc_{t-1} out (LSTM); writes dz = dL/d(input side)
+#       and returns the gradient of the recurrent side (dz itself where both sides see the
+#       same sum) and a direct dL/dh_{t-1} term, if any (GRU's z h_{t-1}).
 class LSTMCell:
     """c_t = f c_{t-1} + i g,  h_t = o tanh(c_t)  (then W_hr h_t with a projection)."""
     gates, sigmoid_gates, has_c, fold_bias = 4, 3, True, True
