@@ -23,7 +23,6 @@ Gate rows in torch's order: LSTM [i | f | g | o], GRU [r | z | n] (with b_hn ins
 r * (W_hn h + b_hn), as torch places it), RNN a single block.
 """
 import numbers
-from functools import partial
 
 import numpy as np
 
@@ -155,11 +154,11 @@ class _Recurrent:
             caches = []
             for d in range(D):
                 k = layer * D + d
-                run = engine.forward if not (train and checkpoint_every) else \
-                    partial(engine.forward_segments, every=checkpoint_every)
-                out_d, h_n[k], c_k, cache = run(inp, h0[k], None if c0 is None else c0[k], self._packed(layer, d),
-                                                batch_sizes, reverse=d == 1, **({} if run is not engine.forward
-                                                                                 else {"train": train}))
+                args = (inp, h0[k], None if c0 is None else c0[k], self._packed(layer, d), batch_sizes, d == 1)
+                if train and checkpoint_every:                # bounded memory: recompute in the backward
+                    out_d, h_n[k], c_k, cache = engine.forward_segments(*args, every=checkpoint_every)
+                else:
+                    out_d, h_n[k], c_k, cache = engine.forward(*args, train=train)
                 if c_n is not None:
                     c_n[k] = c_k
                 out[:, :, d * P:(d + 1) * P] = out_d

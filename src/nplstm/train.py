@@ -402,7 +402,3 @@ def config_from(preset=None, **overrides):
         if k not in given and k not in PRESETS[preset or "dinos"]:
             values[k] = v
     return TrainConfig(**values)
-
-
-def describe(cfg):
-    return json.dumps(asdict(cfg), indent=1)
