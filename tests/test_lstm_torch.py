@@ -80,3 +80,25 @@ def test_unbatched_and_default_init_match_torch_shapes():
     assert out.shape == tuple(t_out.shape) and h.shape == tuple(t_h.shape)
     np.testing.assert_allclose(out, t_out.detach().numpy(), atol=1e-5)
     np.testing.assert_allclose(c, t_c.detach().numpy(), atol=1e-5)
+
+
+@pytest.mark.parametrize("bidirectional,layers", [(False, 1), (True, 2)])
+def test_batch_of_one_matches_torch(bidirectional, layers):
+    """Batch 1 in float32 runs the whole-sequence kernel under the numba backend: same numbers as torch."""
+    torch.manual_seed(3)
+    module = torch.nn.LSTM(4, 6, layers, bidirectional=bidirectional)
+    ours = nplstm.LSTM(4, 6, layers, bidirectional=bidirectional)
+    ours.load_state_dict({k: v.detach().numpy() for k, v in module.state_dict().items()})
+    x = np.random.default_rng(0).standard_normal((11, 1, 4)).astype(np.float32)
+    xt = torch.tensor(x, requires_grad=True)
+    out_t, (h_t, c_t) = module(xt)
+    G = np.random.default_rng(1).standard_normal(out_t.shape).astype(np.float32)
+    (out_t * torch.tensor(G)).sum().backward()
+    np.testing.assert_allclose(ours(x)[0], out_t.detach().numpy(), atol=1e-5)   # inference
+    out, (h, c), cache = ours.forward(x, train=True)
+    dx, _, grads = ours.backward(G, cache)
+    np.testing.assert_allclose(out, out_t.detach().numpy(), atol=1e-5)
+    np.testing.assert_allclose(c, c_t.detach().numpy(), atol=1e-5)
+    np.testing.assert_allclose(dx, xt.grad.numpy(), atol=1e-5)
+    for k, p in module.named_parameters():
+        np.testing.assert_allclose(grads[k], p.grad.numpy(), atol=1e-4, err_msg=k)

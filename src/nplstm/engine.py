@@ -36,7 +36,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import _cellmath
+from . import _cellmath, _seqkernel
 
 __all__ = ["Packed", "pack", "forward", "backward", "forward_segments", "cell_step", "KINDS", "backends",
            "get_backend", "set_backend", "use_backend"]
@@ -285,7 +285,12 @@ def forward(x, h0, c0, w, batch_sizes=None, reverse=False, train=True):
     hs[first] = h0.T
     if cell.has_c:
         cs[first] = c0.T
-    for t in (range(T - 1, -1, -1) if reverse else range(T)):
+    fused = _whole_sequence(w, x, batch_sizes)
+    if fused:                                             # batch of one: the loop in one compiled call
+        tc = ext["tc"] if train else np.empty((T, H, B), dtype)
+        _seqkernel.KERNELS[0](A, np.ascontiguousarray(w.Wh.T), hs, cs, tc, reverse)
+    steps = () if fused else (range(T - 1, -1, -1) if reverse else range(T))    # else the generic loop
+    for t in steps:
         prev, nxt = (t + 1, t) if reverse else (t, t + 1)
         n = B if batch_sizes is None else int(batch_sizes[t])
         if n < B:                                         # finished / not yet started columns carry over
@@ -338,7 +343,11 @@ def backward(dout, dh_n, dc_n, cache):
                (("tmp", H), ("tmp2", 2 * H), ("tmp3", 3 * H), ("dr", H), ("direct", P))}
     if w.w_hr is not None:
         scratch["dH"] = np.zeros((T, P, B), dtype)        # total dh_t, for dW_hr
-    for t in (range(T) if reverse else range(T - 1, -1, -1)):
+    fused = _whole_sequence(w, x, batch_sizes)
+    if fused:                                             # batch of one: the loop in one compiled call
+        _seqkernel.KERNELS[1](A, ext["tc"], cs, w.w_hh, np.ascontiguousarray(dout), dh, dc, dZ, reverse)
+    steps = () if fused else (range(T) if reverse else range(T - 1, -1, -1))    # else the generic loop
+    for t in steps:
         prev, nxt = (t + 1, t) if reverse else (t, t + 1)
         n = B if batch_sizes is None else int(batch_sizes[t])
         dhn = dh[:, :n]
@@ -385,6 +394,12 @@ def forward_segments(x, h0, c0, w, batch_sizes=None, reverse=False, every=1000):
         outs[bounds.index((t0, t1))] = np.array(out)
     cache = ("segments", x, w, batch_sizes, reverse, order, starts)
     return np.concatenate(outs), h, c, cache
+
+
+def _whole_sequence(w, x, batch_sizes):
+    """Take ``_seqkernel``'s compiled loop: numba backend, float32 LSTM without projection, batch 1."""
+    return (_backend == "numba" and _seqkernel.KERNELS is not None and w.kind == "lstm" and w.w_hr is None
+            and x.shape[1] == 1 and x.dtype == np.float32 and batch_sizes is None)
 
 
 def _backward_segments(dout, dh_n, dc_n, cache):
