@@ -95,7 +95,8 @@ class LSTMCell:
 
     @staticmethod
     def buffers(T, H, B, dtype, w):
-        ext = {"tc": np.empty((T, H, B), dtype), "ig": np.empty((H, B), dtype)}   # tanh(c_t); scratch
+        ext = {"tc": np.empty((T, H, B), dtype), "ig": np.empty((H, B), dtype),   # tanh(c_t); scratch
+               "math": _cellmath.BACKENDS[_backend]}     # the elementwise backend, chosen once per sequence
         if w.w_hr is not None:                            # o * tanh(c_t) before the projection; zeros, because
             ext["r"] = np.zeros((T, H, B), dtype)        # padded steps enter dW_hr's GEMM (times a zero dh)
         return ext
@@ -104,7 +105,7 @@ class LSTMCell:
     def forward(src, a, rec, h_next, c_prev, c_next, ext, k, w, n):
         np.add(src, rec, out=a)                           # z / 2 for i, f, o; z for g
         np.tanh(a, out=a)                                 # all four gates in one pass
-        _cellmath.BACKENDS[_backend][0](a, c_prev, c_next, ext["ig"][:, :n])   # i, f, o; c_t = f c + i g
+        ext["math"][0](a, c_prev, c_next, ext["ig"][:, :n])  # i, f, o; c_t = f c + i g
         H = c_next.shape[0]
         tct = ext["tc"][k, :, :n]
         np.tanh(c_next, out=tct)
@@ -121,8 +122,7 @@ class LSTMCell:
         if w.w_hr is not None:
             scratch["dH"][t, :, :n] = dh
             dh = np.matmul(w.w_hr.T, dh, out=scratch["dr"][:, :n])   # backprop through the projection
-        _cellmath.BACKENDS[_backend][1](a, ext["tc"][t, :, :n], c_prev, dh, dc, dz, scratch["tmp"][:, :n],
-                                        scratch["tmp3"][:, :n])
+        ext["math"][1](a, ext["tc"][t, :, :n], c_prev, dh, dc, dz, scratch["tmp"][:, :n], scratch["tmp3"][:, :n])
         return dz, None
 
 
