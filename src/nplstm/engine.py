@@ -74,7 +74,8 @@ def use_backend(name):
 
 # ---------------------------------------------------------------------------- the kinds of cell
 # Each kind says how many gate blocks it has (the leading ``sigmoid_gates`` of them sigmoids),
-# whether it carries a cell state c, and whether b_hh can be folded into the input-side bias.
+# whether it carries a cell state c, whether b_hh can be folded into the input-side bias, and
+# whether its forward reads h_{t-1} itself (``ext["h_prev"]``).
 # Its two step functions work on (features, n) views of the current step, n the active columns:
 #
 #   forward(src, a, rec, h_next, c_prev, c_next, ext, k, w, n)
@@ -87,7 +88,7 @@ def use_backend(name):
 #       same sum) and a direct dL/dh_{t-1} term, if any (GRU's z h_{t-1}).
 class LSTMCell:
     """c_t = f c_{t-1} + i g,  h_t = o tanh(c_t)  (then W_hr h_t with a projection)."""
-    gates, sigmoid_gates, has_c, fold_bias = 4, 3, True, True
+    gates, sigmoid_gates, has_c, fold_bias, needs_h_prev = 4, 3, True, True, False
 
     @staticmethod
     def perm(H):
@@ -128,7 +129,7 @@ class LSTMCell:
 
 class GRUCell:
     """r, z = sigma(...), n = tanh(W_in x + b_in + r (W_hn h + b_hn)), h_t = (1 - z) n + z h_{t-1} (PyTorch's)."""
-    gates, sigmoid_gates, has_c, fold_bias = 3, 2, False, False
+    gates, sigmoid_gates, has_c, fold_bias, needs_h_prev = 3, 2, False, False, True   # h_t mixes in h_{t-1}
 
     @staticmethod
     def perm(H):
@@ -183,7 +184,7 @@ class GRUCell:
 
 class RNNCell:
     """h_t = act(W_ih x + b_ih + W_hh h_{t-1} + b_hh), act tanh or relu."""
-    gates, sigmoid_gates, has_c, fold_bias = 1, 0, False, True
+    gates, sigmoid_gates, has_c, fold_bias, needs_h_prev = 1, 0, False, True, False
 
     def __init__(self, nonlinearity):
         self.relu = nonlinearity == "relu"
@@ -300,7 +301,8 @@ def forward(x, h0, c0, w, batch_sizes=None, reverse=False, train=True):
         np.matmul(w.Wh, hs[prev, :, :n], out=rec[:, :n])
         if w.bh is not None:
             rec[:, :n] += w.bh
-        ext["h_prev"] = hs[prev, :, :n]
+        if cell.needs_h_prev:
+            ext["h_prev"] = hs[prev, :, :n]
         src = A[:, t, :n]                                 # input side of this step
         # training: gates in place in A, kept for backward; inference: a contiguous scratch (faster passes)
         cell.forward(src, src if train else slot[:, :n], rec[:, :n], hs[nxt, :, :n],
