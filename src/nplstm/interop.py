@@ -16,6 +16,7 @@ import numpy as np
 
 from ._io import atomic_write
 from .layers import LSTM
+from .recurrent import suffix
 
 __all__ = ["save_torch_state_dict", "load_torch_state_dict", "lstm_from_state_dict", "to_keras_weights",
            "from_keras_weights", "export_onnx", "import_onnx", "onnx_model_bytes", "InteropError"]
@@ -92,7 +93,7 @@ def to_keras_weights(lstm):
     weights = []
     for layer in range(lstm.num_layers):
         for d in range(lstm.num_directions):
-            sfx = f"_l{layer}" + ("_reverse" if d else "")
+            sfx = suffix(layer, d)
             p = lstm.params
             bias = p["bias_ih" + sfx] + p["bias_hh" + sfx] if lstm.bias else np.zeros(4 * lstm.hidden_size, lstm.dtype)
             weights += [p["weight_ih" + sfx].T.copy(), p["weight_hh" + sfx].T.copy(), bias]
@@ -113,7 +114,7 @@ def from_keras_weights(weights, bidirectional=False, batch_first=False, dtype="f
     sd = {}
     for n in range(len(weights) // 3):
         layer, d = divmod(n, D)
-        sfx = f"_l{layer}" + ("_reverse" if d else "")
+        sfx = suffix(layer, d)
         k, rk, b = (np.asarray(w) for w in weights[3 * n:3 * n + 3])
         in_size = I if layer == 0 else D * U
         for name, arr, shape in ((f"weights[{3 * n}] (kernel)", k, (in_size, 4 * U)),
@@ -228,7 +229,7 @@ def _lstm_nodes(g, lstm, x, lengths, state):
     for layer in range(L):
         W, R, B = [], [], []
         for d in range(D):
-            sfx = f"_l{layer}" + ("_reverse" if d else "")
+            sfx = suffix(layer, d)
             p, zero = lstm.params, np.zeros(4 * H, lstm.dtype)
             W.append(p["weight_ih" + sfx][rows])
             R.append(p["weight_hh" + sfx][rows])
@@ -294,7 +295,7 @@ def import_onnx(path, batch_first=False):
         B = inits[names[3]] if names[3] else np.zeros((D, 8 * H), W.dtype)
         to_torch = np.argsort(_gate_rows(H, "iofg"))
         for d in range(D):
-            sfx = f"_l{layer}" + ("_reverse" if d else "")
+            sfx = suffix(layer, d)
             sd.update({"weight_ih" + sfx: W[d][to_torch], "weight_hh" + sfx: R[d][to_torch],
                        "bias_ih" + sfx: B[d, :4 * H][to_torch], "bias_hh" + sfx: B[d, 4 * H:][to_torch]})
     lstm = LSTM(I, H, len(nodes), bidirectional=D == 2, batch_first=batch_first,

@@ -19,7 +19,7 @@ import json
 
 import numpy as np
 
-from .recurrent import LSTM
+from .recurrent import LSTM, suffix
 
 __all__ = ["activations", "saturation", "text_features", "rank_cells", "FEATURES", "heatmap_png", "html_page"]
 
@@ -50,7 +50,7 @@ def activations(lstm, cache):
                 if lengths is not None:
                     a[np.arange(T)[:, None] >= lengths[None, :]] = 0
                 acts[name] = a
-            out[f"l{layer}" + ("_reverse" if d else "")] = {k: acts[k] for k in ("i", "f", "g", "o", "c", "h")}
+            out[suffix(layer, d)[1:]] = {k: acts[k] for k in ("i", "f", "g", "o", "c", "h")}
     return out
 
 

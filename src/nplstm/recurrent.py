@@ -29,7 +29,12 @@ import numpy as np
 from . import _checks, engine
 from ._checks import layer_dtype as _layer_dtype
 
-__all__ = ["LSTM", "GRU", "RNN"]
+__all__ = ["LSTM", "GRU", "RNN", "suffix"]
+
+
+def suffix(layer, direction):
+    """The state_dict key suffix of one layer and direction: "_l0", "_l0_reverse", "_l1", ..."""
+    return f"_l{layer}" + ("_reverse" if direction else "")
 
 
 class _Recurrent:
@@ -75,7 +80,7 @@ class _Recurrent:
         return self.proj_size or self.hidden_size
 
     def _layer_keys(self, layer, direction):
-        sfx = f"_l{layer}" + ("_reverse" if direction else "")
+        sfx = suffix(layer, direction)
         keys = ["weight_ih" + sfx, "weight_hh" + sfx]
         if self.bias:
             keys += ["bias_ih" + sfx, "bias_hh" + sfx]
