@@ -168,11 +168,16 @@ def load_model(path):
     check_model_meta(meta.get("model"), arrays, path)
     try:
         model = CharModel(ModelConfig(**meta["model"]))
-        model.load_params({k[len("model."):]: v for k, v in arrays.items() if k.startswith("model.")})
+        model.load_params(_section(arrays, "model."))
         vocab = Vocab(tuple(meta["vocab"]))
     except (KeyError, TypeError, ValueError) as err:
         raise ckpt.CheckpointError(f"{path}: checkpoint contents do not describe a char model ({err})") from None
     return model, vocab, meta
+
+
+def _section(arrays, prefix):
+    """The checkpoint arrays under ``prefix`` ("model.", "optim."), with the prefix taken off."""
+    return {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
 
 
 def _write_metrics(out, history):
@@ -250,8 +255,8 @@ def train(cfg, out, resume=False, log=print, progress=True, distributed=False):
         if meta.get("ranks", 1) != dist.size:
             raise ckpt.CheckpointError(f"the checkpoint was written by a run of {meta.get('ranks', 1)} rank(s); "
                                        f"resume it with the same number, not {dist.size}")
-        model.load_params({k[6:]: v for k, v in arrays.items() if k.startswith("model.")})
-        opt.state = {k[6:]: v.copy() for k, v in arrays.items() if k.startswith("optim.")}
+        model.load_params(_section(arrays, "model."))
+        opt.state = {k: v.copy() for k, v in _section(arrays, "optim.").items()}
         opt.t, step, history = meta["optim_t"], meta["step"], meta["history"]
         model.recurrent.rng.bit_generator.state = meta.get("dropout_rngs", [meta["dropout_rng"]])[dist.rank]
         if "state.h" in arrays:
