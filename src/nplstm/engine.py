@@ -388,14 +388,13 @@ def forward_segments(x, h0, c0, w, batch_sizes=None, reverse=False, every=1000):
     T = x.shape[0]
     bounds = [(t, min(t + every, T)) for t in range(0, T, every)]
     order = bounds[::-1] if reverse else bounds           # the order in which the segments are read
-    outs, starts, h, c = [None] * len(bounds), [], h0, c0
+    out, starts, h, c = np.empty(x.shape[:2] + (w.Wh.shape[1],), x.dtype), [], h0, c0   # (T, B, P)
     for t0, t1 in order:
         starts.append((h.copy(), None if c is None else c.copy()))
         seg = None if batch_sizes is None else batch_sizes[t0:t1]
-        out, h, c, _ = forward(x[t0:t1], h, c, w, seg, reverse, train=False)
-        outs[bounds.index((t0, t1))] = np.array(out)
+        out[t0:t1], h, c, _ = forward(x[t0:t1], h, c, w, seg, reverse, train=False)
     cache = ("segments", x, w, batch_sizes, reverse, order, starts)
-    return np.concatenate(outs), h, c, cache
+    return out, h, c, cache
 
 
 def _whole_sequence(w, x, batch_sizes):
