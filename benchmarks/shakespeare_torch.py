@@ -14,7 +14,6 @@ import csv
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from nplstm.train import config_from, prepare_data

@@ -9,10 +9,14 @@
   character-model toolkit behind ``nplstm train`` / ``nplstm sample``.
 - ``nplstm.interop`` (PyTorch, Keras, ONNX), ``nplstm.introspect`` (gates and interpretable
   cells), ``nplstm.distributed`` (data-parallel training over MPI).
+- ``device="cuda"`` (or ``.to("cuda")``) on any layer or ``CharModel`` runs the same code on an
+  NVIDIA GPU through CuPy (``pip install "nplstm[cuda]"``); ``nplstm.to_device`` / ``to_host``
+  move arrays.
 """
 from . import engine, gradcheck, reference, rnn_utils
+from ._xp import to_device, to_host
 from .layers import GRU, LSTM, RNN, Embedding, Linear
 
 __version__ = "0.1.0"
 __all__ = ["LSTM", "GRU", "RNN", "Embedding", "Linear", "engine", "gradcheck", "reference", "rnn_utils",
-           "__version__"]
+           "to_device", "to_host", "__version__"]

@@ -1,23 +1,43 @@
 """The elementwise part of one LSTM step, forward and backward: a small registry of backends.
 
-The engine's time loop does the GEMMs and ``np.tanh``; everything else elementwise in a step
-goes through one of these functions. Two implementations, with the same arguments:
+The engine's time loop does the GEMMs; everything elementwise in an LSTM step goes through
+one of these pairs (forward, backward), with the same arguments:
 
-- ``numpy``: in-place ufuncs on preallocated buffers (always available);
-- ``numba``: the same arithmetic fused into one compiled pass, when numba is installed
-  (``pip install "nplstm[fast]"``). It has no transcendental functions, so it vectorizes;
-  it wins because a step of the backward is ~17 ufunc calls in NumPy and one pass here.
+- ``numpy``: in-place ufuncs on preallocated buffers (always available). The ufuncs are
+  NumPy's, which hand CuPy arrays to CuPy's own (NEP 13), so this one runs on any device;
+- ``numba``: ``np.tanh`` (SIMD) for the transcendental part and the rest fused into one
+  compiled pass, when numba is installed (``pip install "nplstm[fast]"``). That pass has no
+  transcendental functions, so it vectorizes; it wins because a step of the backward is ~17
+  ufunc calls in NumPy and one pass here;
+- ``cupy``: the whole step in one CUDA kernel launch each way (``cupy.ElementwiseKernel``),
+  for CuPy arrays; ``for_module`` picks it, it is not a name for ``engine.set_backend``.
 
-Layout: feature-major, as in the engine. ``a`` (4H, n) holds the gates in order
-[i | f | o | g]; every other array is (H, n).
+Layout: feature-major, as in the engine. ``src``, ``rec`` and ``a`` (4H, n) hold the gates in
+order [i | f | o | g]; every other array is (H, n).
 """
 import os
 
 import numpy as np
 
 
+def _forward(finish):
+    """A step forward around ``finish(a, c_prev, c, ig)``, the part after the gates' tanh.
+
+    ``src`` + ``rec`` are the pre-activations (halved for i, f, o); writes the gates into ``a``,
+    c_t into ``c``, tanh(c_t) into ``tc`` and o * tanh(c_t) into ``h``; ``ig`` is scratch.
+    """
+    def forward(src, rec, a, c_prev, c, tc, h, ig):
+        H = c.shape[0]
+        np.add(src, rec, out=a)                           # z / 2 for i, f, o; z for g
+        np.tanh(a, out=a)                                 # all four gates in one pass
+        finish(a, c_prev, c, ig)                          # i, f, o; c_t = f c + i g
+        np.tanh(c, out=tc)
+        np.multiply(a[2 * H:3 * H], tc, out=h)            # h_t = o * tanh(c_t)
+    return forward
+
+
 # ---------------------------------------------------------------------------- numpy
-def forward_numpy(a, c_prev, c, ig):
+def finish_numpy(a, c_prev, c, ig):
     """``a`` holds tanh of the (halved for i, f, o) pre-activations: finish the sigmoids, then c.
 
     Writes i, f, o into ``a`` and c_t = f * c_prev + i * g into ``c``; ``ig`` is scratch.
@@ -55,7 +75,7 @@ def backward_numpy(a, tc, c_prev, dr, dc, dz, tmp, tmp3):
     dc *= f                                               # dc_{t-1}
 
 
-BACKENDS = {"numpy": (forward_numpy, backward_numpy)}
+BACKENDS = {"numpy": (_forward(finish_numpy), backward_numpy)}
 
 
 # ---------------------------------------------------------------------------- numba
@@ -63,7 +83,7 @@ def _numba_backend():
     import numba
 
     @numba.njit(cache=True, nogil=True, fastmath=False)
-    def forward_numba(a, c_prev, c, ig):
+    def finish_numba(a, c_prev, c, ig):
         H, n = c.shape
         for j in range(H):
             for b in range(n):
@@ -87,7 +107,65 @@ def _numba_backend():
                 dz[3 * H + j, b] = c * i * (1 - g * g)
                 dc[j, b] = c * f
 
-    return forward_numba, backward_numba
+    return _forward(finish_numba), backward_numba
+
+
+# ---------------------------------------------------------------------------- cupy
+def _cupy_backend():
+    """One fused CUDA kernel each way; the gate blocks are passed as (H, n) views of the (4H, n) buffers."""
+    import cupy
+
+    fwd = cupy.ElementwiseKernel(
+        "T si, T sf, T so, T sg, T ri, T rf, T ro, T rg, T cp",
+        "T ai, T af, T ao, T ag, T c, T tc, T h",
+        """
+        ai = (T)0.5 + (T)0.5 * tanh(si + ri);   // sigma(z) = (1 + tanh(z/2)) / 2: the rows are pre-halved
+        af = (T)0.5 + (T)0.5 * tanh(sf + rf);
+        ao = (T)0.5 + (T)0.5 * tanh(so + ro);
+        ag = tanh(sg + rg);
+        c = af * cp + ai * ag;                  // c_t = f c_{t-1} + i g
+        tc = tanh(c);
+        h = ao * tc;                            // h_t = o tanh(c_t)
+        """, "nplstm_lstm_forward")
+    bwd = cupy.ElementwiseKernel(
+        "T gi, T gf, T go, T gg, T t, T d, T cp",
+        "T di, T df, T dout, T dg, T dc",
+        """
+        T dct = dc + d * go * (1 - t * t);      // backprop through h = o tanh(c), plus what step t+1 sent
+        di = dct * gg * (gi * (1 - gi));        // through c = f c_prev + i g, then the sigmoid
+        df = dct * cp * (gf * (1 - gf));
+        dout = d * t * (go * (1 - go));
+        dg = dct * gi * (1 - gg * gg);          // through tanh
+        dc = dct * gf;                          // dL/dc_{t-1}
+        """, "nplstm_lstm_backward")
+
+    def blocks(x, H):
+        return x[:H], x[H:2 * H], x[2 * H:3 * H], x[3 * H:]
+
+    def forward_cupy(src, rec, a, c_prev, c, tc, h, ig):
+        H = c.shape[0]
+        fwd(*blocks(src, H), *blocks(rec, H), c_prev, *blocks(a, H), c, tc, h)
+
+    def backward_cupy(a, tc, c_prev, dr, dc, dz, tmp, tmp3):
+        H = tc.shape[0]
+        bwd(*blocks(a, H), tc, dr, c_prev, *blocks(dz, H), dc)
+
+    return forward_cupy, backward_cupy
+
+
+_CUPY = []                                                # the cupy pair, compiled on first use
+
+
+def for_module(xp, name):
+    """The pair for arrays of module ``xp``: backend ``name`` for NumPy, fused kernels for CuPy
+    (unless ``name`` is "numpy": the plain ufuncs, which run on CuPy too), plain ufuncs otherwise."""
+    if xp is np:
+        return BACKENDS[name]
+    if getattr(xp, "__name__", "") == "cupy" and name != "numpy":
+        if not _CUPY:
+            _CUPY.append(_cupy_backend())
+        return _CUPY[0]
+    return BACKENDS["numpy"]
 
 
 if os.environ.get("NPLSTM_BACKEND", "") != "numpy":

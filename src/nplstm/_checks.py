@@ -7,18 +7,17 @@ import numbers
 
 import numpy as np
 
+from . import _xp
+
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 def float_array(name, value, ndim=None):
-    """Return ``value`` as a float32/float64 ndarray of rank ``ndim`` (no copy, no upcast)."""
-    if isinstance(value, np.ndarray):
-        arr = value
-    else:
-        try:
-            arr = np.asarray(value)
-        except (TypeError, ValueError) as err:
-            raise TypeError(f"{name} must be a float32 or float64 array, got {type(value).__name__}") from err
+    """Return ``value`` as a float32/float64 array of rank ``ndim`` (no copy, no upcast, no device change)."""
+    try:
+        arr = _xp.as_array(value)
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"{name} must be a float32 or float64 array, got {type(value).__name__}") from err
     if arr.dtype not in FLOAT_DTYPES:
         raise TypeError(f"{name} must be a float32 or float64 array, got dtype {arr.dtype}")
     if ndim is not None and arr.ndim != ndim:
@@ -51,6 +50,14 @@ def same_dtype(named_arrays):
                 f"{name} has dtype {arr.dtype} but {first_name} has {first.dtype}; "
                 "pass every array in one float dtype (float32 or float64)")
     return first.dtype
+
+
+def same_device(name, arr, device):
+    """Arrays are not moved between devices behind the caller's back (a copy per call would hide the cost)."""
+    where = _xp.device_of(arr)
+    if where != device:
+        raise ValueError(f"{name} is on device {where!r} but the layer's weights are on {device!r}; "
+                         f"move it with nplstm.to_device({name}, {device!r}) or the layer with .to({where!r})")
 
 
 def finite(name, arr):

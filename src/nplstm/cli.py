@@ -42,6 +42,8 @@ def _add_train(sub):
     g.add_argument("--lowercase", action=argparse.BooleanOptionalAction,
                    help="lowercase the text first (default: on for dinos, off otherwise)")
     g.add_argument("--dtype", choices=["float32", "float64"], help="floating-point type (default: float32)")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                   help="where to train: cuda runs the same code on an NVIDIA GPU through CuPy (default: cpu)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--distributed", action="store_true",
                    help="data-parallel over MPI: mpiexec -n N python -m mpi4py -m nplstm train --distributed ...")
@@ -60,7 +62,7 @@ def _cmd_train(args):
     out = args.out or f"runs/{args.preset or args.corpus or 'dinos'}"
     if args.resume:
         cfg = {"steps": args.steps, "time_budget": args.time_budget}
-    train(cfg, out, resume=args.resume, progress=not args.quiet, distributed=args.distributed)
+    train(cfg, out, resume=args.resume, progress=not args.quiet, distributed=args.distributed, device=args.device)
     return 0
 
 
@@ -206,7 +208,8 @@ def main(argv=None):
         print(f"nplstm {args.command}: error: {err}", file=sys.stderr)
         return 1
     except ImportError as err:
-        print(f"nplstm {args.command}: error: {err}; {APP_HINT}", file=sys.stderr)
+        hint = "" if "nplstm[" in str(err) else f"; {APP_HINT}"   # the message may name its own extra
+        print(f"nplstm {args.command}: error: {err}{hint}", file=sys.stderr)
         return 1
     except (ValueError, TypeError) as err:
         print(f"nplstm {args.command}: error: {err}", file=sys.stderr)

@@ -26,6 +26,10 @@ Where the time goes: the input side of all T steps is one GEMM before the loop; 
 holds only the recurrent GEMM and in-place passes over preallocated buffers; the weight
 gradients and dx are each one GEMM over all T*B columns after the backward loop.
 
+Arrays: every array here comes from one module ``xp`` (``Packed.xp``, picked from the weights by
+``nplstm._xp.array_module``): NumPy on the CPU, CuPy on a GPU, with the same code. The lengths
+(``batch_sizes``) stay on the host, so the loop never reads anything back from the device.
+
 Variable lengths use packed-sequence semantics on a batch sorted by decreasing length:
 ``batch_sizes[t]`` columns are active at step t and they are the first ones, so each step
 works on the leading columns only. Columns that have finished (or, in reverse, not yet
@@ -36,7 +40,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import _cellmath, _seqkernel
+from . import _cellmath, _seqkernel, _xp
 
 __all__ = ["Packed", "pack", "forward", "backward", "forward_segments", "cell_step", "KINDS", "backends",
            "get_backend", "set_backend", "use_backend"]
@@ -96,33 +100,27 @@ class LSTMCell:
 
     @staticmethod
     def buffers(T, H, B, dtype, w):
-        ext = {"tc": np.empty((T, H, B), dtype), "ig": np.empty((H, B), dtype),   # tanh(c_t); scratch
-               "math": _cellmath.BACKENDS[_backend]}     # the elementwise backend, chosen once per sequence
+        xp = w.xp
+        ext = {"tc": xp.empty((T, H, B), dtype), "ig": xp.empty((H, B), dtype),   # tanh(c_t); scratch
+               "math": _cellmath.for_module(xp, _backend)}   # the elementwise backend, chosen once per sequence
         if w.w_hr is not None:                            # o * tanh(c_t) before the projection; zeros, because
-            ext["r"] = np.zeros((T, H, B), dtype)        # padded steps enter dW_hr's GEMM (times a zero dh)
+            ext["r"] = xp.zeros((T, H, B), dtype)        # padded steps enter dW_hr's GEMM (times a zero dh)
         return ext
 
     @staticmethod
     def forward(src, a, rec, h_next, c_prev, c_next, ext, k, w, n):
-        np.add(src, rec, out=a)                           # z / 2 for i, f, o; z for g
-        np.tanh(a, out=a)                                 # all four gates in one pass
-        ext["math"][0](a, c_prev, c_next, ext["ig"][:, :n])  # i, f, o; c_t = f c + i g
-        H = c_next.shape[0]
-        tct = ext["tc"][k, :, :n]
-        np.tanh(c_next, out=tct)
-        if w.w_hr is None:
-            np.multiply(a[2 * H:3 * H], tct, out=h_next)  # h_t = o * tanh(c_t)
-        else:
-            r = ext["r"][k, :, :n]
-            np.multiply(a[2 * H:3 * H], tct, out=r)
-            np.matmul(w.w_hr, r, out=h_next)              # h_t = W_hr (o * tanh(c_t))
+        r = h_next if w.w_hr is None else ext["r"][k, :, :n]
+        # gates into a, c_t into c_next, tanh(c_t) kept, r = o * tanh(c_t)  (one backend call)
+        ext["math"][0](src, rec, a, c_prev, c_next, ext["tc"][k, :, :n], r, ext["ig"][:, :n])
+        if w.w_hr is not None:
+            w.xp.matmul(w.w_hr, r, out=h_next)            # h_t = W_hr (o * tanh(c_t))
 
     @staticmethod
     def backward(dh, dc, a, h_prev, c_prev, ext, t, w, dz, drec, scratch, n):
         """dz: dL/d(pre-activations); drec aliases dz (the same sum feeds both GEMMs). No direct dh term."""
         if w.w_hr is not None:
             scratch["dH"][t, :, :n] = dh
-            dh = np.matmul(w.w_hr.T, dh, out=scratch["dr"][:, :n])   # backprop through the projection
+            dh = w.xp.matmul(w.w_hr.T, dh, out=scratch["dr"][:, :n])   # backprop through the projection
         ext["math"][1](a, ext["tc"][t, :, :n], c_prev, dh, dc, dz, scratch["tmp"][:, :n], scratch["tmp3"][:, :n])
         return dz, None
 
@@ -137,49 +135,49 @@ class GRUCell:
 
     @staticmethod
     def buffers(T, H, B, dtype, w):
-        return {"hn": np.empty((T, H, B), dtype)}        # W_hn h_{t-1} + b_hn, kept for the backward
+        return {"hn": w.xp.empty((T, H, B), dtype)}        # W_hn h_{t-1} + b_hn, kept for the backward
 
     @staticmethod
     def forward(src, a, rec, h_next, c_prev, c_next, ext, k, w, n):
-        H = h_next.shape[0]
+        H, xp = h_next.shape[0], w.xp
         rz, an = a[:2 * H], a[2 * H:]
-        np.add(src[:2 * H], rec[:2 * H], out=rz)
+        xp.add(src[:2 * H], rec[:2 * H], out=rz)
         if a is not src:
             an[...] = src[2 * H:]
-        np.tanh(rz, out=rz)
+        xp.tanh(rz, out=rz)
         rz *= 0.5
         rz += 0.5                                         # r, z = (1 + tanh(z/2)) / 2
         hn = ext["hn"][k, :, :n]
         hn[...] = rec[2 * H:]
-        np.multiply(rz[:H], hn, out=h_next)               # r * (W_hn h + b_hn), h_next as scratch
+        xp.multiply(rz[:H], hn, out=h_next)               # r * (W_hn h + b_hn), h_next as scratch
         an += h_next
-        np.tanh(an, out=an)                               # n
+        xp.tanh(an, out=an)                               # n
         h_prev = ext["h_prev"]
-        np.subtract(h_prev, an, out=h_next)
+        xp.subtract(h_prev, an, out=h_next)
         h_next *= rz[H:]
         h_next += an                                      # h_t = n + z (h_{t-1} - n)
 
     @staticmethod
     def backward(dh, dc, a, h_prev, c_prev, ext, t, w, dz, drec, scratch, n):
-        H = dh.shape[0]
+        H, xp = dh.shape[0], w.xp
         r, z, nn = a[:H], a[H:2 * H], a[2 * H:]
         dr, dzz, dn = dz[:H], dz[H:2 * H], dz[2 * H:]
         tmp = scratch["tmp"][:, :n]
-        np.subtract(h_prev, nn, out=tmp)
-        np.multiply(dh, tmp, out=dzz)                     # dL/dz = dh (h_{t-1} - n)
-        np.subtract(1, z, out=tmp)
-        np.multiply(dh, tmp, out=dn)                      # dL/dn = dh (1 - z)
-        np.multiply(nn, nn, out=tmp)
-        np.subtract(1, tmp, out=tmp)
+        xp.subtract(h_prev, nn, out=tmp)
+        xp.multiply(dh, tmp, out=dzz)                     # dL/dz = dh (h_{t-1} - n)
+        xp.subtract(1, z, out=tmp)
+        xp.multiply(dh, tmp, out=dn)                      # dL/dn = dh (1 - z)
+        xp.multiply(nn, nn, out=tmp)
+        xp.subtract(1, tmp, out=tmp)
         dn *= tmp                                         # backprop through tanh: dL/d(n pre-activation)
         hn = ext["hn"][t, :, :n]
-        np.multiply(dn, hn, out=dr)                       # dL/dr = dn_pre (W_hn h + b_hn)
-        np.subtract(1, a[:2 * H], out=scratch["tmp2"][:, :n])
+        xp.multiply(dn, hn, out=dr)                       # dL/dr = dn_pre (W_hn h + b_hn)
+        xp.subtract(1, a[:2 * H], out=scratch["tmp2"][:, :n])
         scratch["tmp2"][:, :n] *= a[:2 * H]
         dz[:2 * H] *= scratch["tmp2"][:, :n]              # backprop through sigmoid: s (1 - s)
         drec[:2 * H] = dz[:2 * H]                         # the recurrent side sees r, z as the input side does
-        np.multiply(dn, r, out=drec[2 * H:])              # but its n part is scaled by r
-        return drec, np.multiply(dh, z, out=scratch["direct"][:, :n])   # h_t = ... + z h_{t-1}
+        xp.multiply(dn, r, out=drec[2 * H:])              # but its n part is scaled by r
+        return drec, xp.multiply(dh, z, out=scratch["direct"][:, :n])   # h_t = ... + z h_{t-1}
 
 
 class RNNCell:
@@ -198,19 +196,20 @@ class RNNCell:
         return {}
 
     def forward(self, src, a, rec, h_next, c_prev, c_next, ext, k, w, n):
-        np.add(src, rec, out=h_next)                      # the gates buffer is not needed: h_t is the activation
+        xp = w.xp
+        xp.add(src, rec, out=h_next)                      # the gates buffer is not needed: h_t is the activation
         if self.relu:
-            np.maximum(h_next, 0, out=h_next)
+            xp.maximum(h_next, 0, out=h_next)
         else:
-            np.tanh(h_next, out=h_next)
+            xp.tanh(h_next, out=h_next)
 
     def backward(self, dh, dc, a, h_prev, c_prev, ext, t, w, dz, drec, scratch, n):
-        h = ext["h_next"]                                 # the activation is h_t itself
+        h, xp = ext["h_next"], w.xp                       # the activation is h_t itself
         if self.relu:
-            np.multiply(dh, h > 0, out=dz)                # backprop through relu
+            xp.multiply(dh, h > 0, out=dz)                # backprop through relu
         else:
-            np.multiply(h, h, out=dz)
-            np.subtract(1, dz, out=dz)
+            xp.multiply(h, h, out=dz)
+            xp.subtract(1, dz, out=dz)
             dz *= dh                                      # backprop through tanh
         return dz, None
 
@@ -230,6 +229,7 @@ class Packed:
     w_hh: np.ndarray          # (G*H, P)  the same: for dh_{t-1}
     w_hr: np.ndarray | None   # (P, H)    LSTM projection, or None
     perm: np.ndarray          # (G*H,)    PyTorch rows -> engine rows
+    xp: object = np           # the array module of all of the above: numpy, or cupy on a GPU
 
     @property
     def H(self):
@@ -239,18 +239,19 @@ class Packed:
 def pack(w_ih, w_hh, b_ih=None, b_hh=None, w_hr=None, kind="lstm"):
     """Pack PyTorch-layout weights for ``forward``/``backward``; biases may be None (bias=False)."""
     cell = KINDS[kind]
+    xp = _xp.array_module(w_ih)
     H = w_ih.shape[0] // cell.gates
-    perm = cell.perm(H)
-    scale = np.ones((cell.gates * H, 1), w_ih.dtype)
+    perm = xp.asarray(cell.perm(H))
+    scale = xp.ones((cell.gates * H, 1), w_ih.dtype)
     scale[:cell.sigmoid_gates * H] = 0.5                  # sigma(z) = (1 + tanh(z/2)) / 2
     w_ih, w_hh = w_ih[perm], w_hh[perm]
-    zero = np.zeros(cell.gates * H, w_ih.dtype)
+    zero = xp.zeros(cell.gates * H, w_ih.dtype)
     bi = (zero if b_ih is None else b_ih[perm])[:, None]
     bh = (zero if b_hh is None else b_hh[perm])[:, None]
     if cell.fold_bias:
         bi, bh = bi + bh, None
     return Packed(kind=kind, Wx=w_ih * scale, Wh=w_hh * scale, bx=bi * scale, bh=None if bh is None else bh * scale,
-                  w_ih=w_ih, w_hh=w_hh, w_hr=w_hr, perm=perm)
+                  w_ih=w_ih, w_hh=w_hh, w_hr=w_hr, perm=perm, xp=xp)
 
 
 def forward(x, h0, c0, w, batch_sizes=None, reverse=False, train=True):
@@ -270,25 +271,25 @@ def forward(x, h0, c0, w, batch_sizes=None, reverse=False, train=True):
         h_n (B, P), c_n (B, H) or None -- each row's state after its last processed step
         cache -- for ``backward`` (None unless train)
     """
-    cell = KINDS[w.kind]
+    cell, xp = KINDS[w.kind], w.xp
     T, B, _ = x.shape
     H, P = w.H, w.Wh.shape[1]
     dtype = x.dtype
-    A = np.matmul(w.Wx, x.reshape(T * B, -1).T)          # (G*H, T*B): input side of every step
+    A = xp.matmul(w.Wx, x.reshape(T * B, -1).T)          # (G*H, T*B): input side of every step
     A += w.bx
     A = A.reshape(-1, T, B)                              # becomes the activated gates, step by step
-    hs = np.empty((T + 1, P, B), dtype)                  # states; h_{t-1} of step t sits at prev(t)
-    cs = np.empty((T + 1, H, B), dtype) if cell.has_c else None
+    hs = xp.empty((T + 1, P, B), dtype)                  # states; h_{t-1} of step t sits at prev(t)
+    cs = xp.empty((T + 1, H, B), dtype) if cell.has_c else None
     ext = cell.buffers(T if train else 1, H, B, dtype, w)
-    slot = None if train else np.empty(A.shape[:1] + (B,), dtype)   # inference: one step's gates, contiguous
-    rec = np.empty(A.shape[:1] + (B,), dtype)            # recurrent GEMM result
+    slot = None if train else xp.empty(A.shape[:1] + (B,), dtype)   # inference: one step's gates, contiguous
+    rec = xp.empty(A.shape[:1] + (B,), dtype)            # recurrent GEMM result
     first = T if reverse else 0
     hs[first] = h0.T
     if cell.has_c:
         cs[first] = c0.T
     fused = _whole_sequence(w, x, batch_sizes)
     if fused:                                             # batch of one: the loop in one compiled call
-        tc = ext["tc"] if train else np.empty((T, H, B), dtype)
+        tc = ext["tc"] if train else xp.empty((T, H, B), dtype)
         _seqkernel.KERNELS[0](A, np.ascontiguousarray(w.Wh.T), hs, cs, tc, reverse)
     steps = () if fused else (range(T - 1, -1, -1) if reverse else range(T))    # else the generic loop
     for t in steps:
@@ -298,7 +299,7 @@ def forward(x, h0, c0, w, batch_sizes=None, reverse=False, train=True):
             hs[nxt, :, n:] = hs[prev, :, n:]
             if cell.has_c:
                 cs[nxt, :, n:] = cs[prev, :, n:]
-        np.matmul(w.Wh, hs[prev, :, :n], out=rec[:, :n])
+        xp.matmul(w.Wh, hs[prev, :, :n], out=rec[:, :n])
         if w.bh is not None:
             rec[:, :n] += w.bh
         if cell.needs_h_prev:
@@ -331,20 +332,20 @@ def backward(dout, dh_n, dc_n, cache):
     if isinstance(cache[0], str):                         # from forward_segments
         return _backward_segments(dout, dh_n, dc_n, cache)
     x, A, hs, cs, ext, w, batch_sizes, reverse = cache
-    cell = KINDS[w.kind]
+    cell, xp = KINDS[w.kind], w.xp
     T, B, I = x.shape
     H, P = w.H, w.Wh.shape[1]
     GH = A.shape[0]
     dtype = x.dtype
-    dZ = (np.empty if batch_sizes is None else np.zeros)((GH, T, B), dtype)   # d input-side pre-activations
+    dZ = (xp.empty if batch_sizes is None else xp.zeros)((GH, T, B), dtype)   # d input-side pre-activations
     separate = not cell.fold_bias                         # GRU: the recurrent side gets its own gradient
-    dR = (np.empty if batch_sizes is None else np.zeros)((GH, T, B), dtype) if separate else dZ
-    dh = np.zeros((P, B), dtype) if dh_n is None else np.array(dh_n.T, dtype)  # carries, backwards
-    dc = (np.zeros((H, B), dtype) if dc_n is None else np.array(dc_n.T, dtype)) if cell.has_c else None
-    scratch = {k: np.empty((rows, B), dtype) for k, rows in
+    dR = (xp.empty if batch_sizes is None else xp.zeros)((GH, T, B), dtype) if separate else dZ
+    dh = xp.zeros((P, B), dtype) if dh_n is None else xp.array(dh_n.T, dtype)  # carries, backwards
+    dc = (xp.zeros((H, B), dtype) if dc_n is None else xp.array(dc_n.T, dtype)) if cell.has_c else None
+    scratch = {k: xp.empty((rows, B), dtype) for k, rows in
                (("tmp", H), ("tmp2", 2 * H), ("tmp3", 3 * H), ("dr", H), ("direct", P))}
     if w.w_hr is not None:
-        scratch["dH"] = np.zeros((T, P, B), dtype)        # total dh_t, for dW_hr
+        scratch["dH"] = xp.zeros((T, P, B), dtype)        # total dh_t, for dW_hr
     fused = _whole_sequence(w, x, batch_sizes)
     if fused:                                             # batch of one: the loop in one compiled call
         _seqkernel.KERNELS[1](A, ext["tc"], cs, w.w_hh, np.ascontiguousarray(dout), dh, dc, dZ, reverse)
@@ -358,20 +359,20 @@ def backward(dout, dh_n, dc_n, cache):
         drec, direct = cell.backward(dhn, dc[:, :n] if cell.has_c else None, A[:, t, :n], hs[prev, :, :n],
                                      cs[prev, :, :n] if cell.has_c else None, ext, t, w, dZ[:, t, :n],
                                      dR[:, t, :n], scratch, n)
-        np.matmul(w.w_hh.T, drec, out=dhn)                # dh_{t-1}: backprop through W_hh h_{t-1}
+        xp.matmul(w.w_hh.T, drec, out=dhn)                # dh_{t-1}: backprop through W_hh h_{t-1}
         if direct is not None:
             dhn += direct                                 # GRU: h_t = ... + z h_{t-1}
     ext.pop("h_next", None)
     Z, R = dZ.reshape(GH, T * B), dR.reshape(GH, T * B)  # (G*H, T*B), no copy
     h_prev = (hs[1:] if reverse else hs[:T]).transpose(0, 2, 1).reshape(T * B, P)   # h_{t-1} of each step
-    inv = np.argsort(w.perm)                              # back to PyTorch's gate order
+    inv = xp.argsort(w.perm)                              # back to PyTorch's gate order
     b_ih = Z.sum(axis=1)[inv]
     grads = {
         "w_ih": (Z @ x.reshape(T * B, I))[inv],           # (G*H, I)  one GEMM over all T*B columns
         "w_hh": (R @ h_prev)[inv],                        # (G*H, P)
         "b_ih": b_ih,                                     # (G*H,)
         "b_hh": R.sum(axis=1)[inv] if separate else b_ih.copy(),
-        "w_hr": None if w.w_hr is None else np.tensordot(scratch["dH"], ext["r"], axes=([0, 2], [0, 2])),  # (P, H)
+        "w_hr": None if w.w_hr is None else xp.tensordot(scratch["dH"], ext["r"], axes=([0, 2], [0, 2])),  # (P, H)
     }
     dx = (Z.T @ w.w_ih).reshape(T, B, I)                  # backprop through W_ih x
     return dx, dh.T, (dc.T if cell.has_c else None), grads
@@ -388,7 +389,7 @@ def forward_segments(x, h0, c0, w, batch_sizes=None, reverse=False, every=1000):
     T = x.shape[0]
     bounds = [(t, min(t + every, T)) for t in range(0, T, every)]
     order = bounds[::-1] if reverse else bounds           # the order in which the segments are read
-    out, starts, h, c = np.empty(x.shape[:2] + (w.Wh.shape[1],), x.dtype), [], h0, c0   # (T, B, P)
+    out, starts, h, c = w.xp.empty(x.shape[:2] + (w.Wh.shape[1],), x.dtype), [], h0, c0   # (T, B, P)
     for t0, t1 in order:
         starts.append((h.copy(), None if c is None else c.copy()))
         seg = None if batch_sizes is None else batch_sizes[t0:t1]
@@ -399,13 +400,13 @@ def forward_segments(x, h0, c0, w, batch_sizes=None, reverse=False, every=1000):
 
 def _whole_sequence(w, x, batch_sizes):
     """Take ``_seqkernel``'s compiled loop: numba backend, float32 LSTM without projection, batch 1."""
-    return (_backend == "numba" and _seqkernel.KERNELS is not None and w.kind == "lstm" and w.w_hr is None
-            and x.shape[1] == 1 and x.dtype == np.float32 and batch_sizes is None)
+    return (_backend == "numba" and w.xp is np and _seqkernel.KERNELS is not None and w.kind == "lstm"
+            and w.w_hr is None and x.shape[1] == 1 and x.dtype == np.float32 and batch_sizes is None)
 
 
 def _backward_segments(dout, dh_n, dc_n, cache):
     _, x, w, batch_sizes, reverse, order, starts = cache
-    dx, grads = np.empty_like(x), None
+    dx, grads = w.xp.empty_like(x), None
     dh, dc = dh_n, dc_n
     for (t0, t1), (h, c) in zip(reversed(order), reversed(starts)):   # the last segment read comes first
         seg = None if batch_sizes is None else batch_sizes[t0:t1]

@@ -18,6 +18,7 @@ import numpy as np
 
 from . import _checks
 from . import reference
+from ._xp import to_device, to_host
 
 __all__ = ["gradcheck", "numerical_gradient", "relative_error", "GradcheckReport", "check_lstm_reference",
            "check_layer"]
@@ -126,19 +127,30 @@ def check_layer(layer, x, hx=None, lengths=None, *, seed=0, eps=1e-5, tol=1e-7):
     The loss is a random linear function of output, h_n and c_n, so that every path of the
     backward, the final-state gradients included, is exercised. Forward runs in training mode;
     the layer's generator is reset before each one, so dropout draws the same mask every time.
+    A layer on a GPU is checked too: the differences are taken on host copies of its weights,
+    which are copied to the device for every forward.
     """
     if np.dtype(layer.dtype) != np.float64:
         raise TypeError(f"check_layer needs a float64 layer for finite differences, got {layer.dtype}")
+    dev = layer.device
+
+    def on(a):                                            # to the layer's device (a no-op on the CPU)
+        return to_device(a, dev)
+
+    params = layer.params if dev == "cpu" else {k: to_host(v).copy() for k, v in layer.params.items()}
     rng = np.random.default_rng(seed)
-    x = np.array(x, dtype=np.float64)
+    x = np.array(to_host(x), dtype=np.float64)
     if hx is None:
-        _, (h, c), _ = layer.forward(x, lengths=lengths)
+        _, (h, c), _ = layer.forward(on(x), lengths=lengths)
         hx = (rng.standard_normal(h.shape), rng.standard_normal(c.shape))
-    h0, c0 = (np.array(s, dtype=np.float64) for s in hx)
+    h0, c0 = (np.array(to_host(s), dtype=np.float64) for s in hx)
 
     def run():
         layer.rng = np.random.default_rng(seed + 1)
-        return layer.forward(x, (h0, c0), lengths=lengths, train=True)
+        if dev != "cpu":
+            layer.params = {k: on(v) for k, v in params.items()}
+        out, (h_n, c_n), cache = layer.forward(on(x), (on(h0), on(c0)), lengths=lengths, train=True)
+        return to_host(out), (to_host(h_n), to_host(c_n)), cache
 
     out, (h_n, c_n), _ = run()
     G, G_h, G_c = (rng.standard_normal(a.shape) for a in (out, h_n, c_n))
@@ -148,6 +160,6 @@ def check_layer(layer, x, hx=None, lengths=None, *, seed=0, eps=1e-5, tol=1e-7):
         return float(np.sum(G * out) + np.sum(G_h * h_n) + np.sum(G_c * c_n))
 
     _, _, cache = run()
-    dx, (dh0, dc0), grads = layer.backward(G, cache, (G_h, G_c))
-    tensors = {**layer.params, "x": x, "h0": h0, "c0": c0}
-    return gradcheck(loss, tensors, {**grads, "x": dx, "h0": dh0, "c0": dc0}, eps=eps, tol=tol)
+    dx, (dh0, dc0), grads = layer.backward(on(G), cache, (on(G_h), on(G_c)))
+    analytic = {k: to_host(v) for k, v in {**grads, "x": dx, "h0": dh0, "c0": dc0}.items()}
+    return gradcheck(loss, {**params, "x": x, "h0": h0, "c0": c0}, analytic, eps=eps, tol=tol)

@@ -10,6 +10,7 @@ nplstm uses PyTorch's layout, so it is the hub. The three ways the systems diffe
 PyTorch's names; nothing here unpickles, and torch is not needed. Keras weights are plain
 NumPy lists. ONNX needs the optional ``onnx`` package (``pip install "nplstm[onnx]"``).
 """
+import copy
 from pathlib import Path
 
 import numpy as np
@@ -32,8 +33,14 @@ def _gate_rows(H, order):
     return np.concatenate([np.arange(block[k] * H, (block[k] + 1) * H) for k in order])
 
 
+def _on_host(module):
+    """``module`` itself on the CPU; a CPU copy of it when its weights live on a GPU (exports are host files)."""
+    return module if getattr(module, "device", "cpu") == "cpu" else copy.deepcopy(module).to("cpu")
+
+
 def _state_dict_of(module):
     """PyTorch names -> arrays for an LSTM or a CharModel (anything with ``params``)."""
+    module = _on_host(module)
     if isinstance(module, LSTM):
         return module.state_dict()
     if hasattr(module, "params"):
@@ -88,6 +95,7 @@ def to_keras_weights(lstm):
 
     The two PyTorch biases are summed (Keras has one). Gate order is the same ([i f c o]).
     """
+    lstm = _on_host(lstm)
     if lstm.proj_size:
         raise InteropError("Keras LSTM has no projection (proj_size); export a model with proj_size=0")
     weights = []
@@ -138,6 +146,7 @@ def onnx_model_bytes(module, opset=14, lengths=False, state=False):
     (shaped like nplstm's output), ``Y_h`` and ``Y_c`` (L*D, B, H) like h_n and c_n. Layers are
     chained ``LSTM`` nodes. Char model graph: int64 ``tokens`` (T, B) -> ``logits`` (T, B, V).
     """
+    module = _on_host(module)
     import onnx
     from onnx import helper
     g = _Graph()

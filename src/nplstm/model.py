@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from . import _xp
 from .layers import GRU, LSTM, RNN, Embedding, Linear
 from .losses import log_softmax
 
@@ -32,7 +33,12 @@ CELLS = {"lstm": LSTM, "gru": GRU, "rnn": RNN}
 
 
 class CharModel:
-    def __init__(self, config, seed=0):
+    """The layers of ``config``, on ``device`` ("cpu", or "cuda" through CuPy; ``to`` moves them).
+
+    Token ids, targets and masks passed in must live on the model's device (``nplstm.to_device``).
+    """
+
+    def __init__(self, config, seed=0, device="cpu"):
         self.config = config
         seeds = np.random.SeedSequence(seed).spawn(3)
         c = config
@@ -42,6 +48,16 @@ class CharModel:
         self.recurrent = CELLS[c.cell](c.embed, c.hidden, c.layers, dropout=c.dropout, dtype=c.dtype, seed=seeds[1])
         self.head = Linear(c.hidden, c.vocab_size, dtype=c.dtype, seed=seeds[2])
         self.layers = {"embedding": self.embedding, c.cell: self.recurrent, "head": self.head}
+        self.to(device)
+
+    @property
+    def device(self):
+        return self.embedding.device
+
+    def to(self, device):
+        for layer in self.layers.values():
+            layer.to(device)
+        return self
 
     @property
     def params(self):
@@ -60,7 +76,7 @@ class CharModel:
                 for k in layer.params:
                     if own[k].shape != layer.params[k].shape:
                         raise ValueError(f"{name}.{k} has shape {own[k].shape}, expected {layer.params[k].shape}")
-                    layer.params[k] = np.array(own[k], dtype=layer.dtype)
+                    layer.params[k] = _xp.to_device(_xp.to_host(own[k]).astype(layer.dtype), layer.device)
 
     def forward(self, x, state=None, lengths=None, train=False):
         """x (T, B) token ids -> logits (T, B, V), the final state tuple, and the cache for backward."""
@@ -100,10 +116,10 @@ def sample(model, vocab, prime="\n", length=200, temperature=1.0, top_k=None, se
         raise ValueError("prime must hold at least one character")
     rng = np.random.default_rng(seed)
     ids = vocab.encode(prime)
-    logits, state, _ = model.forward(ids[:, None])                             # read the prime
+    logits, state, _ = model.forward(_xp.to_device(ids[:, None], model.device))   # read the prime
     out = []
     for _ in range(length):
-        z = logits[-1, 0].astype(np.float64) / temperature
+        z = _xp.to_host(logits[-1, 0]).astype(np.float64) / temperature
         if top_k is not None and top_k < z.size:
             z[z < np.partition(z, -top_k)[-top_k]] = -np.inf                  # keep the k largest
         p = np.exp(log_softmax(z))
@@ -112,5 +128,5 @@ def sample(model, vocab, prime="\n", length=200, temperature=1.0, top_k=None, se
         if stop_at is not None and char == stop_at:
             break
         out.append(char)
-        logits, state, _ = model.forward(np.array([[nxt]]), state)
+        logits, state, _ = model.forward(_xp.to_device(np.array([[nxt]]), model.device), state)
     return "".join(out)

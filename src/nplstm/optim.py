@@ -8,6 +8,8 @@ import math
 
 import numpy as np
 
+from . import _xp
+
 __all__ = ["SGD", "Adam", "clip_grad_norm", "global_norm", "lr_schedule", "SCHEDULES", "OPTIMIZERS"]
 
 
@@ -23,7 +25,7 @@ class SGD:
         self.t += 1
         for k, g in grads.items():
             if self.momentum:
-                v = self.state.setdefault(k, np.zeros_like(g))
+                v = self.state.setdefault(k, _xp.array_module(g).zeros_like(g))
                 v *= self.momentum
                 v += g
                 g = v
@@ -43,13 +45,14 @@ class Adam:
         self.t += 1
         c1, c2 = 1 - b1 ** self.t, 1 - b2 ** self.t
         for k, g in grads.items():
-            m = self.state.setdefault("m." + k, np.zeros_like(g))
-            v = self.state.setdefault("v." + k, np.zeros_like(g))
+            xp = _xp.array_module(g)
+            m = self.state.setdefault("m." + k, xp.zeros_like(g))
+            v = self.state.setdefault("v." + k, xp.zeros_like(g))
             m *= b1
             m += (1 - b1) * g
             v *= b2
             v += (1 - b2) * g * g
-            params[k] -= (lr / c1) * m / (np.sqrt(v / c2) + self.eps)
+            params[k] -= (lr / c1) * m / (xp.sqrt(v / c2) + self.eps)
 
 
 OPTIMIZERS = {"sgd": SGD, "adam": Adam}
@@ -57,8 +60,10 @@ OPTIMIZERS = {"sgd": SGD, "adam": Adam}
 
 def global_norm(grads):
     """The L2 norm of all gradients together, accumulated in float64."""
-    return math.sqrt(sum(float(np.dot(g.ravel().astype(np.float64), g.ravel().astype(np.float64)))
-                         for g in grads.values()))
+    def sq(g):
+        g64 = g.ravel().astype(np.float64)
+        return _xp.array_module(g).dot(g64, g64)
+    return math.sqrt(float(sum(sq(g) for g in grads.values())))   # one read back from the device
 
 
 def clip_grad_norm(grads, max_norm):

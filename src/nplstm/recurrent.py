@@ -26,7 +26,7 @@ import numbers
 
 import numpy as np
 
-from . import _checks, engine
+from . import _checks, _xp, engine
 from ._checks import layer_dtype as _layer_dtype
 
 __all__ = ["LSTM", "GRU", "RNN", "suffix"]
@@ -37,7 +37,7 @@ def suffix(layer, direction):
     return f"_l{layer}" + ("_reverse" if direction else "")
 
 
-class _Recurrent:
+class _Recurrent(_xp.OnDevice):
     """What LSTM, GRU and RNN share: weights, argument checks, layers, directions, lengths, dropout.
 
     Subclasses set ``mode`` (a key of ``engine.KINDS``) and wrap ``_forward``/``_backward`` in
@@ -46,7 +46,7 @@ class _Recurrent:
     mode = None
 
     def _setup(self, input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional, proj_size,
-               dtype, seed):
+               dtype, seed, device):
         self.input_size = _checks.positive_int("input_size", input_size)
         self.hidden_size = _checks.positive_int("hidden_size", hidden_size)
         self.num_layers = _checks.positive_int("num_layers", num_layers)
@@ -59,7 +59,8 @@ class _Recurrent:
         self.bias, self.batch_first, self.bidirectional = bool(bias), bool(batch_first), bool(bidirectional)
         self.dtype = _layer_dtype(dtype)
         self.rng = np.random.default_rng(seed)
-        self.params = self._init_params()
+        self.params = self._init_params()                 # drawn on the host: the same seed, the same weights
+        self.to(device)
 
     @property
     def gates(self):
@@ -107,7 +108,7 @@ class _Recurrent:
         return {k: self.rng.uniform(-bound, bound, shape).astype(self.dtype) for k, shape in self.param_shapes().items()}
 
     def state_dict(self):
-        """A copy of the weights: {name: ndarray}, torch's keys, shapes and gate order."""
+        """A copy of the weights: {name: array on the layer's device}, torch's keys, shapes and gate order."""
         return {k: v.copy() for k, v in self.params.items()}
 
     def load_state_dict(self, state_dict):
@@ -119,7 +120,7 @@ class _Recurrent:
         for key in expected:
             if key not in state_dict:
                 continue
-            value = np.asarray(state_dict[key])
+            value = _xp.to_host(state_dict[key])
             if value.dtype.kind not in "f":
                 problems.append(f"{key!r} must be a float array, got dtype {value.dtype}")
             elif value.shape != expected[key]:
@@ -127,7 +128,7 @@ class _Recurrent:
             elif not np.all(np.isfinite(value)):
                 problems.append(f"{key!r} contains NaN or Inf")
             else:
-                loaded[key] = value.astype(self.dtype, copy=True)
+                loaded[key] = _xp.to_device(value.astype(self.dtype, copy=True), self.device)
         if problems:
             raise ValueError("load_state_dict: " + "; ".join(problems))
         self.params = loaded
@@ -148,14 +149,16 @@ class _Recurrent:
         L, D, H, P = self.num_layers, self.num_directions, self.hidden_size, self.output_size
         h0, c0 = self._initial_state(hx, B, batched)
         order, batch_sizes = self._lengths(lengths, T, B)
+        xp = self.xp
         if order is not None:                             # sort by decreasing length (packed-sequence order)
+            order = xp.asarray(order)
             x, h0, c0 = x[:, order], h0[:, order], (None if c0 is None else c0[:, order])
-        h_n = np.empty((L * D, B, P), self.dtype)
-        c_n = np.empty((L * D, B, H), self.dtype) if self.has_c else None
+        h_n = xp.empty((L * D, B, P), self.dtype)
+        c_n = xp.empty((L * D, B, H), self.dtype) if self.has_c else None
         layer_caches, masks = [], []
         inp = x
         for layer in range(L):
-            out = np.empty((T, B, D * P), self.dtype)
+            out = xp.empty((T, B, D * P), self.dtype)
             caches = []
             for d in range(D):
                 k = layer * D + d
@@ -174,12 +177,13 @@ class _Recurrent:
             layer_caches.append(caches)
             if train and self.dropout > 0 and layer < L - 1:
                 mask = (self.rng.random(out.shape) >= self.dropout).astype(self.dtype) / (1 - self.dropout)
+                mask = xp.asarray(mask)                   # drawn on the host, as on the CPU: one copy per layer
                 masks.append(mask)
                 out = out * mask
             inp = out
         output = inp
         if order is not None:
-            inverse = np.argsort(order)
+            inverse = xp.argsort(order)
             output, h_n = output[:, inverse], h_n[:, inverse]
             c_n = None if c_n is None else c_n[:, inverse]
         cache = dict(layers=layer_caches, masks=masks, order=order, batch_sizes=batch_sizes,
@@ -194,7 +198,7 @@ class _Recurrent:
                             f"got {type(cache).__name__}")
         T, B = cache["shape"]
         L, D, H, P = self.num_layers, self.num_directions, self.hidden_size, self.output_size
-        batched, order = cache["batched"], cache["order"]
+        batched, order, xp = cache["batched"], cache["order"], self.xp
         dout = self._grad_in("d_output", d_output, (T, B, D * P), batched, time_axis=True)
         dh_n = None if dh_n is None else self._grad_in("dh_n", dh_n, (L * D, B, P), batched)
         dc_n = None if dc_n is None else self._grad_in("dc_n", dc_n, (L * D, B, H), batched)
@@ -202,8 +206,8 @@ class _Recurrent:
             dout = dout[:, order]
             dh_n = None if dh_n is None else dh_n[:, order]
             dc_n = None if dc_n is None else dc_n[:, order]
-        dh0 = np.empty((L * D, B, P), self.dtype)
-        dc0 = np.empty((L * D, B, H), self.dtype) if self.has_c else None
+        dh0 = xp.empty((L * D, B, P), self.dtype)
+        dc0 = xp.empty((L * D, B, H), self.dtype) if self.has_c else None
         grads = {}
         for layer in reversed(range(L)):
             if layer < L - 1 and cache["masks"]:
@@ -220,7 +224,7 @@ class _Recurrent:
                 self._name_grads(grads, layer, d, g)
             dout = dx
         if order is not None:
-            inverse = np.argsort(order)
+            inverse = xp.argsort(order)
             dout, dh0 = dout[:, inverse], dh0[:, inverse]
             dc0 = None if dc0 is None else dc0[:, inverse]
         grads = {k: grads[k] for k in self.params}        # torch's key order
@@ -236,6 +240,7 @@ class _Recurrent:
     # ------------------------------------------------------------------ argument handling
     def _cast(self, name, value):
         arr = _checks.float_array(name, value)
+        _checks.same_device(name, arr, self.device)
         return arr.astype(self.dtype, copy=False)         # the other float dtype: cast once, here
 
     def _input(self, x):
@@ -253,16 +258,16 @@ class _Recurrent:
             raise ValueError(f"x must have {self.input_size} features (input_size) on its last axis, "
                              f"got shape {given}")
         _checks.check_nonempty("x", x, ("T", "B", None))
-        return np.ascontiguousarray(x), batched
+        return self.xp.ascontiguousarray(x), batched
 
     def _initial_state(self, hx, B, batched):
         """hx: None or (h0, c0) (c0 None unless LSTM) -> (h0, c0) internal, zeros where not given."""
         L, D, H, P = self.num_layers, self.num_directions, self.hidden_size, self.output_size
         h0, c0 = (None, None) if hx is None else hx
-        h0 = np.zeros((L * D, B, P), self.dtype) if h0 is None else self._grad_in("h0", h0, (L * D, B, P), batched)
+        h0 = self.xp.zeros((L * D, B, P), self.dtype) if h0 is None else self._grad_in("h0", h0, (L * D, B, P), batched)
         if not self.has_c:
             return h0, None
-        c0 = np.zeros((L * D, B, H), self.dtype) if c0 is None else self._grad_in("c0", c0, (L * D, B, H), batched)
+        c0 = self.xp.zeros((L * D, B, H), self.dtype) if c0 is None else self._grad_in("c0", c0, (L * D, B, H), batched)
         return h0, c0
 
     def _grad_in(self, name, value, shape, batched, time_axis=False):
@@ -282,7 +287,7 @@ class _Recurrent:
         """Validate lengths; return (sorting order or None, batch_sizes or None)."""
         if lengths is None:
             return None, None
-        arr = np.asarray(lengths)
+        arr = _xp.to_host(lengths)                        # lengths steer the loop from the host
         if arr.dtype.kind not in "iu":
             raise TypeError(f"lengths must be integers, got dtype {arr.dtype}")
         _checks.check_shape("lengths", arr, (B,), " (one per batch row)")
@@ -306,9 +311,10 @@ class _Recurrent:
     def __repr__(self):
         extra = "".join(f", {k}={v!r}" for k, v in (("num_layers", self.num_layers), ("bias", self.bias),
                         ("batch_first", self.batch_first), ("dropout", self.dropout),
-                        ("bidirectional", self.bidirectional), ("proj_size", self.proj_size))
+                        ("bidirectional", self.bidirectional), ("proj_size", self.proj_size),
+                                                 ("device", self.device))
                         if v != {"num_layers": 1, "bias": True, "batch_first": False, "dropout": 0.0,
-                                 "bidirectional": False, "proj_size": 0}[k])
+                                 "bidirectional": False, "proj_size": 0, "device": "cpu"}[k])
         return f"{type(self).__name__}({self.input_size}, {self.hidden_size}{extra}, dtype='{self.dtype}')"
 
 
@@ -323,16 +329,17 @@ class LSTM(_Recurrent):
         dx, (dh0, dc0), grads = lstm.backward(d_output, cache)          # grads: state_dict keys
 
     Extra options beyond torch: ``dtype`` ("float32" or "float64"), ``seed`` for the
-    initialization and dropout generator, and ``forget_bias``: when set, the forget-gate rows
+    initialization and dropout generator, ``device`` ("cpu", or "cuda" through CuPy; see ``to``),
+    and ``forget_bias``: when set, the forget-gate rows
     of ``bias_ih`` start at that value and those of ``bias_hh`` at 0 (Keras' unit_forget_bias
     is ``forget_bias=1.0``).
     """
     mode = "lstm"
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
-                 bidirectional=False, proj_size=0, dtype="float32", seed=None, forget_bias=None):
+                 bidirectional=False, proj_size=0, dtype="float32", seed=None, forget_bias=None, device="cpu"):
         self._setup(input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional, proj_size,
-                    dtype, seed)
+                    dtype, seed, device)
         if forget_bias is not None and self.bias:
             H = self.hidden_size
             for key, value in self.params.items():
@@ -399,16 +406,18 @@ class GRU(_HiddenOnly):
     mode = "gru"
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
-                 bidirectional=False, dtype="float32", seed=None):
-        self._setup(input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional, 0, dtype, seed)
+                 bidirectional=False, dtype="float32", seed=None, device="cpu"):
+        self._setup(input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional, 0, dtype, seed,
+                    device)
 
 
 class RNN(_HiddenOnly):
     """A multi-layer Elman RNN, torch.nn.RNN-compatible: h_t = act(W_ih x + b_ih + W_hh h + b_hh)."""
 
     def __init__(self, input_size, hidden_size, num_layers=1, nonlinearity="tanh", bias=True, batch_first=False,
-                 dropout=0.0, bidirectional=False, dtype="float32", seed=None):
+                 dropout=0.0, bidirectional=False, dtype="float32", seed=None, device="cpu"):
         if nonlinearity not in ("tanh", "relu"):
             raise ValueError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
         self.nonlinearity, self.mode = nonlinearity, f"rnn_{nonlinearity}"
-        self._setup(input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional, 0, dtype, seed)
+        self._setup(input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional, 0, dtype, seed,
+                    device)

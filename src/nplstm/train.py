@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import _xp
 from . import checkpoint as ckpt
 from . import distributed as dist_mod
 from .data import LineBatches, StreamBatches, Vocab, load_corpus, read_text, split_lines, split_stream
@@ -93,15 +94,21 @@ def prepare_data(cfg):
 
 
 def batch_loss(model, batch, state, line_mode, train):
-    """Forward one batch; returns (loss, dlogits, new state, cache, tokens)."""
+    """Forward one batch (host arrays: they go to the model's device here; the lengths stay on the host).
+
+    Returns (loss, dlogits, new state, cache, tokens)."""
+    dev = model.device
     if line_mode:
         x, y, lengths, mask = batch
-        logits, state, cache = model.forward(x, None, lengths=lengths, train=train)
+        n = int(mask.sum())
+        logits, state, cache = model.forward(_xp.to_device(x, dev), None, lengths=lengths, train=train)
+        mask = _xp.to_device(mask, dev)
     else:
         (x, y), mask = batch, None
-        logits, state, cache = model.forward(x, state, train=train)
-    loss, dlogits = softmax_cross_entropy(logits, y, mask)
-    return loss, dlogits, state, cache, int(y.size if mask is None else mask.sum())
+        n = y.size
+        logits, state, cache = model.forward(_xp.to_device(x, dev), state, train=train)
+    loss, dlogits = softmax_cross_entropy(logits, _xp.to_device(y, dev), mask)
+    return loss, dlogits, state, cache, n
 
 
 def evaluate(model, batches, line_mode):
@@ -119,6 +126,7 @@ def _save(out, model, opt, state, step, cfg, vocab, history, rngs):
     arrays.update({f"optim.{k}": v for k, v in opt.state.items()})
     for name, part in zip("hc", state or ()):
         arrays[f"state.{name}"] = part
+    arrays = {k: _xp.to_host(v) for k, v in arrays.items()}   # checkpoints hold host arrays, whatever the device
     meta = dict(step=step, config=asdict(cfg), model=model.config_dict(), vocab="".join(vocab.chars),
                 optim_t=opt.t, dropout_rng=rngs[0], history=history, ranks=len(rngs))
     if len(rngs) > 1:
@@ -214,14 +222,19 @@ def plot_losses(out, history):
 
 
 # ---------------------------------------------------------------------------- the loop
-def train(cfg, out, resume=False, log=print, progress=True, distributed=False):
+def train(cfg, out, resume=False, log=print, progress=True, distributed=False, device="cpu"):
     """Train as ``cfg`` says, writing checkpoint, metrics.csv and loss.png into ``out``; returns the model.
 
     With ``resume``, the configuration comes from the checkpoint in ``out``; only ``steps`` and
     ``time_budget`` are taken from ``cfg`` (a dict of those, or a TrainConfig). With
     ``distributed``, this is one rank of an MPI job (see ``nplstm.distributed``): rank 0 alone
-    logs and writes files.
+    logs and writes files. ``device`` ("cpu" or "cuda") is where the model trains; checkpoints do
+    not depend on it, so a run may resume on another device.
     """
+    _xp.module_for(device)                                # an unknown device or a missing CuPy fails first
+    if distributed and device != "cpu":
+        raise ValueError(f"device={device!r} with distributed=True is not supported: the MPI Allreduce here "
+                         "moves host buffers; train on the GPU with one process")
     dist = dist_mod.make(distributed)
     if dist.rank != 0:
         log, progress = (lambda *args: None), None
@@ -245,7 +258,7 @@ def train(cfg, out, resume=False, log=print, progress=True, distributed=False):
     dist.check_same("configuration or vocabulary", json.dumps(asdict(cfg), sort_keys=True) + "".join(vocab.chars))
     rows = dist.rows(cfg.batch_size)                      # this rank's shard of every batch
     model = CharModel(ModelConfig(len(vocab), cfg.embed, cfg.hidden, cfg.layers, cfg.dropout, cfg.dtype, cfg.cell),
-                      cfg.seed)
+                      cfg.seed, device=device)
     if dist.size > 1:
         model.recurrent.rng = np.random.default_rng([cfg.seed, dist.rank])   # dropout differs by rank
     opt = OPTIMIZERS[cfg.optimizer](lr=cfg.lr, **({"momentum": cfg.momentum} if cfg.optimizer == "sgd" else {}))
@@ -256,11 +269,12 @@ def train(cfg, out, resume=False, log=print, progress=True, distributed=False):
             raise ckpt.CheckpointError(f"the checkpoint was written by a run of {meta.get('ranks', 1)} rank(s); "
                                        f"resume it with the same number, not {dist.size}")
         model.load_params(_section(arrays, "model."))
-        opt.state = {k: v.copy() for k, v in _section(arrays, "optim.").items()}
+        opt.state = {k: _xp.to_device(v.copy(), device) for k, v in _section(arrays, "optim.").items()}
         opt.t, step, history = meta["optim_t"], meta["step"], meta["history"]
         model.recurrent.rng.bit_generator.state = meta.get("dropout_rngs", [meta["dropout_rng"]])[dist.rank]
         if "state.h" in arrays:
-            state = tuple(arrays[f"state.{k}"][:, rows].copy() for k in "hc" if f"state.{k}" in arrays)
+            state = tuple(_xp.to_device(arrays[f"state.{k}"][:, rows].copy(), device)
+                          for k in "hc" if f"state.{k}" in arrays)
         log(f"resumed from {out / ckpt.FILENAME} at step {step}")
     dist.bcast_(model.params)                             # every rank starts from rank 0's weights
     start = step
