@@ -215,19 +215,20 @@ def kernel_pair(monkeypatch):
 
 def test_the_cuda_kernel_bodies_compute_what_the_numpy_backend_does(kernel_pair):
     rng = np.random.default_rng(0)
-    Hh, n = 5, 3
-    def views(rows):                                      # (rows, n) views of wider buffers: strided, as in the loop
-        return rng.uniform(-1.5, 1.5, (rows, n + 2))[:, :n]
-    src, rec, c_prev = views(4 * Hh), views(4 * Hh), views(Hh)
+    Hh, n, T_, B_ = 5, 3, 4, 5                            # n < B: strided (H, n) views, as with lengths
+    A0 = rng.uniform(-1.5, 1.5, (4 * Hh, T_, B_))
+    rec, c_prev = rng.uniform(-1.5, 1.5, (4 * Hh, n)), rng.uniform(-1.5, 1.5, (Hh, n))
     results = []
     for fwd, bwd in (_cellmath.BACKENDS["numpy"], kernel_pair):
-        s = src.copy()
-        a, c, tc, h, ig = (np.zeros((r, n)) for r in (4 * Hh, Hh, Hh, Hh, Hh))
-        fwd(s, rec, s, c_prev, c, tc, h, ig)              # training: the gates overwrite the input side
+        A = A0.copy()
+        c, tc, h, ig = (np.zeros((Hh, n)) for _ in range(4))
+        fwd(A, 2, A, 2, rec, c_prev, c, tc, h, ig)        # training: the gates overwrite the input side
+        slot = np.zeros((4 * Hh, 1, B_))
+        fwd(A0, 1, slot, 0, rec, c_prev, c.copy(), tc.copy(), h.copy(), ig)   # inference: into a scratch
         dr, dc = np.linspace(-1, 1, Hh * n).reshape(Hh, n), np.full((Hh, n), 0.3)
-        dz = np.zeros((4 * Hh, n))
-        bwd(s, tc, c_prev, dr, dc, dz, np.empty((Hh, n)), np.empty((3 * Hh, n)))
-        results.append(dict(a=s, c=c, tc=tc, h=h, dz=dz, dc=dc))
+        dZ = np.zeros((4 * Hh, T_, B_))
+        bwd(A, dZ, 2, tc, c_prev, dr, dc, np.empty((Hh, n)), np.empty((3 * Hh, n)))
+        results.append(dict(A=A, slot=slot, c=c, tc=tc, h=h, dZ=dZ, dc=dc))
     for k in results[0]:
         np.testing.assert_allclose(results[1][k], results[0][k], rtol=0, atol=1e-14, err_msg=k)
 

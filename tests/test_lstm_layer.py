@@ -146,6 +146,12 @@ def test_float32_layer():
     ref64 = nplstm.LSTM(I, H, num_layers=2, bidirectional=True, proj_size=2, dtype="float64")
     ref64.load_state_dict(lstm.state_dict())
     np.testing.assert_allclose(out, ref64(x)[0], atol=1e-5)
+    for lengths in (None, LENGTHS):                       # inference too, with and without padding
+        np.testing.assert_allclose(lstm(x, lengths=lengths)[0], ref64(x, lengths=lengths)[0], atol=1e-5)
+    ref_dx, _, ref_grads = ref64.backward(np.ones(out.shape), ref64.forward(x, train=True)[2])
+    np.testing.assert_allclose(dx, ref_dx, atol=1e-4)
+    for k in grads:
+        np.testing.assert_allclose(grads[k], ref_grads[k], atol=1e-4, err_msg=k)
 
 
 def test_dropout_only_in_training():

@@ -5,15 +5,25 @@ one of these pairs (forward, backward), with the same arguments:
 
 - ``numpy``: in-place ufuncs on preallocated buffers (always available). The ufuncs are
   NumPy's, which hand CuPy arrays to CuPy's own (NEP 13), so this one runs on any device;
-- ``numba``: ``np.tanh`` (SIMD) for the transcendental part and the rest fused into one
-  compiled pass, when numba is installed (``pip install "nplstm[fast]"``). That pass has no
-  transcendental functions, so it vectorizes; it wins because a step of the backward is ~17
-  ufunc calls in NumPy and one pass here;
+- ``numba``: one compiled pass per step each way, when numba is installed (``pip install
+  "nplstm[fast]"``); in float32 the forward's tanh is a vectorizable rational approximation (a
+  few ulp), in float64 it stays ``np.tanh`` (SIMD, exact) and the rest is one pass. It wins
+  because a step of the backward is ~17 ufunc calls in NumPy and one pass here;
 - ``cupy``: the whole step in one CUDA kernel launch each way (``cupy.ElementwiseKernel``),
   for CuPy arrays; ``for_module`` picks it, it is not a name for ``engine.set_backend``.
 
-Layout: feature-major, as in the engine. ``src``, ``rec`` and ``a`` (4H, n) hold the gates in
-order [i | f | o | g]; every other array is (H, n).
+The arguments, n the active columns of this step:
+
+    forward(A, t, out, ot, rec, c_prev, c, tc, h, ig)
+        reads the input side A[:, t, :n] and rec (4H, n), writes the gates into out[:, ot, :n]
+        (training: out is A, so they are kept; inference: a one-step scratch), c_t into c,
+        tanh(c_t) into tc and o * tanh(c_t) into h; ig is scratch
+    backward(A, dZ, t, tc, c_prev, dr, dc, tmp, tmp3)
+        reads the gates A[:, t, :n], dr = dL/d(o tanh(c_t)); dc carries dL/dc_t in and
+        dL/dc_{t-1} out; writes dL/d(pre-activations) into dZ[:, t, :n]; tmp, tmp3 scratch
+
+Layout: feature-major, as in the engine: A, out, dZ are (4H, T, B) with gates in the order
+[i | f | o | g] on axis 0; every other array is (rows, n).
 """
 import os
 
@@ -21,28 +31,26 @@ import numpy as np
 
 
 def _forward(finish):
-    """A step forward around ``finish(a, c_prev, c, ig)``, the part after the gates' tanh.
-
-    ``src`` + ``rec`` are the pre-activations (halved for i, f, o); writes the gates into ``a``,
-    c_t into ``c``, tanh(c_t) into ``tc`` and o * tanh(c_t) into ``h``; ``ig`` is scratch.
-    """
-    def forward(src, rec, a, c_prev, c, tc, h, ig):
-        H = c.shape[0]
-        np.add(src, rec, out=a)                           # z / 2 for i, f, o; z for g
+    """A step forward around ``finish(out, ot, c_prev, c, ig)``, the part after the gates' tanh."""
+    def forward(A, t, out, ot, rec, c_prev, c, tc, h, ig):
+        H, n = c.shape
+        a = out[:, ot, :n]
+        np.add(A[:, t, :n], rec, out=a)                   # z / 2 for i, f, o; z for g
         np.tanh(a, out=a)                                 # all four gates in one pass
-        finish(a, c_prev, c, ig)                          # i, f, o; c_t = f c + i g
+        finish(out, ot, c_prev, c, ig)                    # i, f, o; c_t = f c + i g
         np.tanh(c, out=tc)
         np.multiply(a[2 * H:3 * H], tc, out=h)            # h_t = o * tanh(c_t)
     return forward
 
 
 # ---------------------------------------------------------------------------- numpy
-def finish_numpy(a, c_prev, c, ig):
-    """``a`` holds tanh of the (halved for i, f, o) pre-activations: finish the sigmoids, then c.
+def finish_numpy(out, ot, c_prev, c, ig):
+    """``out[:, ot]`` holds tanh of the (halved for i, f, o) pre-activations: finish the sigmoids, then c.
 
-    Writes i, f, o into ``a`` and c_t = f * c_prev + i * g into ``c``; ``ig`` is scratch.
+    Writes i, f, o there and c_t = f * c_prev + i * g into ``c``; ``ig`` is scratch.
     """
-    H = c.shape[0]
+    H, n = c.shape
+    a = out[:, ot, :n]
     sig = a[:3 * H]
     sig *= 0.5
     sig += 0.5                                            # i, f, o = (1 + tanh(z/2)) / 2
@@ -51,10 +59,11 @@ def finish_numpy(a, c_prev, c, ig):
     c += ig                                               # c_t = f * c_{t-1} + i * g
 
 
-def backward_numpy(a, tc, c_prev, dr, dc, dz, tmp, tmp3):
+def backward_numpy(A, dZ, t, tc, c_prev, dr, dc, tmp, tmp3):
     """One step back through the cell. ``dr`` is dL/d(o * tanh(c_t)); ``dc`` (in/out) carries
-    dL/dc_t in and dL/dc_{t-1} out; ``dz`` receives dL/d(pre-activations) [i f o g]."""
-    H = tc.shape[0]
+    dL/dc_t in and dL/dc_{t-1} out; ``dZ[:, t]`` receives dL/d(pre-activations) [i f o g]."""
+    H, n = tc.shape
+    a, dz = A[:, t, :n], dZ[:, t, :n]
     i, f, o, g = a[:H], a[H:2 * H], a[2 * H:3 * H], a[3 * H:]
     di, df, do, dg = dz[:H], dz[H:2 * H], dz[2 * H:3 * H], dz[3 * H:]
     np.multiply(dr, tc, out=do)                           # backprop through h = o * tanh(c)
@@ -80,34 +89,16 @@ BACKENDS = {"numpy": (_forward(finish_numpy), backward_numpy)}
 
 # ---------------------------------------------------------------------------- numba
 def _numba_backend():
-    import numba
+    from . import _cellmath_numba as nb                   # ImportError without numba
+    forward64 = _forward(nb.finish)                       # float64: NumPy's tanh, exact to the last ulp
 
-    @numba.njit(cache=True, nogil=True, fastmath=False)
-    def finish_numba(a, c_prev, c, ig):
-        H, n = c.shape
-        for j in range(H):
-            for b in range(n):
-                i = 0.5 * a[j, b] + 0.5
-                f = 0.5 * a[H + j, b] + 0.5
-                a[j, b], a[H + j, b] = i, f
-                a[2 * H + j, b] = 0.5 * a[2 * H + j, b] + 0.5
-                c[j, b] = f * c_prev[j, b] + i * a[3 * H + j, b]
+    def forward_numba(A, t, out, ot, rec, c_prev, c, tc, h, ig):
+        if A.dtype == np.float32:                         # the whole step in one pass, rational tanh
+            (nb.step_train32 if out is A else nb.step_infer32)(A, t, out, ot, rec, c_prev, c, tc, h)
+        else:
+            forward64(A, t, out, ot, rec, c_prev, c, tc, h, ig)
 
-    @numba.njit(cache=True, nogil=True, fastmath=False)
-    def backward_numba(a, tc, c_prev, dr, dc, dz, tmp, tmp3):
-        H, n = tc.shape
-        for j in range(H):
-            for b in range(n):
-                i, f, o, g = a[j, b], a[H + j, b], a[2 * H + j, b], a[3 * H + j, b]
-                t, d = tc[j, b], dr[j, b]
-                c = dc[j, b] + d * o * (1 - t * t)        # through h = o * tanh(c)
-                dz[j, b] = c * g * (i * (1 - i))
-                dz[H + j, b] = c * c_prev[j, b] * (f * (1 - f))
-                dz[2 * H + j, b] = d * t * (o * (1 - o))
-                dz[3 * H + j, b] = c * i * (1 - g * g)
-                dc[j, b] = c * f
-
-    return _forward(finish_numba), backward_numba
+    return forward_numba, nb.backward
 
 
 # ---------------------------------------------------------------------------- cupy
@@ -142,13 +133,13 @@ def _cupy_backend():
     def blocks(x, H):
         return x[:H], x[H:2 * H], x[2 * H:3 * H], x[3 * H:]
 
-    def forward_cupy(src, rec, a, c_prev, c, tc, h, ig):
-        H = c.shape[0]
-        fwd(*blocks(src, H), *blocks(rec, H), c_prev, *blocks(a, H), c, tc, h)
+    def forward_cupy(A, t, out, ot, rec, c_prev, c, tc, h, ig):
+        H, n = c.shape
+        fwd(*blocks(A[:, t, :n], H), *blocks(rec, H), c_prev, *blocks(out[:, ot, :n], H), c, tc, h)
 
-    def backward_cupy(a, tc, c_prev, dr, dc, dz, tmp, tmp3):
-        H = tc.shape[0]
-        bwd(*blocks(a, H), tc, dr, c_prev, *blocks(dz, H), dc)
+    def backward_cupy(A, dZ, t, tc, c_prev, dr, dc, tmp, tmp3):
+        H, n = tc.shape
+        bwd(*blocks(A[:, t, :n], H), tc, dr, c_prev, *blocks(dZ[:, t, :n], H), dc)
 
     return forward_cupy, backward_cupy
 

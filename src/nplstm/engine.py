@@ -80,16 +80,18 @@ def use_backend(name):
 # Each kind says how many gate blocks it has (the leading ``sigmoid_gates`` of them sigmoids),
 # whether it carries a cell state c, whether b_hh can be folded into the input-side bias, and
 # whether its forward reads h_{t-1} itself (``ext["h_prev"]``).
-# Its two step functions work on (features, n) views of the current step, n the active columns:
+# Its two step functions work on step t of the (G*H, T, B) buffers and on (features, n) views
+# of the current step, n the active columns. The buffers come whole, with t, because a compiled
+# backend vectorizes only over arrays it knows to be contiguous (a view A[:, t] is strided):
 #
-#   forward(src, a, rec, h_next, c_prev, c_next, ext, k, w, n)
-#       src: input side W_ih x_t + b (G*H, n); a: where the activated gates go (src itself in
-#       training, to be kept; a scratch in inference); rec: W_hh h_{t-1} (+ b_hh); writes h_next
-#       (and c_next); ext: the kind's own per-step buffers, slot k.
-#   backward(dh, dc, a, h_prev, c_prev, ext, t, w, dz, drec, scratch, n) -> (drec, direct)
-#       dh: dL/dh_t in; dc: dL/dc_t in, dL/dc_{t-1} out (LSTM); writes dz = dL/d(input side)
-#       and returns the gradient of the recurrent side (dz itself where both sides see the
-#       same sum) and a direct dL/dh_{t-1} term, if any (GRU's z h_{t-1}).
+#   forward(A, t, out, ot, rec, h_next, c_prev, c_next, ext, k, w, n)
+#       A[:, t, :n]: input side W_ih x_t + b; out[:, ot, :n]: where the activated gates go (A
+#       itself in training, to be kept; a one-step scratch in inference); rec: W_hh h_{t-1}
+#       (+ b_hh); writes h_next (and c_next); ext: the kind's own per-step buffers, slot k.
+#   backward(dh, dc, A, dZ, dR, t, h_prev, c_prev, ext, w, scratch, n) -> (drec, direct)
+#       dh: dL/dh_t in; dc: dL/dc_t in, dL/dc_{t-1} out (LSTM); writes dZ[:, t, :n] = dL/d(input
+#       side) and returns the gradient of the recurrent side (dZ's step itself where both sides
+#       see the same sum) and a direct dL/dh_{t-1} term, if any (GRU's z h_{t-1}).
 class LSTMCell:
     """c_t = f c_{t-1} + i g,  h_t = o tanh(c_t)  (then W_hr h_t with a projection)."""
     gates, sigmoid_gates, has_c, fold_bias, needs_h_prev = 4, 3, True, True, False
@@ -108,21 +110,21 @@ class LSTMCell:
         return ext
 
     @staticmethod
-    def forward(src, a, rec, h_next, c_prev, c_next, ext, k, w, n):
+    def forward(A, t, out, ot, rec, h_next, c_prev, c_next, ext, k, w, n):
         r = h_next if w.w_hr is None else ext["r"][k, :, :n]
-        # gates into a, c_t into c_next, tanh(c_t) kept, r = o * tanh(c_t)  (one backend call)
-        ext["math"][0](src, rec, a, c_prev, c_next, ext["tc"][k, :, :n], r, ext["ig"][:, :n])
+        # gates into out[:, ot], c_t into c_next, tanh(c_t) kept, r = o * tanh(c_t)  (one backend call)
+        ext["math"][0](A, t, out, ot, rec, c_prev, c_next, ext["tc"][k, :, :n], r, ext["ig"][:, :n])
         if w.w_hr is not None:
             w.xp.matmul(w.w_hr, r, out=h_next)            # h_t = W_hr (o * tanh(c_t))
 
     @staticmethod
-    def backward(dh, dc, a, h_prev, c_prev, ext, t, w, dz, drec, scratch, n):
-        """dz: dL/d(pre-activations); drec aliases dz (the same sum feeds both GEMMs). No direct dh term."""
+    def backward(dh, dc, A, dZ, dR, t, h_prev, c_prev, ext, w, scratch, n):
+        """dZ: dL/d(pre-activations); the recurrent side's gradient is the same (one sum feeds both GEMMs)."""
         if w.w_hr is not None:
             scratch["dH"][t, :, :n] = dh
             dh = w.xp.matmul(w.w_hr.T, dh, out=scratch["dr"][:, :n])   # backprop through the projection
-        ext["math"][1](a, ext["tc"][t, :, :n], c_prev, dh, dc, dz, scratch["tmp"][:, :n], scratch["tmp3"][:, :n])
-        return dz, None
+        ext["math"][1](A, dZ, t, ext["tc"][t, :, :n], c_prev, dh, dc, scratch["tmp"][:, :n], scratch["tmp3"][:, :n])
+        return dZ[:, t, :n], None
 
 
 class GRUCell:
@@ -138,11 +140,12 @@ class GRUCell:
         return {"hn": w.xp.empty((T, H, B), dtype)}        # W_hn h_{t-1} + b_hn, kept for the backward
 
     @staticmethod
-    def forward(src, a, rec, h_next, c_prev, c_next, ext, k, w, n):
+    def forward(A, t, out, ot, rec, h_next, c_prev, c_next, ext, k, w, n):
         H, xp = h_next.shape[0], w.xp
+        src, a = A[:, t, :n], out[:, ot, :n]
         rz, an = a[:2 * H], a[2 * H:]
         xp.add(src[:2 * H], rec[:2 * H], out=rz)
-        if a is not src:
+        if out is not A:                                  # inference: the n block goes to the scratch
             an[...] = src[2 * H:]
         xp.tanh(rz, out=rz)
         rz *= 0.5
@@ -158,8 +161,9 @@ class GRUCell:
         h_next += an                                      # h_t = n + z (h_{t-1} - n)
 
     @staticmethod
-    def backward(dh, dc, a, h_prev, c_prev, ext, t, w, dz, drec, scratch, n):
+    def backward(dh, dc, A, dZ, dR, t, h_prev, c_prev, ext, w, scratch, n):
         H, xp = dh.shape[0], w.xp
+        a, dz, drec = A[:, t, :n], dZ[:, t, :n], dR[:, t, :n]
         r, z, nn = a[:H], a[H:2 * H], a[2 * H:]
         dr, dzz, dn = dz[:H], dz[H:2 * H], dz[2 * H:]
         tmp = scratch["tmp"][:, :n]
@@ -195,16 +199,16 @@ class RNNCell:
     def buffers(T, H, B, dtype, w):
         return {}
 
-    def forward(self, src, a, rec, h_next, c_prev, c_next, ext, k, w, n):
+    def forward(self, A, t, out, ot, rec, h_next, c_prev, c_next, ext, k, w, n):
         xp = w.xp
-        xp.add(src, rec, out=h_next)                      # the gates buffer is not needed: h_t is the activation
+        xp.add(A[:, t, :n], rec, out=h_next)                      # the gates buffer is not needed: h_t is the activation
         if self.relu:
             xp.maximum(h_next, 0, out=h_next)
         else:
             xp.tanh(h_next, out=h_next)
 
-    def backward(self, dh, dc, a, h_prev, c_prev, ext, t, w, dz, drec, scratch, n):
-        h, xp = ext["h_next"], w.xp                       # the activation is h_t itself
+    def backward(self, dh, dc, A, dZ, dR, t, h_prev, c_prev, ext, w, scratch, n):
+        h, xp, dz = ext["h_next"], w.xp, dZ[:, t, :n]    # the activation is h_t itself
         if self.relu:
             xp.multiply(dh, h > 0, out=dz)                # backprop through relu
         else:
@@ -281,7 +285,7 @@ def forward(x, h0, c0, w, batch_sizes=None, reverse=False, train=True):
     hs = xp.empty((T + 1, P, B), dtype)                  # states; h_{t-1} of step t sits at prev(t)
     cs = xp.empty((T + 1, H, B), dtype) if cell.has_c else None
     ext = cell.buffers(T if train else 1, H, B, dtype, w)
-    slot = None if train else xp.empty(A.shape[:1] + (B,), dtype)   # inference: one step's gates, contiguous
+    slot = None if train else xp.empty(A.shape[:1] + (1, B), dtype)   # inference: one step's gates, contiguous
     rec = xp.empty(A.shape[:1] + (B,), dtype)            # recurrent GEMM result
     first = T if reverse else 0
     hs[first] = h0.T
@@ -290,7 +294,7 @@ def forward(x, h0, c0, w, batch_sizes=None, reverse=False, train=True):
     fused = _whole_sequence(w, x, batch_sizes)
     if fused:                                             # batch of one: the loop in one compiled call
         tc = ext["tc"] if train else xp.empty((T, H, B), dtype)
-        _seqkernel.KERNELS[0](A, np.ascontiguousarray(w.Wh.T), hs, cs, tc, reverse)
+        _seqkernel.KERNELS[0](A, w.Wh, hs, cs, tc, reverse)
     steps = () if fused else (range(T - 1, -1, -1) if reverse else range(T))    # else the generic loop
     for t in steps:
         prev, nxt = (t + 1, t) if reverse else (t, t + 1)
@@ -304,9 +308,8 @@ def forward(x, h0, c0, w, batch_sizes=None, reverse=False, train=True):
             rec[:, :n] += w.bh
         if cell.needs_h_prev:
             ext["h_prev"] = hs[prev, :, :n]
-        src = A[:, t, :n]                                 # input side of this step
         # training: gates in place in A, kept for backward; inference: a contiguous scratch (faster passes)
-        cell.forward(src, src if train else slot[:, :n], rec[:, :n], hs[nxt, :, :n],
+        cell.forward(A, t, A if train else slot, t if train else 0, rec[:, :n], hs[nxt, :, :n],
                      cs[prev, :, :n] if cell.has_c else None,
                      cs[nxt, :, :n] if cell.has_c else None, ext, t if train else 0, w, n)
     last = 0 if reverse else T
@@ -356,9 +359,8 @@ def backward(dout, dh_n, dc_n, cache):
         dhn = dh[:, :n]
         dhn += dout[t, :n].T                              # this step's output plus what step t+1 sent
         ext["h_next"] = hs[nxt, :, :n]
-        drec, direct = cell.backward(dhn, dc[:, :n] if cell.has_c else None, A[:, t, :n], hs[prev, :, :n],
-                                     cs[prev, :, :n] if cell.has_c else None, ext, t, w, dZ[:, t, :n],
-                                     dR[:, t, :n], scratch, n)
+        drec, direct = cell.backward(dhn, dc[:, :n] if cell.has_c else None, A, dZ, dR, t, hs[prev, :, :n],
+                                     cs[prev, :, :n] if cell.has_c else None, ext, w, scratch, n)
         xp.matmul(w.w_hh.T, drec, out=dhn)                # dh_{t-1}: backprop through W_hh h_{t-1}
         if direct is not None:
             dhn += direct                                 # GRU: h_t = ... + z h_{t-1}
