@@ -30,31 +30,29 @@ def _cell(zi, zf, zo, zg, cp):
     return i, f, o, g, c, ftanh(c)
 
 
-@_jit
-def step_infer32(A, t, out, ot, rec, c_prev, c, tc, h):
-    """Forward step, float32, gates into the scratch ``out[:, ot]``."""
+@numba.njit(inline="always", fastmath=True, error_model="numpy")
+def _step32(A, t, dst, s, rec, c_prev, c, tc, h):
     H, n = c.shape
     for j in range(H):
         for b in range(n):
             i, f, o, g, cc, th = _cell(A[j, t, b] + rec[j, b], A[H + j, t, b] + rec[H + j, b],
                                        A[2 * H + j, t, b] + rec[2 * H + j, b],
                                        A[3 * H + j, t, b] + rec[3 * H + j, b], c_prev[j, b])
-            out[j, ot, b], out[H + j, ot, b], out[2 * H + j, ot, b], out[3 * H + j, ot, b] = i, f, o, g
+            dst[j, s, b], dst[H + j, s, b], dst[2 * H + j, s, b], dst[3 * H + j, s, b] = i, f, o, g
             c[j, b], tc[j, b], h[j, b] = cc, th, o * th   # h_t = o tanh(c_t)
 
 
 @_jit
+def step_infer32(A, t, out, ot, rec, c_prev, c, tc, h):
+    """Forward step, float32, gates into the scratch ``out[:, ot]``."""
+    _step32(A, t, out, ot, rec, c_prev, c, tc, h)
+
+
+@_jit
 def step_train32(A, t, out, ot, rec, c_prev, c, tc, h):
-    """Forward step, float32, gates back into A[:, t] (passing A twice would make LLVM's runtime
-    alias check fail and fall back to scalar code)."""
-    H, n = c.shape
-    for j in range(H):
-        for b in range(n):
-            i, f, o, g, cc, th = _cell(A[j, t, b] + rec[j, b], A[H + j, t, b] + rec[H + j, b],
-                                       A[2 * H + j, t, b] + rec[2 * H + j, b],
-                                       A[3 * H + j, t, b] + rec[3 * H + j, b], c_prev[j, b])
-            A[j, t, b], A[H + j, t, b], A[2 * H + j, t, b], A[3 * H + j, t, b] = i, f, o, g
-            c[j, b], tc[j, b], h[j, b] = cc, th, o * th
+    """Forward step, float32, gates back into A[:, t] (``out`` is A). A compilation of its own:
+    passing A twice would make LLVM's runtime alias check fail and fall back to scalar code."""
+    _step32(A, t, A, t, rec, c_prev, c, tc, h)
 
 
 @_jit
