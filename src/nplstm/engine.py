@@ -37,6 +37,7 @@ started) keep their state untouched.
 """
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -240,14 +241,27 @@ class Packed:
         return self.w_ih.shape[0] // KINDS[self.kind].gates
 
 
+@lru_cache(maxsize=256)
+def _gate_layout(kind, H, dtype, xp):
+    """Row permutation PyTorch -> engine order, and the per-row scale (1/2 on sigmoid rows): (G*H,), (G*H, 1).
+
+    Cached: they depend on the shape only, and building them is a good part of packing a small layer.
+    """
+    cell = KINDS[kind]
+    scale = np.ones((cell.gates * H, 1), dtype)
+    scale[:cell.sigmoid_gates * H] = 0.5                  # sigma(z) = (1 + tanh(z/2)) / 2
+    perm, scale = xp.asarray(cell.perm(H)), xp.asarray(scale)
+    if xp is np:                                          # shared by every pack of this shape: never written
+        perm.flags.writeable = scale.flags.writeable = False
+    return perm, scale
+
+
 def pack(w_ih, w_hh, b_ih=None, b_hh=None, w_hr=None, kind="lstm"):
     """Pack PyTorch-layout weights for ``forward``/``backward``; biases may be None (bias=False)."""
     cell = KINDS[kind]
     xp = _xp.array_module(w_ih)
     H = w_ih.shape[0] // cell.gates
-    perm = xp.asarray(cell.perm(H))
-    scale = xp.ones((cell.gates * H, 1), w_ih.dtype)
-    scale[:cell.sigmoid_gates * H] = 0.5                  # sigma(z) = (1 + tanh(z/2)) / 2
+    perm, scale = _gate_layout(kind, H, w_ih.dtype, xp)
     w_ih, w_hh = w_ih[perm], w_hh[perm]
     zero = xp.zeros(cell.gates * H, w_ih.dtype)
     bi = (zero if b_ih is None else b_ih[perm])[:, None]
