@@ -132,8 +132,17 @@ def test_full_lengths_equal_no_lengths_and_padding_gets_no_gradient():
     for b, n in enumerate(LENGTHS):
         G2[n:, b] = 1e6                                   # garbage on padded steps is ignored
         assert np.all(dx[n:, b] == 0)
-    dx2, _, grads2 = lstm.backward(G2, cache)
+    dx2, _, grads2 = lstm.backward(G2, lstm.forward(x, lengths=LENGTHS, train=True)[2])
     np.testing.assert_array_equal(dx, dx2)
+
+
+def test_a_cache_serves_one_backward():
+    """The backward writes dL/dz over the cached gates, so a second one on the same cache is refused."""
+    lstm = make()
+    out, _, cache = lstm.forward(x_for(lstm), train=True)
+    lstm.backward(np.ones_like(out), cache)
+    with pytest.raises(ValueError, match="cache was already used by a backward"):
+        lstm.backward(np.ones_like(out), cache)
 
 
 def test_float32_layer():

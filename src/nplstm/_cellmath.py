@@ -64,6 +64,8 @@ def backward_numpy(A, dZ, t, tc, c_prev, dr, dc, tmp, tmp3):
     dL/dc_t in and dL/dc_{t-1} out; ``dZ[:, t]`` receives dL/d(pre-activations) [i f o g]."""
     H, n = tc.shape
     a, dz = A[:, t, :n], dZ[:, t, :n]
+    if dZ is A:                                           # dz overwrites the gates, which are read below
+        a = a.copy()
     i, f, o, g = a[:H], a[H:2 * H], a[2 * H:3 * H], a[3 * H:]
     di, df, do, dg = dz[:H], dz[H:2 * H], dz[2 * H:3 * H], dz[3 * H:]
     np.multiply(dr, tc, out=do)                           # backprop through h = o * tanh(c)
@@ -98,7 +100,10 @@ def _numba_backend():
         else:
             forward64(A, t, out, ot, rec, c_prev, c, tc, h, ig)
 
-    return forward_numba, nb.backward
+    def backward_numba(A, dZ, t, tc, c_prev, dr, dc, tmp, tmp3):
+        (nb.backward_in_place if dZ is A else nb.backward)(A, dZ, t, tc, c_prev, dr, dc, tmp, tmp3)
+
+    return forward_numba, backward_numba
 
 
 # ---------------------------------------------------------------------------- cupy

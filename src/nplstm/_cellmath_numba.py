@@ -68,9 +68,8 @@ def finish(out, ot, c_prev, c, ig):
             c[j, b] = f * c_prev[j, b] + i * out[3 * H + j, ot, b]
 
 
-@_jit
-def backward(A, dZ, t, tc, c_prev, dr, dc, tmp, tmp3):
-    """Backward step, any float dtype: dZ[:, t] from the gates A[:, t]; dc carried in and out."""
+@numba.njit(inline="always", fastmath=True, error_model="numpy")
+def _backward(A, dZ, t, tc, c_prev, dr, dc):
     H, n = tc.shape
     for j in range(H):
         for b in range(n):
@@ -82,3 +81,16 @@ def backward(A, dZ, t, tc, c_prev, dr, dc, tmp, tmp3):
             dZ[2 * H + j, t, b] = d * th * (o * (ONE - o))
             dZ[3 * H + j, t, b] = c * i * (ONE - g * g)   # through tanh
             dc[j, b] = c * f                              # dL/dc_{t-1}
+
+
+@_jit
+def backward(A, dZ, t, tc, c_prev, dr, dc, tmp, tmp3):
+    """Backward step, any float dtype: dZ[:, t] from the gates A[:, t]; dc carried in and out."""
+    _backward(A, dZ, t, tc, c_prev, dr, dc)
+
+
+@_jit
+def backward_in_place(A, dZ, t, tc, c_prev, dr, dc, tmp, tmp3):
+    """The same with dZ = A: each element's gates are read before its dz is written over them
+    (a compilation of its own, for the same reason as ``step_train32``)."""
+    _backward(A, A, t, tc, c_prev, dr, dc)

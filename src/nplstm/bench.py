@@ -174,11 +174,12 @@ def _memory_child(impl, cfg):
     torch.set_num_threads(1)
     module, ours, x, G = make_pair(cfg)
     runners = torch_runners if impl == "torch" else nplstm_runners
-    runners(module if impl == "torch" else ours, x[:2, :1], G[:2, :1])[0]()
+    rows = min(2, x.shape[1])                             # 2 rows: the generic loop's kernels, not batch 1's
+    runners(module if impl == "torch" else ours, x[:2, :rows], G[:2, :rows])[0]()
     run = runners(module if impl == "torch" else ours, x, G)[0]
-    # Warm up on a 2-step, 1-row input only: that pays one-time costs (numba's compiler,
-    # oneDNN's set-up) without leaving this size's pages in the allocator, which would make
-    # the peak read near zero for both. The figure is the first full step's rise in RSS.
+    # Warm up on a 2-step, 2-row input only: that pays one-time costs (numba's compiler and
+    # cache loads, oneDNN's set-up) without leaving this size's pages in the allocator, which
+    # would make the peak read near zero for both. The figure is the first full step's rise in RSS.
 
     def rss(field):
         with open("/proc/self/status") as f:

@@ -79,8 +79,10 @@ def use_backend(name):
 
 # ---------------------------------------------------------------------------- the kinds of cell
 # Each kind says how many gate blocks it has (the leading ``sigmoid_gates`` of them sigmoids),
-# whether it carries a cell state c, whether b_hh can be folded into the input-side bias, and
-# whether its forward reads h_{t-1} itself (``ext["h_prev"]``).
+# whether it carries a cell state c, whether b_hh can be folded into the input-side bias,
+# whether its forward reads h_{t-1} itself (``ext["h_prev"]``), and whether its backward may
+# write dL/dz over the gates of the same step (``dz_in_place``: it reads a step's gates only
+# before writing that step's dz), which saves a (G*H, T, B) buffer and its page faults.
 # Its two step functions work on step t of the (G*H, T, B) buffers and on (features, n) views
 # of the current step, n the active columns. The buffers come whole, with t, because a compiled
 # backend vectorizes only over arrays it knows to be contiguous (a view A[:, t] is strided):
@@ -95,7 +97,7 @@ def use_backend(name):
 #       see the same sum) and a direct dL/dh_{t-1} term, if any (GRU's z h_{t-1}).
 class LSTMCell:
     """c_t = f c_{t-1} + i g,  h_t = o tanh(c_t)  (then W_hr h_t with a projection)."""
-    gates, sigmoid_gates, has_c, fold_bias, needs_h_prev = 4, 3, True, True, False
+    gates, sigmoid_gates, has_c, fold_bias, needs_h_prev, dz_in_place = 4, 3, True, True, False, True
 
     @staticmethod
     def perm(H):
@@ -131,6 +133,7 @@ class LSTMCell:
 class GRUCell:
     """r, z = sigma(...), n = tanh(W_in x + b_in + r (W_hn h + b_hn)), h_t = (1 - z) n + z h_{t-1} (PyTorch's)."""
     gates, sigmoid_gates, has_c, fold_bias, needs_h_prev = 3, 2, False, False, True   # h_t mixes in h_{t-1}
+    dz_in_place = False                                   # its backward reads r, z, n after writing dz
 
     @staticmethod
     def perm(H):
@@ -187,7 +190,7 @@ class GRUCell:
 
 class RNNCell:
     """h_t = act(W_ih x + b_ih + W_hh h_{t-1} + b_hh), act tanh or relu."""
-    gates, sigmoid_gates, has_c, fold_bias, needs_h_prev = 1, 0, False, True, False
+    gates, sigmoid_gates, has_c, fold_bias, needs_h_prev, dz_in_place = 1, 0, False, True, False, True
 
     def __init__(self, nonlinearity):
         self.relu = nonlinearity == "relu"
@@ -339,7 +342,8 @@ def backward(dout, dh_n, dc_n, cache):
     Arguments:
         dout (T, B, P) -- gradient w.r.t. ``out`` (ignored at padded steps)
         dh_n (B, P), dc_n (B, H) -- gradient w.r.t. the final state, or None for zero
-        cache -- from ``forward(..., train=True)``
+        cache -- from ``forward(..., train=True)``; used up: the LSTM's and RNN's backward write
+                 dL/dz over the gates it holds (the layers refuse a second backward on one cache)
 
     Returns:
         dx (T, B, I), dh0 (B, P), dc0 (B, H) or None
@@ -354,7 +358,10 @@ def backward(dout, dh_n, dc_n, cache):
     H, P = w.H, w.Wh.shape[1]
     GH = A.shape[0]
     dtype = x.dtype
-    dZ = (xp.empty if batch_sizes is None else xp.zeros)((GH, T, B), dtype)   # d input-side pre-activations
+    if cell.dz_in_place:                                  # d input-side pre-activations, over the gates
+        dZ = A
+    else:
+        dZ = (xp.empty if batch_sizes is None else xp.zeros)((GH, T, B), dtype)
     separate = not cell.fold_bias                         # GRU: the recurrent side gets its own gradient
     dR = (xp.empty if batch_sizes is None else xp.zeros)((GH, T, B), dtype) if separate else dZ
     dh = xp.zeros((P, B), dtype) if dh_n is None else xp.array(dh_n.T, dtype)  # carries, backwards
@@ -370,6 +377,8 @@ def backward(dout, dh_n, dc_n, cache):
     for t in steps:
         prev, nxt = (t + 1, t) if reverse else (t, t + 1)
         n = B if batch_sizes is None else int(batch_sizes[t])
+        if n < B and dZ is A:
+            dZ[:, t, n:] = 0                              # padded columns: no gradient (and no stale gates)
         dhn = dh[:, :n]
         dhn += dout[t, :n].T                              # this step's output plus what step t+1 sent
         ext["h_next"] = hs[nxt, :, :n]

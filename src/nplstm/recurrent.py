@@ -196,6 +196,10 @@ class _Recurrent(_xp.OnDevice):
         if not isinstance(cache, dict) or cache.get("mode") != self.mode:
             raise TypeError(f"cache must be the cache returned by {type(self).__name__}.forward(..., train=True), "
                             f"got {type(cache).__name__}")
+        if cache.get("used"):
+            raise ValueError("cache was already used by a backward, which writes the gradients over the gates it "
+                             "holds; run forward(..., train=True) again for another backward")
+        cache["used"] = True
         T, B = cache["shape"]
         L, D, H, P = self.num_layers, self.num_directions, self.hidden_size, self.output_size
         batched, order, xp = cache["batched"], cache["order"], self.xp
