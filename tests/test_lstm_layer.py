@@ -195,3 +195,32 @@ def test_state_dict_round_trip_and_key_order():
     other.load_state_dict(lstm.state_dict())
     x = x_for(lstm)
     np.testing.assert_array_equal(other(x)[0], lstm(x)[0])
+
+
+def test_single_blas_thread_sets_one_and_restores():
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    from nplstm import _threads
+
+    def blas_threads():
+        return [i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"]
+    with threadpoolctl.threadpool_limits(2, user_api="blas"):
+        before = blas_threads()
+        with _threads.single_blas_thread():
+            assert blas_threads() and all(n == 1 for n in blas_threads())
+        assert blas_threads() == before
+
+
+def test_the_batch_of_one_path_runs_blas_on_one_thread(monkeypatch):
+    """Its GEMMs are tiny; split over busy cores they were measured 100x slower (see nplstm._threads)."""
+    if engine.get_backend() != "numba":
+        pytest.skip("the batch-of-one path is the numba backend's")
+    from nplstm import _threads
+    calls = []
+    real = _threads.single_blas_thread
+    monkeypatch.setattr(_threads, "single_blas_thread", lambda: calls.append(1) or real())
+    lstm = nplstm.LSTM(I, H, seed=0)                      # float32, batch 1: the whole-sequence kernel
+    out, _, cache = lstm.forward(np.ones((T, 1, I), np.float32), train=True)
+    lstm.backward(np.ones_like(out), cache)
+    assert len(calls) == 2
+    lstm(np.ones((T, 2, I), np.float32))                  # batch 2: the generic loop, BLAS as set
+    assert len(calls) == 2

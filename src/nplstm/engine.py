@@ -35,13 +35,13 @@ Variable lengths use packed-sequence semantics on a batch sorted by decreasing l
 works on the leading columns only. Columns that have finished (or, in reverse, not yet
 started) keep their state untouched.
 """
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
 
-from . import _cellmath, _seqkernel, _xp
+from . import _cellmath, _seqkernel, _threads, _xp
 
 __all__ = ["Packed", "pack", "forward", "backward", "forward_segments", "cell_step", "KINDS", "backends",
            "get_backend", "set_backend", "use_backend"]
@@ -292,6 +292,11 @@ def forward(x, h0, c0, w, batch_sizes=None, reverse=False, train=True):
         h_n (B, P), c_n (B, H) or None -- each row's state after its last processed step
         cache -- for ``backward`` (None unless train)
     """
+    with _blas_for(w, x, batch_sizes):
+        return _forward(x, h0, c0, w, batch_sizes, reverse, train)
+
+
+def _forward(x, h0, c0, w, batch_sizes, reverse, train):
     cell, xp = KINDS[w.kind], w.xp
     T, B, _ = x.shape
     H, P = w.H, w.Wh.shape[1]
@@ -352,6 +357,12 @@ def backward(dout, dh_n, dc_n, cache):
     """
     if isinstance(cache[0], str):                         # from forward_segments
         return _backward_segments(dout, dh_n, dc_n, cache)
+    x, A, hs, cs, ext, w, batch_sizes, reverse = cache
+    with _blas_for(w, x, batch_sizes):
+        return _backward(dout, dh_n, dc_n, cache)
+
+
+def _backward(dout, dh_n, dc_n, cache):
     x, A, hs, cs, ext, w, batch_sizes, reverse = cache
     cell, xp = KINDS[w.kind], w.xp
     T, B, I = x.shape
@@ -421,6 +432,11 @@ def forward_segments(x, h0, c0, w, batch_sizes=None, reverse=False, every=1000):
         out[t0:t1], h, c, _ = forward(x[t0:t1], h, c, w, seg, reverse, train=False)
     cache = ("segments", x, w, batch_sizes, reverse, order, starts)
     return out, h, c, cache
+
+
+def _blas_for(w, x, batch_sizes):
+    """BLAS threads for one call: a single one on the batch-of-one path (see ``_threads``), else as set."""
+    return _threads.single_blas_thread() if _whole_sequence(w, x, batch_sizes) else nullcontext()
 
 
 def _whole_sequence(w, x, batch_sizes):
