@@ -152,6 +152,16 @@ def _cupy_backend():
 _CUPY = []                                                # the cupy pair, compiled on first use
 
 
+def gru_kernels(xp, name):
+    """The GRU's fused numba steps (forward float32, backward) for NumPy arrays under the numba
+    backend; (None, None) otherwise, and the GRU then runs its plain ufunc steps (``engine.GRUCell``)."""
+    if xp is np and name == "numba":
+        from . import _cellmath_numba as nb
+        return (lambda A, t, out, ot, *rest: (nb.gru_step_train32 if out is A else nb.gru_step_infer32)(
+            A, t, out, ot, *rest)), nb.gru_backward
+    return None, None
+
+
 def for_module(xp, name):
     """The pair for arrays of module ``xp``: backend ``name`` for NumPy, fused kernels for CuPy
     (unless ``name`` is "numpy": the plain ufuncs, which run on CuPy too), plain ufuncs otherwise."""

@@ -94,3 +94,47 @@ def backward_in_place(A, dZ, t, tc, c_prev, dr, dc, tmp, tmp3):
     """The same with dZ = A: each element's gates are read before its dz is written over them
     (a compilation of its own, for the same reason as ``step_train32``)."""
     _backward(A, A, t, tc, c_prev, dr, dc)
+
+
+# ---------------------------------------------------------------------------- GRU
+@numba.njit(inline="always", fastmath=True, error_model="numpy")
+def _gru_step32(A, t, dst, s, rec, h_prev, hn, h):
+    H, n = h.shape
+    for j in range(H):
+        for b in range(n):
+            r = HALF * ftanh(A[j, t, b] + rec[j, b]) + HALF           # sigma, rows pre-halved
+            z = HALF * ftanh(A[H + j, t, b] + rec[H + j, b]) + HALF
+            hnv = rec[2 * H + j, b]                                   # W_hn h_{t-1} + b_hn
+            nn = ftanh(A[2 * H + j, t, b] + r * hnv)                  # n = tanh(W_in x + b_in + r (...))
+            dst[j, s, b], dst[H + j, s, b], dst[2 * H + j, s, b] = r, z, nn
+            hn[j, b] = hnv
+            h[j, b] = nn + z * (h_prev[j, b] - nn)                    # h_t = (1 - z) n + z h_{t-1}
+
+
+@_jit
+def gru_step_infer32(A, t, out, ot, rec, h_prev, hn, h):
+    """GRU forward step, float32: gates into the scratch ``out[:, ot]``, W_hn h + b_hn into hn."""
+    _gru_step32(A, t, out, ot, rec, h_prev, hn, h)
+
+
+@_jit
+def gru_step_train32(A, t, out, ot, rec, h_prev, hn, h):
+    """The same with the gates back into A[:, t] (``out`` is A; see ``step_train32``)."""
+    _gru_step32(A, t, A, t, rec, h_prev, hn, h)
+
+
+@_jit
+def gru_backward(A, dZ, dR, t, h_prev, hn, dh, direct):
+    """GRU backward step, any float dtype: dZ[:, t] (input side), dR[:, t] (recurrent side) and
+    the direct term dh * z of dL/dh_{t-1}, from the gates A[:, t] and dL/dh_t."""
+    H, n = dh.shape
+    for j in range(H):
+        for b in range(n):
+            r, z, nn = A[j, t, b], A[H + j, t, b], A[2 * H + j, t, b]
+            d = dh[j, b]
+            dn = d * (ONE - z) * (ONE - nn * nn)                      # through h = n + z (h_prev - n), then tanh
+            dr = dn * hn[j, b] * (r * (ONE - r))                      # through r (W_hn h + b_hn), then sigma
+            dzz = d * (h_prev[j, b] - nn) * (z * (ONE - z))
+            dZ[j, t, b], dZ[H + j, t, b], dZ[2 * H + j, t, b] = dr, dzz, dn
+            dR[j, t, b], dR[H + j, t, b], dR[2 * H + j, t, b] = dr, dzz, dn * r
+            direct[j, b] = d * z

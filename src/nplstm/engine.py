@@ -141,11 +141,16 @@ class GRUCell:
 
     @staticmethod
     def buffers(T, H, B, dtype, w):
-        return {"hn": w.xp.empty((T, H, B), dtype)}        # W_hn h_{t-1} + b_hn, kept for the backward
+        return {"hn": w.xp.empty((T, H, B), dtype),       # W_hn h_{t-1} + b_hn, kept for the backward
+                "fast": _cellmath.gru_kernels(w.xp, _backend)}   # fused steps, or (None, None)
 
     @staticmethod
     def forward(A, t, out, ot, rec, h_next, c_prev, c_next, ext, k, w, n):
         H, xp = h_next.shape[0], w.xp
+        fused = ext["fast"][0]
+        if fused is not None and A.dtype == np.float32:   # numba: the whole step below in one pass
+            fused(A, t, out, ot, rec, ext["h_prev"], ext["hn"][k, :, :n], h_next)
+            return
         src, a = A[:, t, :n], out[:, ot, :n]
         rz, an = a[:2 * H], a[2 * H:]
         xp.add(src[:2 * H], rec[:2 * H], out=rz)
@@ -167,6 +172,10 @@ class GRUCell:
     @staticmethod
     def backward(dh, dc, A, dZ, dR, t, h_prev, c_prev, ext, w, scratch, n):
         H, xp = dh.shape[0], w.xp
+        direct = scratch["direct"][:, :n]
+        if ext["fast"][1] is not None:                    # numba: the whole step below in one pass
+            ext["fast"][1](A, dZ, dR, t, h_prev, ext["hn"][t, :, :n], dh, direct)
+            return dR[:, t, :n], direct
         a, dz, drec = A[:, t, :n], dZ[:, t, :n], dR[:, t, :n]
         r, z, nn = a[:H], a[H:2 * H], a[2 * H:]
         dr, dzz, dn = dz[:H], dz[H:2 * H], dz[2 * H:]
@@ -185,7 +194,7 @@ class GRUCell:
         dz[:2 * H] *= scratch["tmp2"][:, :n]              # backprop through sigmoid: s (1 - s)
         drec[:2 * H] = dz[:2 * H]                         # the recurrent side sees r, z as the input side does
         xp.multiply(dn, r, out=drec[2 * H:])              # but its n part is scaled by r
-        return drec, xp.multiply(dh, z, out=scratch["direct"][:, :n])   # h_t = ... + z h_{t-1}
+        return drec, xp.multiply(dh, z, out=direct)       # h_t = ... + z h_{t-1}
 
 
 class RNNCell:
