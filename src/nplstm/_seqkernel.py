@@ -48,19 +48,21 @@ def _build():
     half, one = HALF, ONE
 
     @numba.njit(cache=True, nogil=True, fastmath=True, error_model="numpy")
-    def forward(A, Wh, hs, cs, tc, reverse):
-        """A (4H, T, 1): input side (i, f, o halved), becomes the activated gates [i f o g];
-        Wh (4H, H): the packed, halved W_hh; hs, cs (T+1, H, 1); tc (T, H, 1)."""
-        G, T = A.shape[0], A.shape[1]
+    def forward(At, Wh, hs, cs, tc, reverse):
+        """At (T, 4H): input side of each step (i, f, o halved), a contiguous row per step; it
+        becomes the activated gates [i f o g]. Wh (4H, H): the packed, halved W_hh;
+        hs, cs (T+1, H, 1); tc (T, H, 1)."""
+        T, G = At.shape
         H = G // 4
-        z, h = np.empty(G, A.dtype), np.empty(H, A.dtype)
+        h = np.empty(H, At.dtype)
         for s in range(T):
             t = T - 1 - s if reverse else s
             prev, nxt = (t + 1, t) if reverse else (t, t + 1)
+            z = At[t]
             for j in range(H):
                 h[j] = hs[prev, j, 0]
             for j in range(G):                            # z = input side + W_hh h, a dot product per row
-                acc = A[j, t, 0]
+                acc = z[j]
                 for p in range(H):
                     acc += Wh[j, p] * h[p]
                 z[j] = acc
@@ -74,33 +76,33 @@ def _build():
                 tt = ftanh(c)
                 tc[t, j, 0] = tt
                 hs[nxt, j, 0] = z[2 * H + j] * tt
-            for j in range(G):
-                A[j, t, 0] = z[j]
 
     @numba.njit(cache=True, nogil=True, fastmath=True, error_model="numpy")
-    def backward(A, tc, cs, w_hh, dout, dh, dc, dZ, reverse):
-        """dout (T, 1, H); dh (H, 1), dc (H, 1) carries in and out; dZ (4H, T, 1) out; w_hh (4H, H) unscaled."""
-        G, T = A.shape[0], A.shape[1]
+    def backward(At, tc, cs, w_hh, dout, dh, dc, reverse):
+        """At (T, 4H): the gates, overwritten step by step with dL/dz; dout (T, 1, H); dh (H, 1),
+        dc (H, 1) carries in and out; w_hh (4H, H) unscaled."""
+        T, G = At.shape
         H = G // 4
-        acc = np.empty(H, A.dtype)
+        acc = np.empty(H, At.dtype)
         for s in range(T):
             t = s if reverse else T - 1 - s
             prev = t + 1 if reverse else t
+            a = At[t]
             for j in range(H):
                 dh[j, 0] += dout[t, 0, j]
             for j in range(H):
-                i, f, o, g = A[j, t, 0], A[H + j, t, 0], A[2 * H + j, t, 0], A[3 * H + j, t, 0]
+                i, f, o, g = a[j], a[H + j], a[2 * H + j], a[3 * H + j]
                 tt, d = tc[t, j, 0], dh[j, 0]
                 c = dc[j, 0] + d * o * (one - tt * tt)        # through h = o * tanh(c)
-                dZ[j, t, 0] = c * g * (i * (one - i))
-                dZ[H + j, t, 0] = c * cs[prev, j, 0] * (f * (one - f))
-                dZ[2 * H + j, t, 0] = d * tt * (o * (one - o))
-                dZ[3 * H + j, t, 0] = c * i * (one - g * g)
+                a[j] = c * g * (i * (one - i))
+                a[H + j] = c * cs[prev, j, 0] * (f * (one - f))
+                a[2 * H + j] = d * tt * (o * (one - o))
+                a[3 * H + j] = c * i * (one - g * g)
                 dc[j, 0] = c * f
             for p in range(H):
                 acc[p] = one - one
             for j in range(G):                            # dh_{t-1} = W_hh^T dz, as a sum of rows
-                dzj = dZ[j, t, 0]
+                dzj = a[j]
                 for p in range(H):
                     acc[p] += w_hh[j, p] * dzj
             for p in range(H):

@@ -310,9 +310,15 @@ def _forward(x, h0, c0, w, batch_sizes, reverse, train):
     T, B, _ = x.shape
     H, P = w.H, w.Wh.shape[1]
     dtype = x.dtype
-    A = xp.matmul(w.Wx, x.reshape(T * B, -1).T)          # (G*H, T*B): input side of every step
-    A += w.bx
-    A = A.reshape(-1, T, B)                              # becomes the activated gates, step by step
+    fused = _whole_sequence(w, x, batch_sizes)
+    if fused:                                             # batch of one: a contiguous row per step
+        At = x.reshape(T, -1) @ w.Wx.T                    # (T, G*H)
+        At += w.bx.T
+        A = At.T[:, :, None]                             # the same memory as (G*H, T, 1), as below
+    else:
+        A = xp.matmul(w.Wx, x.reshape(T * B, -1).T)      # (G*H, T*B): input side of every step
+        A += w.bx
+        A = A.reshape(-1, T, B)                          # becomes the activated gates, step by step
     hs = xp.empty((T + 1, P, B), dtype)                  # states; h_{t-1} of step t sits at prev(t)
     cs = xp.empty((T + 1, H, B), dtype) if cell.has_c else None
     ext = cell.buffers(T if train else 1, H, B, dtype, w)
@@ -322,10 +328,9 @@ def _forward(x, h0, c0, w, batch_sizes, reverse, train):
     hs[first] = h0.T
     if cell.has_c:
         cs[first] = c0.T
-    fused = _whole_sequence(w, x, batch_sizes)
     if fused:                                             # batch of one: the loop in one compiled call
         tc = ext["tc"] if train else xp.empty((T, H, B), dtype)
-        _seqkernel.KERNELS[0](A, w.Wh, hs, cs, tc, reverse)
+        _seqkernel.KERNELS[0](At, w.Wh, hs, cs, tc, reverse)
     steps = () if fused else (range(T - 1, -1, -1) if reverse else range(T))    # else the generic loop
     for t in steps:
         prev, nxt = (t + 1, t) if reverse else (t, t + 1)
@@ -392,7 +397,7 @@ def _backward(dout, dh_n, dc_n, cache):
         scratch["dH"] = xp.zeros((T, P, B), dtype)        # total dh_t, for dW_hr
     fused = _whole_sequence(w, x, batch_sizes)
     if fused:                                             # batch of one: the loop in one compiled call
-        _seqkernel.KERNELS[1](A, ext["tc"], cs, w.w_hh, np.ascontiguousarray(dout), dh, dc, dZ, reverse)
+        _seqkernel.KERNELS[1](A[:, :, 0].T, ext["tc"], cs, w.w_hh, np.ascontiguousarray(dout), dh, dc, reverse)
     steps = () if fused else (range(T) if reverse else range(T - 1, -1, -1))    # else the generic loop
     for t in steps:
         prev, nxt = (t + 1, t) if reverse else (t, t + 1)
