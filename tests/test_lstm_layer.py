@@ -224,3 +224,29 @@ def test_the_batch_of_one_path_runs_blas_on_one_thread(monkeypatch):
     assert len(calls) == 2
     lstm(np.ones((T, 2, I), np.float32))                  # batch 2: the generic loop, BLAS as set
     assert len(calls) == 2
+
+
+@pytest.mark.parametrize("kw", [dict(), dict(num_layers=2, bidirectional=True, batch_first=True)], ids=["1", "2bi"])
+@pytest.mark.parametrize("lengths", [None, LENGTHS], ids=["full", "lengths"])
+def test_compiled_time_loop_equals_the_python_loop(monkeypatch, kw, lengths):
+    """float32 at batch > 1 runs the whole time loop in numba, calling NumPy's BLAS itself
+    (nplstm._blas); the Python loop over the same step kernels is the reference."""
+    from nplstm import _blas
+    if engine.get_backend() != "numba" or _blas.SGEMM is None:
+        pytest.skip("the compiled loop needs numba and NumPy's sgemm")
+    lstm = make(dtype="float32", **kw)
+    x = x_for(lstm).astype(np.float32)
+    rng = np.random.default_rng(4)
+    L = lstm.num_layers * lstm.num_directions
+    h0, c0 = (rng.standard_normal((L, B, H)).astype(np.float32) for _ in range(2))
+
+    def run():
+        out, (h, c), cache = lstm.forward(x, (h0, c0), lengths=lengths, train=True)
+        G = np.random.default_rng(5).standard_normal(out.shape).astype(np.float32)
+        dx, (dh0, dc0), grads = lstm.backward(G, cache, (h0, c0))
+        return [out, h, c, dx, dh0, dc0, lstm(x, (h0, c0), lengths)[0], *grads.values()]
+    got = run()
+    monkeypatch.setattr(_blas, "SGEMM", None)
+    want = run()
+    for k, (a, b) in enumerate(zip(got, want)):
+        np.testing.assert_allclose(a, b, rtol=0, atol=2e-6, err_msg=str(k))

@@ -13,8 +13,12 @@ The kernels are module-level functions (no closures) so that ``cache=True`` find
 in a new process instead of compiling them for a second each time.
 """
 import numba
+import numpy as np
 
+from ._blas import NO_TRANS, ROW_MAJOR, TRANS
 from ._seqkernel import HALF, ONE, ftanh
+
+ZERO = np.float32(0.0)
 
 _jit = numba.njit(cache=True, nogil=True, fastmath=True, error_model="numpy")
 
@@ -69,18 +73,22 @@ def finish(out, ot, c_prev, c, ig):
 
 
 @numba.njit(inline="always", fastmath=True, error_model="numpy")
+def _cell_grad(i, f, o, g, th, d, cp, dc):
+    """One unit back through the cell: gates, tanh(c_t), dL/dh_t, c_{t-1}, dL/dc_t ->
+    dL/dz for [i f o g] and dL/dc_{t-1}."""
+    c = dc + d * o * (ONE - th * th)                      # through h = o * tanh(c)
+    return (c * g * (i * (ONE - i)), c * cp * (f * (ONE - f)),   # through c = f c_prev + i g, then sigma
+            d * th * (o * (ONE - o)), c * i * (ONE - g * g), c * f)   # ..., through tanh; dL/dc_{t-1}
+
+
+@numba.njit(inline="always", fastmath=True, error_model="numpy")
 def _backward(A, dZ, t, tc, c_prev, dr, dc):
     H, n = tc.shape
     for j in range(H):
         for b in range(n):
-            i, f, o, g = A[j, t, b], A[H + j, t, b], A[2 * H + j, t, b], A[3 * H + j, t, b]
-            th, d = tc[j, b], dr[j, b]
-            c = dc[j, b] + d * o * (ONE - th * th)        # through h = o * tanh(c)
-            dZ[j, t, b] = c * g * (i * (ONE - i))         # through c = f c_prev + i g, then the sigmoid
-            dZ[H + j, t, b] = c * c_prev[j, b] * (f * (ONE - f))
-            dZ[2 * H + j, t, b] = d * th * (o * (ONE - o))
-            dZ[3 * H + j, t, b] = c * i * (ONE - g * g)   # through tanh
-            dc[j, b] = c * f                              # dL/dc_{t-1}
+            dZ[j, t, b], dZ[H + j, t, b], dZ[2 * H + j, t, b], dZ[3 * H + j, t, b], dc[j, b] = _cell_grad(
+                A[j, t, b], A[H + j, t, b], A[2 * H + j, t, b], A[3 * H + j, t, b], tc[j, b], dr[j, b],
+                c_prev[j, b], dc[j, b])
 
 
 @_jit
@@ -138,3 +146,58 @@ def gru_backward(A, dZ, dR, t, h_prev, hn, dh, direct):
             dZ[j, t, b], dZ[H + j, t, b], dZ[2 * H + j, t, b] = dr, dzz, dn
             dR[j, t, b], dR[H + j, t, b], dR[2 * H + j, t, b] = dr, dzz, dn * r
             direct[j, b] = d * z
+
+
+# ---------------------------------------------------------------------------- the whole time loop
+# For float32 LSTM layers without projection at batch > 1: each step's GEMM through ``gemm``
+# (``nplstm._blas.SGEMM``, a ctypes function passed in, so the loop still caches), and the
+# step's elementwise math as above, indexed over the whole buffers; one Python call per sequence.
+@_jit
+def lstm_forward_loop32(gemm, A, Wh, hs, cs, tc, batch_sizes, reverse, train):
+    """The forward time loop; the same buffers and meaning as ``engine.forward``'s generic loop.
+    The gates go into A in training and inference alike (A is the call's own buffer)."""
+    G, T, B = A.shape
+    H, P = G // 4, Wh.shape[1]
+    rec = np.empty((G, B), A.dtype)                       # W_hh h_{t-1}
+    for s in range(T):
+        t = T - 1 - s if reverse else s
+        prev, nxt = (t + 1, t) if reverse else (t, t + 1)
+        n = batch_sizes[t]
+        for j in range(H):                                # finished / not yet started columns carry over
+            for b in range(n, B):
+                hs[nxt, j, b], cs[nxt, j, b] = hs[prev, j, b], cs[prev, j, b]
+        gemm(ROW_MAJOR, NO_TRANS, NO_TRANS, G, n, P, ONE, Wh.ctypes.data, P,
+             hs[prev].ctypes.data, B, ZERO, rec.ctypes.data, B)
+        k = t if train else 0
+        for j in range(H):
+            for b in range(n):
+                i, f, o, g, cc, th = _cell(A[j, t, b] + rec[j, b], A[H + j, t, b] + rec[H + j, b],
+                                           A[2 * H + j, t, b] + rec[2 * H + j, b],
+                                           A[3 * H + j, t, b] + rec[3 * H + j, b], cs[prev, j, b])
+                A[j, t, b], A[H + j, t, b], A[2 * H + j, t, b], A[3 * H + j, t, b] = i, f, o, g
+                cs[nxt, j, b], tc[k, j, b], hs[nxt, j, b] = cc, th, o * th
+
+
+@_jit
+def lstm_backward_loop32(gemm, A, tc, cs, w_hh, dout, dh, dc, batch_sizes, reverse):
+    """The backward time loop: dL/dz over the gates in A, step by step; dh, dc carried (H, B)."""
+    G, T, B = A.shape
+    H = G // 4
+    for s in range(T):
+        t = s if reverse else T - 1 - s
+        prev = t + 1 if reverse else t
+        n = batch_sizes[t]
+        for j in range(G):                                # padded columns: no gradient
+            for b in range(n, B):
+                A[j, t, b] = ZERO
+        for b in range(n):                                # this step's output plus what step t+1 sent
+            for j in range(H):                            # (a pass of its own: dout is (T, B, H))
+                dh[j, b] += dout[t, b, j]
+        for j in range(H):
+            for b in range(n):
+                A[j, t, b], A[H + j, t, b], A[2 * H + j, t, b], A[3 * H + j, t, b], dc[j, b] = _cell_grad(
+                    A[j, t, b], A[H + j, t, b], A[2 * H + j, t, b], A[3 * H + j, t, b], tc[t, j, b], dh[j, b],
+                    cs[prev, j, b], dc[j, b])
+        # dh_{t-1} = W_hh^T dz_t: dz_t is A[:, t, :n], rows T*B apart
+        gemm(ROW_MAJOR, TRANS, NO_TRANS, H, n, G, ONE, w_hh.ctypes.data, H,
+             A.ctypes.data + t * B * A.itemsize, T * B, ZERO, dh.ctypes.data, B)

@@ -26,6 +26,13 @@ Where the time goes: the input side of all T steps is one GEMM before the loop; 
 holds only the recurrent GEMM and in-place passes over preallocated buffers; the weight
 gradients and dx are each one GEMM over all T*B columns after the backward loop.
 
+The loop below, in Python, is the definition and serves every case. With numba, two cases
+run it compiled instead, with the same buffers and results: batch 1 in float32 (the whole
+recurrence in ``_seqkernel``, matrix-vector products included) and, for a float32 LSTM
+without projection at batch > 1, ``_cellmath_numba``'s loops, which call NumPy's own BLAS
+for each step's GEMM (``nplstm._blas``): one Python call per sequence instead of ~10 us of
+slicing and dispatch per step.
+
 Arrays: every array here comes from one module ``xp`` (``Packed.xp``, picked from the weights by
 ``nplstm._xp.array_module``): NumPy on the CPU, CuPy on a GPU, with the same code. The lengths
 (``batch_sizes``) stay on the host, so the loop never reads anything back from the device.
@@ -41,7 +48,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from . import _cellmath, _seqkernel, _threads, _xp
+from . import _blas, _cellmath, _seqkernel, _threads, _xp
 
 __all__ = ["Packed", "pack", "forward", "backward", "forward_segments", "cell_step", "KINDS", "backends",
            "get_backend", "set_backend", "use_backend"]
@@ -331,7 +338,11 @@ def _forward(x, h0, c0, w, batch_sizes, reverse, train):
     if fused:                                             # batch of one: the loop in one compiled call
         tc = ext["tc"] if train else xp.empty((T, H, B), dtype)
         _seqkernel.KERNELS[0](At, w.Wh, hs, cs, tc, reverse)
-    steps = () if fused else (range(T - 1, -1, -1) if reverse else range(T))    # else the generic loop
+    looped = not fused and _compiled_loop(w, x)
+    if looped:                                            # batch > 1: the loop in numba, GEMMs through BLAS
+        from ._cellmath_numba import lstm_forward_loop32
+        lstm_forward_loop32(_blas.SGEMM, A, w.Wh, hs, cs, ext["tc"], _sizes(batch_sizes, T, B), reverse, train)
+    steps = () if fused or looped else (range(T - 1, -1, -1) if reverse else range(T))   # else the generic loop
     for t in steps:
         prev, nxt = (t + 1, t) if reverse else (t, t + 1)
         n = B if batch_sizes is None else int(batch_sizes[t])
@@ -389,8 +400,9 @@ def _backward(dout, dh_n, dc_n, cache):
         dZ = (xp.empty if batch_sizes is None else xp.zeros)((GH, T, B), dtype)
     separate = not cell.fold_bias                         # GRU: the recurrent side gets its own gradient
     dR = (xp.empty if batch_sizes is None else xp.zeros)((GH, T, B), dtype) if separate else dZ
-    dh = xp.zeros((P, B), dtype) if dh_n is None else xp.array(dh_n.T, dtype)  # carries, backwards
-    dc = (xp.zeros((H, B), dtype) if dc_n is None else xp.array(dc_n.T, dtype)) if cell.has_c else None
+    # the carries, backwards; C order, because the compiled loop hands dh to BLAS as a row-major matrix
+    dh = xp.zeros((P, B), dtype) if dh_n is None else xp.array(dh_n.T, dtype, order="C")
+    dc = (xp.zeros((H, B), dtype) if dc_n is None else xp.array(dc_n.T, dtype, order="C")) if cell.has_c else None
     scratch = {k: xp.empty((rows, B), dtype) for k, rows in
                (("tmp", H), ("tmp2", 2 * H), ("tmp3", 3 * H), ("dr", H), ("direct", P))}
     if w.w_hr is not None:
@@ -398,7 +410,11 @@ def _backward(dout, dh_n, dc_n, cache):
     fused = _whole_sequence(w, x, batch_sizes)
     if fused:                                             # batch of one: the loop in one compiled call
         _seqkernel.KERNELS[1](A[:, :, 0].T, ext["tc"], cs, w.w_hh, np.ascontiguousarray(dout), dh, dc, reverse)
-    steps = () if fused else (range(T) if reverse else range(T - 1, -1, -1))    # else the generic loop
+    looped = not fused and _compiled_loop(w, x)
+    if looped:                                            # batch > 1: the loop in numba, GEMMs through BLAS
+        from ._cellmath_numba import lstm_backward_loop32
+        lstm_backward_loop32(_blas.SGEMM, A, ext["tc"], cs, w.w_hh, dout, dh, dc, _sizes(batch_sizes, T, B), reverse)
+    steps = () if fused or looped else (range(T) if reverse else range(T - 1, -1, -1))   # else the generic loop
     for t in steps:
         prev, nxt = (t + 1, t) if reverse else (t, t + 1)
         n = B if batch_sizes is None else int(batch_sizes[t])
@@ -451,6 +467,18 @@ def forward_segments(x, h0, c0, w, batch_sizes=None, reverse=False, every=1000):
 def _blas_for(w, x, batch_sizes):
     """BLAS threads for one call: a single one on the batch-of-one path (see ``_threads``), else as set."""
     return _threads.single_blas_thread() if _whole_sequence(w, x, batch_sizes) else nullcontext()
+
+
+def _compiled_loop(w, x):
+    """Take ``_cellmath_numba``'s time loop for batch > 1, which calls BLAS itself (``nplstm._blas``):
+    numba backend, float32 LSTM without projection, and NumPy's sgemm found."""
+    return (_backend == "numba" and w.xp is np and _blas.SGEMM is not None and w.kind == "lstm"
+            and w.w_hr is None and x.shape[1] > 1 and x.dtype == np.float32)
+
+
+def _sizes(batch_sizes, T, B):
+    """Active columns per step as an int64 array (all B without lengths), for the compiled loops."""
+    return np.full(T, B, np.int64) if batch_sizes is None else np.asarray(batch_sizes, np.int64)
 
 
 def _whole_sequence(w, x, batch_sizes):
