@@ -1,7 +1,7 @@
-"""The elementwise part of one LSTM step, forward and backward: a small registry of backends.
+"""The elementwise part of one LSTM or GRU step, forward and backward: a small registry of backends.
 
-The engine's time loop does the GEMMs; everything elementwise in an LSTM step goes through
-one of these pairs (forward, backward), with the same arguments:
+The engine's time loop does the GEMMs; everything elementwise in a step goes through one of
+these pairs (forward, backward), per backend and kind of cell (``BACKENDS[name][kind]``):
 
 - ``numpy``: in-place ufuncs on preallocated buffers (always available). The ufuncs are
   NumPy's, which hand CuPy arrays to CuPy's own (NEP 13), so this one runs on any device;
@@ -9,21 +9,24 @@ one of these pairs (forward, backward), with the same arguments:
   "nplstm[fast]"``); in float32 the forward's tanh is a vectorizable rational approximation (a
   few ulp), in float64 it stays ``np.tanh`` (SIMD, exact) and the rest is one pass. It wins
   because a step of the backward is ~17 ufunc calls in NumPy and one pass here;
-- ``cupy``: the whole step in one CUDA kernel launch each way (``cupy.ElementwiseKernel``),
+- ``cupy``: the LSTM step in one CUDA kernel launch each way (``cupy.ElementwiseKernel``),
   for CuPy arrays; ``for_module`` picks it, it is not a name for ``engine.set_backend``.
 
 The arguments, n the active columns of this step:
 
-    forward(A, t, out, ot, rec, c_prev, c, tc, h, ig)
+    LSTM forward(A, t, out, ot, rec, c_prev, c, tc, h, ig)
         reads the input side A[:, t, :n] and rec (4H, n), writes the gates into out[:, ot, :n]
         (training: out is A, so they are kept; inference: a one-step scratch), c_t into c,
         tanh(c_t) into tc and o * tanh(c_t) into h; ig is scratch
-    backward(A, dZ, t, tc, c_prev, dr, dc, tmp, tmp3)
+    LSTM backward(A, dZ, t, tc, c_prev, dr, dc, tmp, tmp3)
         reads the gates A[:, t, :n], dr = dL/d(o tanh(c_t)); dc carries dL/dc_t in and
-        dL/dc_{t-1} out; writes dL/d(pre-activations) into dZ[:, t, :n]; tmp, tmp3 scratch
+        dL/dc_{t-1} out; writes dL/d(pre-activations) into dZ[:, t, :n] (dZ may be A itself);
+        tmp, tmp3 scratch
+    GRU forward(A, t, out, ot, rec, h_prev, hn, h) and backward(A, dZ, dR, t, h_prev, hn, dh,
+        direct, tmp, tmp2): see ``gru_forward_numpy`` and ``gru_backward_numpy``
 
-Layout: feature-major, as in the engine: A, out, dZ are (4H, T, B) with gates in the order
-[i | f | o | g] on axis 0; every other array is (rows, n).
+Layout: feature-major, as in the engine: A, out, dZ are (G*H, T, B) with gates in the order
+[i | f | o | g] (LSTM) or [r | z | n] (GRU) on axis 0; every other array is (rows, n).
 """
 import os
 
@@ -86,7 +89,52 @@ def backward_numpy(A, dZ, t, tc, c_prev, dr, dc, tmp, tmp3):
     dc *= f                                               # dc_{t-1}
 
 
-BACKENDS = {"numpy": (_forward(finish_numpy), backward_numpy)}
+def gru_forward_numpy(A, t, out, ot, rec, h_prev, hn, h):
+    """GRU step (gates [r | z | n], r and z rows pre-halved): gates into out[:, ot, :n],
+    W_hn h_{t-1} + b_hn (rec's n block) into ``hn``, h_t into ``h``."""
+    H, n = h.shape
+    src, a = A[:, t, :n], out[:, ot, :n]
+    rz, an = a[:2 * H], a[2 * H:]
+    np.add(src[:2 * H], rec[:2 * H], out=rz)
+    if out is not A:                                      # inference: the n block goes to the scratch
+        an[...] = src[2 * H:]
+    np.tanh(rz, out=rz)
+    rz *= 0.5
+    rz += 0.5                                             # r, z = (1 + tanh(z/2)) / 2
+    hn[...] = rec[2 * H:]
+    np.multiply(rz[:H], hn, out=h)                        # r * (W_hn h + b_hn), h as scratch
+    an += h
+    np.tanh(an, out=an)                                   # n
+    np.subtract(h_prev, an, out=h)
+    h *= rz[H:]
+    h += an                                               # h_t = n + z (h_{t-1} - n)
+
+
+def gru_backward_numpy(A, dZ, dR, t, h_prev, hn, dh, direct, tmp, tmp2):
+    """GRU step back: dZ[:, t] (input side), dR[:, t] (recurrent side) and the direct term
+    dh * z of dL/dh_{t-1}, from the gates A[:, t] and dL/dh_t ``dh``."""
+    H, n = dh.shape
+    a, dz, drec = A[:, t, :n], dZ[:, t, :n], dR[:, t, :n]
+    r, z, nn = a[:H], a[H:2 * H], a[2 * H:]
+    dr, dzz, dn = dz[:H], dz[H:2 * H], dz[2 * H:]
+    np.subtract(h_prev, nn, out=tmp)
+    np.multiply(dh, tmp, out=dzz)                         # dL/dz = dh (h_{t-1} - n)
+    np.subtract(1, z, out=tmp)
+    np.multiply(dh, tmp, out=dn)                          # dL/dn = dh (1 - z)
+    np.multiply(nn, nn, out=tmp)
+    np.subtract(1, tmp, out=tmp)
+    dn *= tmp                                             # backprop through tanh: dL/d(n pre-activation)
+    np.multiply(dn, hn, out=dr)                           # dL/dr = dn_pre (W_hn h + b_hn)
+    np.subtract(1, a[:2 * H], out=tmp2)
+    tmp2 *= a[:2 * H]
+    dz[:2 * H] *= tmp2                                    # backprop through sigmoid: s (1 - s)
+    drec[:2 * H] = dz[:2 * H]                             # the recurrent side sees r, z as the input side does
+    np.multiply(dn, r, out=drec[2 * H:])                  # but its n part is scaled by r
+    np.multiply(dh, z, out=direct)                        # h_t = ... + z h_{t-1}
+
+
+BACKENDS = {"numpy": {"lstm": (_forward(finish_numpy), backward_numpy),
+                      "gru": (gru_forward_numpy, gru_backward_numpy)}}
 
 
 # ---------------------------------------------------------------------------- numba
@@ -103,7 +151,13 @@ def _numba_backend():
     def backward_numba(A, dZ, t, tc, c_prev, dr, dc, tmp, tmp3):
         (nb.backward_in_place if dZ is A else nb.backward)(A, dZ, t, tc, c_prev, dr, dc, tmp, tmp3)
 
-    return forward_numba, backward_numba
+    def gru_forward_numba(A, t, out, ot, rec, h_prev, hn, h):
+        if A.dtype == np.float32:                         # the whole step in one pass, rational tanh
+            (nb.gru_step_train32 if out is A else nb.gru_step_infer32)(A, t, out, ot, rec, h_prev, hn, h)
+        else:
+            gru_forward_numpy(A, t, out, ot, rec, h_prev, hn, h)
+
+    return {"lstm": (forward_numba, backward_numba), "gru": (gru_forward_numba, nb.gru_backward)}
 
 
 # ---------------------------------------------------------------------------- cupy
@@ -152,25 +206,16 @@ def _cupy_backend():
 _CUPY = []                                                # the cupy pair, compiled on first use
 
 
-def gru_kernels(xp, name):
-    """The GRU's fused numba steps (forward float32, backward) for NumPy arrays under the numba
-    backend; (None, None) otherwise, and the GRU then runs its plain ufunc steps (``engine.GRUCell``)."""
-    if xp is np and name == "numba":
-        from . import _cellmath_numba as nb
-        return (lambda A, t, out, ot, *rest: (nb.gru_step_train32 if out is A else nb.gru_step_infer32)(
-            A, t, out, ot, *rest)), nb.gru_backward
-    return None, None
-
-
 def for_module(xp, name):
-    """The pair for arrays of module ``xp``: backend ``name`` for NumPy, fused kernels for CuPy
-    (unless ``name`` is "numpy": the plain ufuncs, which run on CuPy too), plain ufuncs otherwise."""
+    """The pairs {kind: (forward, backward)} for arrays of module ``xp``: backend ``name`` for
+    NumPy; for CuPy the LSTM's fused kernels (unless ``name`` is "numpy") and plain ufuncs for
+    the GRU; plain ufuncs (which dispatch to any array module) otherwise."""
     if xp is np:
         return BACKENDS[name]
     if getattr(xp, "__name__", "") == "cupy" and name != "numpy":
         if not _CUPY:
             _CUPY.append(_cupy_backend())
-        return _CUPY[0]
+        return {**BACKENDS["numpy"], "lstm": _CUPY[0]}
     return BACKENDS["numpy"]
 
 

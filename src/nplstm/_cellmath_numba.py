@@ -132,7 +132,7 @@ def gru_step_train32(A, t, out, ot, rec, h_prev, hn, h):
 
 
 @_jit
-def gru_backward(A, dZ, dR, t, h_prev, hn, dh, direct):
+def gru_backward(A, dZ, dR, t, h_prev, hn, dh, direct, tmp, tmp2):
     """GRU backward step, any float dtype: dZ[:, t] (input side), dR[:, t] (recurrent side) and
     the direct term dh * z of dL/dh_{t-1}, from the gates A[:, t] and dL/dh_t."""
     H, n = dh.shape

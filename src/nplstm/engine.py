@@ -114,7 +114,7 @@ class LSTMCell:
     def buffers(T, H, B, dtype, w):
         xp = w.xp
         ext = {"tc": xp.empty((T, H, B), dtype), "ig": xp.empty((H, B), dtype),   # tanh(c_t); scratch
-               "math": _cellmath.for_module(xp, _backend)}   # the elementwise backend, chosen once per sequence
+               "math": _cellmath.for_module(xp, _backend)["lstm"]}   # the elementwise backend, chosen once
         if w.w_hr is not None:                            # o * tanh(c_t) before the projection; zeros, because
             ext["r"] = xp.zeros((T, H, B), dtype)        # padded steps enter dW_hr's GEMM (times a zero dh)
         return ext
@@ -149,59 +149,18 @@ class GRUCell:
     @staticmethod
     def buffers(T, H, B, dtype, w):
         return {"hn": w.xp.empty((T, H, B), dtype),       # W_hn h_{t-1} + b_hn, kept for the backward
-                "fast": _cellmath.gru_kernels(w.xp, _backend)}   # fused steps, or (None, None)
+                "math": _cellmath.for_module(w.xp, _backend)["gru"]}
 
     @staticmethod
     def forward(A, t, out, ot, rec, h_next, c_prev, c_next, ext, k, w, n):
-        H, xp = h_next.shape[0], w.xp
-        fused = ext["fast"][0]
-        if fused is not None and A.dtype == np.float32:   # numba: the whole step below in one pass
-            fused(A, t, out, ot, rec, ext["h_prev"], ext["hn"][k, :, :n], h_next)
-            return
-        src, a = A[:, t, :n], out[:, ot, :n]
-        rz, an = a[:2 * H], a[2 * H:]
-        xp.add(src[:2 * H], rec[:2 * H], out=rz)
-        if out is not A:                                  # inference: the n block goes to the scratch
-            an[...] = src[2 * H:]
-        xp.tanh(rz, out=rz)
-        rz *= 0.5
-        rz += 0.5                                         # r, z = (1 + tanh(z/2)) / 2
-        hn = ext["hn"][k, :, :n]
-        hn[...] = rec[2 * H:]
-        xp.multiply(rz[:H], hn, out=h_next)               # r * (W_hn h + b_hn), h_next as scratch
-        an += h_next
-        xp.tanh(an, out=an)                               # n
-        h_prev = ext["h_prev"]
-        xp.subtract(h_prev, an, out=h_next)
-        h_next *= rz[H:]
-        h_next += an                                      # h_t = n + z (h_{t-1} - n)
+        ext["math"][0](A, t, out, ot, rec, ext["h_prev"], ext["hn"][k, :, :n], h_next)   # one backend call
 
     @staticmethod
     def backward(dh, dc, A, dZ, dR, t, h_prev, c_prev, ext, w, scratch, n):
-        H, xp = dh.shape[0], w.xp
         direct = scratch["direct"][:, :n]
-        if ext["fast"][1] is not None:                    # numba: the whole step below in one pass
-            ext["fast"][1](A, dZ, dR, t, h_prev, ext["hn"][t, :, :n], dh, direct)
-            return dR[:, t, :n], direct
-        a, dz, drec = A[:, t, :n], dZ[:, t, :n], dR[:, t, :n]
-        r, z, nn = a[:H], a[H:2 * H], a[2 * H:]
-        dr, dzz, dn = dz[:H], dz[H:2 * H], dz[2 * H:]
-        tmp = scratch["tmp"][:, :n]
-        xp.subtract(h_prev, nn, out=tmp)
-        xp.multiply(dh, tmp, out=dzz)                     # dL/dz = dh (h_{t-1} - n)
-        xp.subtract(1, z, out=tmp)
-        xp.multiply(dh, tmp, out=dn)                      # dL/dn = dh (1 - z)
-        xp.multiply(nn, nn, out=tmp)
-        xp.subtract(1, tmp, out=tmp)
-        dn *= tmp                                         # backprop through tanh: dL/d(n pre-activation)
-        hn = ext["hn"][t, :, :n]
-        xp.multiply(dn, hn, out=dr)                       # dL/dr = dn_pre (W_hn h + b_hn)
-        xp.subtract(1, a[:2 * H], out=scratch["tmp2"][:, :n])
-        scratch["tmp2"][:, :n] *= a[:2 * H]
-        dz[:2 * H] *= scratch["tmp2"][:, :n]              # backprop through sigmoid: s (1 - s)
-        drec[:2 * H] = dz[:2 * H]                         # the recurrent side sees r, z as the input side does
-        xp.multiply(dn, r, out=drec[2 * H:])              # but its n part is scaled by r
-        return drec, xp.multiply(dh, z, out=direct)       # h_t = ... + z h_{t-1}
+        ext["math"][1](A, dZ, dR, t, h_prev, ext["hn"][t, :, :n], dh, direct, scratch["tmp"][:, :n],
+                       scratch["tmp2"][:, :n])
+        return dR[:, t, :n], direct                       # h_t = ... + z h_{t-1}: the direct term
 
 
 class RNNCell:
