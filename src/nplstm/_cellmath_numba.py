@@ -153,9 +153,10 @@ def gru_backward(A, dZ, dR, t, h_prev, hn, dh, direct, tmp, tmp2):
 # (``nplstm._blas.SGEMM``, a ctypes function passed in, so the loop still caches), and the
 # step's elementwise math as above, indexed over the whole buffers; one Python call per sequence.
 @_jit
-def lstm_forward_loop32(gemm, A, Wh, hs, cs, tc, batch_sizes, reverse, train):
-    """The forward time loop; the same buffers and meaning as ``engine.forward``'s generic loop.
-    The gates go into A in training and inference alike (A is the call's own buffer)."""
+def lstm_forward_loop32(gemm, A, bx, Wh, hs, cs, tc, batch_sizes, reverse, train):
+    """The forward time loop; the same buffers and meaning as ``engine.forward``'s generic loop,
+    except that A comes without its bias bx (G*H, 1), added here as A is read (a pass over A
+    fewer). The gates go into A in training and inference alike (A is the call's own buffer)."""
     G, T, B = A.shape
     H, P = G // 4, Wh.shape[1]
     rec = np.empty((G, B), A.dtype)                       # W_hh h_{t-1}
@@ -171,9 +172,10 @@ def lstm_forward_loop32(gemm, A, Wh, hs, cs, tc, batch_sizes, reverse, train):
         k = t if train else 0
         for j in range(H):
             for b in range(n):
-                i, f, o, g, cc, th = _cell(A[j, t, b] + rec[j, b], A[H + j, t, b] + rec[H + j, b],
-                                           A[2 * H + j, t, b] + rec[2 * H + j, b],
-                                           A[3 * H + j, t, b] + rec[3 * H + j, b], cs[prev, j, b])
+                i, f, o, g, cc, th = _cell(A[j, t, b] + rec[j, b] + bx[j, 0],
+                                           A[H + j, t, b] + rec[H + j, b] + bx[H + j, 0],
+                                           A[2 * H + j, t, b] + rec[2 * H + j, b] + bx[2 * H + j, 0],
+                                           A[3 * H + j, t, b] + rec[3 * H + j, b] + bx[3 * H + j, 0], cs[prev, j, b])
                 A[j, t, b], A[H + j, t, b], A[2 * H + j, t, b], A[3 * H + j, t, b] = i, f, o, g
                 cs[nxt, j, b], tc[k, j, b], hs[nxt, j, b] = cc, th, o * th
 

@@ -16,7 +16,8 @@ which is how the CPU-only test suite checks that nothing in the time loop falls 
 """
 import numpy as np
 
-__all__ = ["array_module", "device_of", "module_for", "to_device", "to_host", "register", "DEVICES", "OnDevice", "as_array"]
+__all__ = ["array_module", "device_of", "module_for", "to_device", "to_host", "as_array", "register", "DEVICES",
+           "OnDevice"]
 
 
 def _cupy():
@@ -73,7 +74,7 @@ def as_array(value):
 
 
 def to_device(arr, device):
-    """``arr`` as an array of ``device`` (a no-op when it is one already); host <-> device copies go through the host."""
+    """``arr`` as an array of ``device`` (a no-op when it is one already); copies go through the host."""
     if device_of(arr) == device:
         return arr
     host = to_host(arr)

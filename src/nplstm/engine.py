@@ -180,7 +180,7 @@ class RNNCell:
 
     def forward(self, A, t, out, ot, rec, h_next, c_prev, c_next, ext, k, w, n):
         xp = w.xp
-        xp.add(A[:, t, :n], rec, out=h_next)                      # the gates buffer is not needed: h_t is the activation
+        xp.add(A[:, t, :n], rec, out=h_next)              # no gates buffer: h_t is the activation itself
         if self.relu:
             xp.maximum(h_next, 0, out=h_next)
         else:
@@ -277,13 +277,15 @@ def _forward(x, h0, c0, w, batch_sizes, reverse, train):
     H, P = w.H, w.Wh.shape[1]
     dtype = x.dtype
     fused = _whole_sequence(w, x, batch_sizes)
+    looped = not fused and _compiled_loop(w, x)
     if fused:                                             # batch of one: a contiguous row per step
         At = x.reshape(T, -1) @ w.Wx.T                    # (T, G*H)
         At += w.bx.T
         A = At.T[:, :, None]                             # the same memory as (G*H, T, 1), as below
     else:
         A = xp.matmul(w.Wx, x.reshape(T * B, -1).T)      # (G*H, T*B): input side of every step
-        A += w.bx
+        if not looped:                                    # (the compiled loop adds the bias as it reads A)
+            A += w.bx
         A = A.reshape(-1, T, B)                          # becomes the activated gates, step by step
     hs = xp.empty((T + 1, P, B), dtype)                  # states; h_{t-1} of step t sits at prev(t)
     cs = xp.empty((T + 1, H, B), dtype) if cell.has_c else None
@@ -297,10 +299,10 @@ def _forward(x, h0, c0, w, batch_sizes, reverse, train):
     if fused:                                             # batch of one: the loop in one compiled call
         tc = ext["tc"] if train else xp.empty((T, H, B), dtype)
         _seqkernel.KERNELS[0](At, w.Wh, hs, cs, tc, reverse)
-    looped = not fused and _compiled_loop(w, x)
     if looped:                                            # batch > 1: the loop in numba, GEMMs through BLAS
         from ._cellmath_numba import lstm_forward_loop32
-        lstm_forward_loop32(_blas.SGEMM, A, w.Wh, hs, cs, ext["tc"], _sizes(batch_sizes, T, B), reverse, train)
+        lstm_forward_loop32(_blas.SGEMM, A, w.bx, w.Wh, hs, cs, ext["tc"], _sizes(batch_sizes, T, B), reverse,
+                            train)
     steps = () if fused or looped else (range(T - 1, -1, -1) if reverse else range(T))   # else the generic loop
     for t in steps:
         prev, nxt = (t + 1, t) if reverse else (t, t + 1)
