@@ -220,15 +220,17 @@ class Packed:
 
 
 @lru_cache(maxsize=256)
-def _gate_layout(kind, H, dtype, xp):
+def _gate_layout(kind, H, dtype, xp, gpu):
     """Row permutation PyTorch -> engine order, and the per-row scale (1/2 on sigmoid rows): (G*H,), (G*H, 1).
 
-    Cached: they depend on the shape only, and building them is a good part of packing a small layer.
+    Cached: they depend on the shape only (and, with CuPy, on the GPU ``gpu`` they are made on),
+    and building them is a good part of packing a small layer.
     """
     cell = KINDS[kind]
     scale = np.ones((cell.gates * H, 1), dtype)
     scale[:cell.sigmoid_gates * H] = 0.5                  # sigma(z) = (1 + tanh(z/2)) / 2
-    perm, scale = xp.asarray(cell.perm(H)), xp.asarray(scale)
+    with (nullcontext() if gpu is None else xp.cuda.Device(gpu)):
+        perm, scale = xp.asarray(cell.perm(H)), xp.asarray(scale)
     if xp is np:                                          # shared by every pack of this shape: never written
         perm.flags.writeable = scale.flags.writeable = False
     return perm, scale
@@ -239,7 +241,8 @@ def pack(w_ih, w_hh, b_ih=None, b_hh=None, w_hr=None, kind="lstm"):
     cell = KINDS[kind]
     xp = _xp.array_module(w_ih)
     H = w_ih.shape[0] // cell.gates
-    perm, scale = _gate_layout(kind, H, w_ih.dtype, xp)
+    gpu = getattr(getattr(w_ih, "device", None), "id", None)   # CuPy: which GPU the arrays live on
+    perm, scale = _gate_layout(kind, H, w_ih.dtype, xp, gpu)
     w_ih, w_hh = w_ih[perm], w_hh[perm]
     zero = xp.zeros(cell.gates * H, w_ih.dtype)
     bi = (zero if b_ih is None else b_ih[perm])[:, None]
