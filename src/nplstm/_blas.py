@@ -14,18 +14,15 @@ loop (same results).
 """
 import ctypes
 
+from ._threads import blas_libraries
+
 ROW_MAJOR, NO_TRANS, TRANS = 101, 111, 112
 _SYMBOLS = (("scipy_cblas_sgemm64_", ctypes.c_int64), ("cblas_sgemm64_", ctypes.c_int64),
             ("scipy_cblas_sgemm", ctypes.c_int), ("cblas_sgemm", ctypes.c_int))
 
 
 def _find_sgemm():
-    try:
-        from threadpoolctl import ThreadpoolController
-        libs = ThreadpoolController().select(user_api="blas").lib_controllers
-    except Exception:
-        return None
-    libs = sorted(libs, key=lambda lib: "numpy" not in lib.filepath)   # NumPy's own first
+    libs = sorted(blas_libraries(), key=lambda lib: "numpy" not in lib.filepath)   # NumPy's own first
     for lib in libs:
         try:
             handle = ctypes.CDLL(lib.filepath)

@@ -60,6 +60,13 @@ def same_device(name, arr, device):
                          f"move it with nplstm.to_device({name}, {device!r}) or the layer with .to({where!r})")
 
 
+def float_array_on(name, value, device, dtype):
+    """A layer's float input: a float32/float64 array already on ``device``, cast once to ``dtype``."""
+    arr = float_array(name, value)
+    same_device(name, arr, device)
+    return arr.astype(dtype, copy=False)                  # the other float dtype: cast once, here
+
+
 def finite(name, arr):
     if not np.all(np.isfinite(arr)):
         raise ValueError(f"{name} contains NaN or Inf")

@@ -13,20 +13,21 @@ from contextlib import contextmanager
 _libs = None
 
 
-def _blas_libraries():
-    global _libs
-    if _libs is None:
-        try:
-            from threadpoolctl import ThreadpoolController
-            _libs = ThreadpoolController().select(user_api="blas").lib_controllers
-        except Exception:                                 # threadpoolctl missing or unable: leave BLAS alone
-            _libs = []
-    return _libs
+def blas_libraries():
+    """threadpoolctl's controllers of the BLAS libraries loaded in this process now ([] without it)."""
+    try:
+        from threadpoolctl import ThreadpoolController
+        return ThreadpoolController().select(user_api="blas").lib_controllers
+    except Exception:                                     # threadpoolctl missing or unable: leave BLAS alone
+        return []
 
 
 @contextmanager
 def single_blas_thread():
-    libs = _blas_libraries()
+    global _libs
+    if _libs is None:                                     # found at the first use, not at import: by then
+        _libs = blas_libraries()                          # the libraries a program uses are loaded
+    libs = _libs
     saved = [lib.get_num_threads() for lib in libs]
     for lib in libs:
         lib.set_num_threads(1)

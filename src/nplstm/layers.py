@@ -57,9 +57,7 @@ class Linear(_xp.OnDevice):
     def forward(self, x):
         """Returns ``y, cache`` for x of shape (..., in_features)."""
         W = self.params["weight"]
-        x = _checks.float_array("x", x)
-        _checks.same_device("x", x, self.device)
-        x = x.astype(self.dtype, copy=False)
+        x = _checks.float_array_on("x", x, self.device, self.dtype)
         if x.ndim < 1 or x.shape[-1] != W.shape[1]:
             raise ValueError(f"x must have {W.shape[1]} features on its last axis, got shape {x.shape}")
         y = x @ W.T

@@ -243,9 +243,7 @@ class _Recurrent(_xp.OnDevice):
 
     # ------------------------------------------------------------------ argument handling
     def _cast(self, name, value):
-        arr = _checks.float_array(name, value)
-        _checks.same_device(name, arr, self.device)
-        return arr.astype(self.dtype, copy=False)         # the other float dtype: cast once, here
+        return _checks.float_array_on(name, value, self.device, self.dtype)
 
     def _input(self, x):
         x = self._cast("x", x)
