@@ -226,14 +226,16 @@ def test_the_batch_of_one_path_runs_blas_on_one_thread(monkeypatch):
     assert len(calls) == 2
 
 
+@pytest.mark.parametrize("provider", ["openblas", "onednn"])
 @pytest.mark.parametrize("kw", [dict(), dict(num_layers=2, bidirectional=True, batch_first=True)], ids=["1", "2bi"])
 @pytest.mark.parametrize("lengths", [None, LENGTHS], ids=["full", "lengths"])
-def test_compiled_time_loop_equals_the_python_loop(monkeypatch, kw, lengths):
-    """float32 at batch > 1 runs the whole time loop in numba, calling NumPy's BLAS itself
-    (nplstm._blas); the Python loop over the same step kernels is the reference."""
+def test_compiled_time_loop_equals_the_python_loop(monkeypatch, kw, lengths, provider):
+    """float32 at batch > 1 runs the whole time loop in numba, calling an sgemm itself (nplstm._blas:
+    NumPy's OpenBLAS or oneDNN's); the Python loop over the same step kernels, with np.matmul, is
+    the reference."""
     from nplstm import _blas
-    if engine.get_backend() != "numba" or _blas.SGEMM is None:
-        pytest.skip("the compiled loop needs numba and NumPy's sgemm")
+    if engine.get_backend() != "numba" or provider not in _blas.PROVIDERS:
+        pytest.skip(f"the compiled loop needs numba and the {provider} sgemm")
     lstm = make(dtype="float32", **kw)
     x = x_for(lstm).astype(np.float32)
     rng = np.random.default_rng(4)
@@ -245,8 +247,11 @@ def test_compiled_time_loop_equals_the_python_loop(monkeypatch, kw, lengths):
         G = np.random.default_rng(5).standard_normal(out.shape).astype(np.float32)
         dx, (dh0, dc0), grads = lstm.backward(G, cache, (h0, c0))
         return [out, h, c, dx, dh0, dc0, lstm(x, (h0, c0), lengths)[0], *grads.values()]
-    got = run()
-    monkeypatch.setattr(_blas, "SGEMM", None)
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    with threadpoolctl.threadpool_limits(1), _blas.use(provider):   # oneDNN is used on one thread only
+        assert _blas.provider() == provider
+        got = run()
+    monkeypatch.setattr(_blas, "gemm", lambda: None)
     want = run()
     for k, (a, b) in enumerate(zip(got, want)):
         np.testing.assert_allclose(a, b, rtol=0, atol=2e-6, err_msg=str(k))

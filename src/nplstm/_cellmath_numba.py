@@ -15,7 +15,7 @@ in a new process instead of compiling them for a second each time.
 import numba
 import numpy as np
 
-from ._blas import NO_TRANS, ROW_MAJOR, TRANS
+from ._blas import sgemm
 from ._seqkernel import HALF, ONE, ftanh
 
 ZERO = np.float32(0.0)
@@ -150,7 +150,8 @@ def gru_backward(A, dZ, dR, t, h_prev, hn, dh, direct, tmp, tmp2):
 
 # ---------------------------------------------------------------------------- the whole time loop
 # For float32 LSTM layers without projection at batch > 1: each step's GEMM through ``gemm``
-# (``nplstm._blas.SGEMM``, a ctypes function passed in, so the loop still caches), and the
+# (``nplstm._blas.gemm()``, OpenBLAS's or oneDNN's sgemm, a ctypes function passed in, so the
+# loop still caches; ``_blas.sgemm`` speaks either's convention), and the
 # step's elementwise math as above, indexed over the whole buffers; one Python call per sequence.
 @_jit
 def lstm_forward_loop32(gemm, A, bx, Wh, hs, cs, tc, batch_sizes, reverse, train):
@@ -167,8 +168,7 @@ def lstm_forward_loop32(gemm, A, bx, Wh, hs, cs, tc, batch_sizes, reverse, train
         for j in range(H):                                # finished / not yet started columns carry over
             for b in range(n, B):
                 hs[nxt, j, b], cs[nxt, j, b] = hs[prev, j, b], cs[prev, j, b]
-        gemm(ROW_MAJOR, NO_TRANS, NO_TRANS, G, n, P, ONE, Wh.ctypes.data, P,
-             hs[prev].ctypes.data, B, ZERO, rec.ctypes.data, B)
+        sgemm(gemm, False, False, G, n, P, Wh.ctypes.data, P, hs[prev].ctypes.data, B, rec.ctypes.data, B)
         k = t if train else 0
         for j in range(H):
             for b in range(n):
@@ -201,5 +201,5 @@ def lstm_backward_loop32(gemm, A, tc, cs, w_hh, dout, dh, dc, batch_sizes, rever
                     A[j, t, b], A[H + j, t, b], A[2 * H + j, t, b], A[3 * H + j, t, b], tc[t, j, b], dh[j, b],
                     cs[prev, j, b], dc[j, b])
         # dh_{t-1} = W_hh^T dz_t: dz_t is A[:, t, :n], rows T*B apart
-        gemm(ROW_MAJOR, TRANS, NO_TRANS, H, n, G, ONE, w_hh.ctypes.data, H,
-             A.ctypes.data + t * B * A.itemsize, T * B, ZERO, dh.ctypes.data, B)
+        sgemm(gemm, True, False, H, n, G, w_hh.ctypes.data, H, A.ctypes.data + t * B * A.itemsize, T * B,
+              dh.ctypes.data, B)

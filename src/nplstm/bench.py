@@ -26,6 +26,7 @@ import time
 import numpy as np
 
 import nplstm
+from nplstm import _blas
 
 # (input, hidden, batch, T, layers, bidirectional)
 GRID = [(32, 64, 1, 100, 1, False), (64, 128, 32, 50, 1, False), (128, 256, 64, 100, 1, False),
@@ -220,12 +221,22 @@ def environment(threads):
     except ImportError:
         pass
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
-    from threadpoolctl import threadpool_info
+    from threadpoolctl import threadpool_info, threadpool_limits
     blas = ", ".join(f"{i['internal_api']} {i['version']} ({i.get('architecture', '?')})" for i in threadpool_info())
+    with threadpool_limits(threads):                      # the provider depends on the thread count (nplstm._blas)
+        gemm = _gemm_name()
     return (f"- Machine: {cpu}, {os.cpu_count()} cores, {platform.system()} {platform.machine()}\n"
             f"- Versions: {', '.join(versions)}, nplstm {nplstm.__version__} (elementwise backend: "
-            f"{engine.get_backend()}); BLAS: {blas}\n"
+            f"{engine.get_backend()}; float32 GEMMs: {gemm}); BLAS: {blas}\n"
             f"- Threads: {threads} for every implementation\n")
+
+
+def _gemm_name():
+    from importlib import metadata
+    name = _blas.provider()
+    if name == "onednn":
+        name += f" (onednn-cpu-gomp {metadata.version('onednn-cpu-gomp')})"
+    return name or "numpy.matmul"
 
 
 def _config(text):
@@ -245,8 +256,12 @@ def main(argv=None):
     ap.add_argument("--reps", type=int, default=None, help="timed runs per implementation (default: by size)")
     ap.add_argument("--write", action="store_true", help="write benchmarks/RESULTS.md")
     ap.add_argument("--memory", action="store_true", help="measure peak RSS of a training step instead")
+    ap.add_argument("--gemm", choices=sorted(_blas.PROVIDERS), help="sgemm provider for nplstm's float32 GEMMs (default: the fastest installed; "
+                    "see nplstm._blas)")
     ap.add_argument("--memory-child", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.gemm:
+        _blas.set_provider(args.gemm)
     grid = args.config or GRID
     if args.memory_child:
         return _memory_child(args.memory_child[0], tuple(json.loads(args.memory_child[1])))
@@ -263,14 +278,16 @@ def main(argv=None):
     print(HEADER)
     rows = run_grid(grid, args.threads, args.reps, args.cell)
     if args.write:
-        write_results(rows, args.threads, args.results, args.cell)
+        write_results(rows, args.threads, args.results, args.cell, args.gemm)
 
 
-def write_results(rows, threads, path, cell="lstm"):
+def write_results(rows, threads, path, cell="lstm", gemm=None):
     table = "\n".join([HEADER, *map(format_row, rows)])
-    name = "" if cell == "lstm" else f"-{cell}"
-    _write_section(f"threads{threads}{name}", f"Speed, float32, {threads} thread(s), {CELLS[cell][1]}",
-                   f"python benchmarks/bench_lstm.py --threads {threads} --cell {cell} --write", table, threads, path)
+    name = ("" if cell == "lstm" else f"-{cell}") + (f"-{gemm}" if gemm else "")
+    flag = f" --gemm {gemm}" if gemm else ""
+    _write_section(f"threads{threads}{name}", f"Speed, float32, {threads} thread(s), {CELLS[cell][1]}{flag}",
+                   f"python benchmarks/bench_lstm.py --threads {threads} --cell {cell}{flag} --write", table, threads,
+                   path)
 
 
 def _write_section(key, title, command, body, threads, path):

@@ -29,9 +29,9 @@ gradients and dx are each one GEMM over all T*B columns after the backward loop.
 The loop below, in Python, is the definition and serves every case. With numba, two cases
 run it compiled instead, with the same buffers and results: batch 1 in float32 (the whole
 recurrence in ``_seqkernel``, matrix-vector products included) and, for a float32 LSTM
-without projection at batch > 1, ``_cellmath_numba``'s loops, which call NumPy's own BLAS
-for each step's GEMM (``nplstm._blas``): one Python call per sequence instead of ~10 us of
-slicing and dispatch per step.
+without projection at batch > 1, ``_cellmath_numba``'s loops, which call an sgemm themselves
+for each step's GEMM (``nplstm._blas``: oneDNN's where installed, else NumPy's own OpenBLAS):
+one Python call per sequence instead of ~10 us of slicing and dispatch per step.
 
 Arrays: every array here comes from one module ``xp`` (``Packed.xp``, picked from the weights by
 ``nplstm._xp.array_module``): NumPy on the CPU, CuPy on a GPU, with the same code. The lengths
@@ -286,7 +286,7 @@ def _forward(x, h0, c0, w, batch_sizes, reverse, train):
         At += w.bx.T
         A = At.T[:, :, None]                             # the same memory as (G*H, T, 1), as below
     else:
-        A = xp.matmul(w.Wx, x.reshape(T * B, -1).T)      # (G*H, T*B): input side of every step
+        A = _matmul(xp)(w.Wx, x.reshape(T * B, -1).T)    # (G*H, T*B): input side of every step
         if not looped:                                    # (the compiled loop adds the bias as it reads A)
             A += w.bx
         A = A.reshape(-1, T, B)                          # becomes the activated gates, step by step
@@ -304,7 +304,7 @@ def _forward(x, h0, c0, w, batch_sizes, reverse, train):
         _seqkernel.KERNELS[0](At, w.Wh, hs, cs, tc, reverse)
     if looped:                                            # batch > 1: the loop in numba, GEMMs through BLAS
         from ._cellmath_numba import lstm_forward_loop32
-        lstm_forward_loop32(_blas.SGEMM, A, w.bx, w.Wh, hs, cs, ext["tc"], _sizes(batch_sizes, T, B), reverse,
+        lstm_forward_loop32(_blas.gemm(), A, w.bx, w.Wh, hs, cs, ext["tc"], _sizes(batch_sizes, T, B), reverse,
                             train)
     steps = () if fused or looped else (range(T - 1, -1, -1) if reverse else range(T))   # else the generic loop
     for t in steps:
@@ -377,7 +377,7 @@ def _backward(dout, dh_n, dc_n, cache):
     looped = not fused and _compiled_loop(w, x)
     if looped:                                            # batch > 1: the loop in numba, GEMMs through BLAS
         from ._cellmath_numba import lstm_backward_loop32
-        lstm_backward_loop32(_blas.SGEMM, A, ext["tc"], cs, w.w_hh, dout, dh, dc, _sizes(batch_sizes, T, B), reverse)
+        lstm_backward_loop32(_blas.gemm(), A, ext["tc"], cs, w.w_hh, dout, dh, dc, _sizes(batch_sizes, T, B), reverse)
     steps = () if fused or looped else (range(T) if reverse else range(T - 1, -1, -1))   # else the generic loop
     for t in steps:
         prev, nxt = (t + 1, t) if reverse else (t, t + 1)
@@ -397,14 +397,15 @@ def _backward(dout, dh_n, dc_n, cache):
     h_prev = (hs[1:] if reverse else hs[:T]).transpose(0, 2, 1).reshape(T * B, P)   # h_{t-1} of each step
     inv = xp.argsort(w.perm)                              # back to PyTorch's gate order
     b_ih = Z.sum(axis=1)[inv]
+    mm = _matmul(xp)
     grads = {
-        "w_ih": (Z @ x.reshape(T * B, I))[inv],           # (G*H, I)  one GEMM over all T*B columns
-        "w_hh": (R @ h_prev)[inv],                        # (G*H, P)
+        "w_ih": mm(Z, x.reshape(T * B, I))[inv],          # (G*H, I)  one GEMM over all T*B columns
+        "w_hh": mm(R, h_prev)[inv],                       # (G*H, P)
         "b_ih": b_ih,                                     # (G*H,)
         "b_hh": R.sum(axis=1)[inv] if separate else b_ih.copy(),
         "w_hr": None if w.w_hr is None else xp.tensordot(scratch["dH"], ext["r"], axes=([0, 2], [0, 2])),  # (P, H)
     }
-    dx = (Z.T @ w.w_ih).reshape(T, B, I)                  # backprop through W_ih x
+    dx = mm(Z.T, w.w_ih).reshape(T, B, I)                 # backprop through W_ih x
     return dx, dh.T, (dc.T if cell.has_c else None), grads
 
 
@@ -433,10 +434,15 @@ def _blas_for(w, x, batch_sizes):
     return _threads.single_blas_thread() if _whole_sequence(w, x, batch_sizes) else nullcontext()
 
 
+def _matmul(xp):
+    """The big GEMMs' function: ``_blas.matmul`` on the CPU (oneDNN's sgemm in float32 where installed)."""
+    return _blas.matmul if xp is np else xp.matmul
+
+
 def _compiled_loop(w, x):
     """Take ``_cellmath_numba``'s time loop for batch > 1, which calls BLAS itself (``nplstm._blas``):
-    numba backend, float32 LSTM without projection, and NumPy's sgemm found."""
-    return (_backend == "numba" and w.xp is np and _blas.SGEMM is not None and w.kind == "lstm"
+    numba backend, float32 LSTM without projection, and an sgemm found."""
+    return (_backend == "numba" and w.xp is np and _blas.gemm() is not None and w.kind == "lstm"
             and w.w_hr is None and x.shape[1] > 1 and x.dtype == np.float32)
 
 

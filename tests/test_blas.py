@@ -1,0 +1,100 @@
+"""nplstm._blas: the sgemm providers (NumPy's OpenBLAS, oneDNN's) against float64 NumPy."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from threadpoolctl import threadpool_limits
+
+from nplstm import _blas
+
+PROVIDERS = ["openblas", "onednn"]
+
+
+def need(provider):
+    if provider not in _blas.PROVIDERS:
+        pytest.skip(f"{provider} sgemm not found here")
+    return _blas.PROVIDERS[provider]
+
+
+def operand(rng, rows, cols, transposed):
+    """A (rows, cols) float32 matrix stored row-major, or as the transpose of a row-major (cols, rows)."""
+    if transposed:
+        return np.ascontiguousarray(rng.standard_normal((cols, rows), dtype=np.float32)).T
+    return rng.standard_normal((rows, cols), dtype=np.float32)
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+@pytest.mark.parametrize("ta", [False, True])
+@pytest.mark.parametrize("tb", [False, True])
+def test_sgemm_each_convention_and_transpose(provider, ta, tb):
+    gemm = need(provider)
+    rng = np.random.default_rng(0)
+    M, N, K = 5, 7, 6                                     # distinct, so a swapped dimension fails
+    a, b = operand(rng, M, K, ta), operand(rng, K, N, tb)
+    c = np.full((M, N), np.nan, np.float32)               # beta = 0: whatever was there is ignored
+    lda, ldb = (M if ta else K), (K if tb else N)
+    _blas.sgemm(gemm, ta, tb, M, N, K, a.ctypes.data, lda, b.ctypes.data, ldb, c.ctypes.data, N)
+    np.testing.assert_allclose(c, a.astype(np.float64) @ b.astype(np.float64), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_matmul_takes_any_layout_and_falls_back_for_other_dtypes(provider):
+    need(provider)
+    rng = np.random.default_rng(1)
+    a = rng.standard_normal((4, 12), dtype=np.float32)[:, ::2]     # neither C nor F order: copied
+    for b in (operand(rng, 6, 3, False), operand(rng, 6, 3, True)):
+        with threadpool_limits(1), _blas.use(provider):
+            assert _blas.provider() == provider
+            got = _blas.matmul(a, b)
+        assert got.dtype == np.float32 and got.shape == (4, 3)
+        np.testing.assert_allclose(got, a.astype(np.float64) @ b.astype(np.float64), rtol=1e-5, atol=1e-5)
+    a64 = a.astype(np.float64)
+    with _blas.use(provider):
+        assert _blas.matmul(a64, a64.T).dtype == np.float64      # float64: NumPy's matmul, exactly
+        np.testing.assert_array_equal(_blas.matmul(a64, a64.T), a64 @ a64.T)
+        with pytest.raises(ValueError):
+            _blas.matmul(a, a)                                    # (4, 6) @ (4, 6): NumPy's shape error
+
+
+def test_onednn_only_while_its_openmp_runs_one_thread():
+    """Two spinning thread pools (OpenMP's and OpenBLAS's) on the same cores were measured 8x slower."""
+    need("onednn")
+    need("openblas")
+    with _blas.use("onednn"):
+        with threadpool_limits(1, user_api="openmp"):
+            assert _blas.provider() == "onednn"
+        with threadpool_limits(2, user_api="openmp"):
+            assert _blas.provider() == "openblas"
+
+
+def test_use_restores_and_bad_names_are_refused():
+    before = _blas.provider()
+    for name in _blas.PROVIDERS:
+        with threadpool_limits(1), _blas.use(name):
+            assert _blas.provider() == name
+        assert _blas.provider() == before
+    with pytest.raises(ValueError, match="GEMM provider must be one of .* got 'mkl'"):
+        _blas.set_provider("mkl")
+    assert _blas.provider() == before
+
+
+def test_the_environment_picks_the_provider():
+    code = "from nplstm import _blas; print(_blas.provider())"   # OMP_NUM_THREADS=1: see the test above
+    for name in _blas.PROVIDERS:
+        run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             env={**os.environ, "NPLSTM_GEMM": name, "OMP_NUM_THREADS": "1"})
+        assert run.stdout.strip() == name, run.stderr
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, "NPLSTM_GEMM": "mkl"})
+    assert run.returncode != 0 and "NPLSTM_GEMM" in run.stderr and "'mkl'" in run.stderr
+
+
+def test_onednn_is_found_when_installed():
+    """The loader checks dnnl_sgemm on one product and drops it if wrong: installed must mean found."""
+    from importlib import metadata
+    try:
+        metadata.distribution("onednn-cpu-gomp")
+    except metadata.PackageNotFoundError:
+        pytest.skip("onednn-cpu-gomp not installed")
+    assert "onednn" in _blas.PROVIDERS
