@@ -1,0 +1,39 @@
+"""nplstm.LSTM alone in a process (no torch), at 1 and 2 threads: what its own threading gives.
+
+The interleaved benchmark (bench_lstm.py --threads 2) runs torch in the same process, whose
+OpenMP workers keep spinning after each call; this measures nplstm without them.
+
+    python benchmarks/threads_alone.py 64,128,32,50
+"""
+import sys
+import time
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+import nplstm
+from nplstm import _blas
+
+
+def main(argv):
+    I, H, B, T = (int(v) for v in (argv[0] if argv else "64,128,32,50").split(","))
+    x = np.random.default_rng(0).standard_normal((T, B, I), dtype=np.float32)
+    lstm = nplstm.LSTM(I, H, seed=0)
+    g = np.ones((T, B, H), np.float32)
+
+    def train():
+        _, _, cache = lstm.forward(x, train=True)
+        lstm.backward(g, cache)
+    for threads in (1, 2, 1, 2):                          # twice each, interleaved: the machine drifts
+        with threadpool_limits(threads):
+            for name, f in (("inference", lambda: lstm(x)), ("training step", train)):
+                times = []
+                for _ in range(15):
+                    t0 = time.perf_counter()
+                    f()
+                    times.append(time.perf_counter() - t0)
+                print(f"{threads} thread(s), GEMMs {_blas.provider()}: {name} {np.median(times) * 1e3:.2f} ms")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
