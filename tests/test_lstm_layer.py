@@ -255,3 +255,19 @@ def test_compiled_time_loop_equals_the_python_loop(monkeypatch, kw, lengths, pro
     want = run()
     for k, (a, b) in enumerate(zip(got, want)):
         np.testing.assert_allclose(a, b, rtol=0, atol=2e-6, err_msg=str(k))
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_pack_halves_the_sigmoid_rows_and_unscales_exactly(kind):
+    """Wx/Wh carry the sigmoid rows halved; the backward's w_ih/w_hh (made on first use) are the
+    original rows in engine order, bit for bit."""
+    rng = np.random.default_rng(7)
+    G = engine.KINDS[kind].gates
+    w_ih, w_hh = rng.standard_normal((G * H, I)), rng.standard_normal((G * H, H))
+    w = engine.pack(w_ih, w_hh, rng.standard_normal(G * H), rng.standard_normal(G * H), kind=kind)
+    perm, s = engine.KINDS[kind].perm(H), engine.KINDS[kind].sigmoid_gates * H
+    np.testing.assert_array_equal(w.w_ih, w_ih[perm])
+    np.testing.assert_array_equal(w.w_hh, w_hh[perm])
+    np.testing.assert_array_equal(w.Wx[:s], w_ih[perm][:s] / 2)
+    np.testing.assert_array_equal(w.Wx[s:], w_ih[perm][s:])
+    np.testing.assert_array_equal(w.Wh[:s], w_hh[perm][:s] / 2)

@@ -44,7 +44,7 @@ started) keep their state untouched.
 """
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 
 import numpy as np
 
@@ -208,15 +208,28 @@ class Packed:
     Wh: np.ndarray            # (G*H, P)  w_hh, the same
     bx: np.ndarray            # (G*H, 1)  input-side bias (with b_hh folded in where the math allows)
     bh: np.ndarray | None     # (G*H, 1)  recurrent-side bias, kept apart (GRU: b_hn sits inside r * (...))
-    w_ih: np.ndarray          # (G*H, I)  engine gate order, unscaled: for dx
-    w_hh: np.ndarray          # (G*H, P)  the same: for dh_{t-1}
     w_hr: np.ndarray | None   # (P, H)    LSTM projection, or None
     perm: np.ndarray          # (G*H,)    PyTorch rows -> engine rows
     xp: object = np           # the array module of all of the above: numpy, or cupy on a GPU
 
+    # Unscaled copies for the backward only (dx, dh_{t-1}), made on first use: inference never
+    # pays for them. Halving and doubling are exact, so they equal the original weights.
+    @cached_property
+    def w_ih(self):           # (G*H, I)  engine gate order, unscaled
+        return self._unscaled(self.Wx)
+
+    @cached_property
+    def w_hh(self):           # (G*H, P)  the same
+        return self._unscaled(self.Wh)
+
+    def _unscaled(self, W):
+        W = W.copy()
+        W[:KINDS[self.kind].sigmoid_gates * self.H] *= 2
+        return W
+
     @property
     def H(self):
-        return self.w_ih.shape[0] // KINDS[self.kind].gates
+        return self.Wx.shape[0] // KINDS[self.kind].gates
 
 
 @lru_cache(maxsize=256)
@@ -243,14 +256,16 @@ def pack(w_ih, w_hh, b_ih=None, b_hh=None, w_hr=None, kind="lstm"):
     H = w_ih.shape[0] // cell.gates
     gpu = getattr(getattr(w_ih, "device", None), "id", None)   # CuPy: which GPU the arrays live on
     perm, scale = _gate_layout(kind, H, w_ih.dtype, xp, gpu)
-    w_ih, w_hh = w_ih[perm], w_hh[perm]
+    Wx, Wh = w_ih[perm], w_hh[perm]                      # one gather each (copies), then halved in place:
+    Wx[:cell.sigmoid_gates * H] *= 0.5                    # a pass over the sigmoid rows, no second copy
+    Wh[:cell.sigmoid_gates * H] *= 0.5
     zero = xp.zeros(cell.gates * H, w_ih.dtype)
     bi = (zero if b_ih is None else b_ih[perm])[:, None]
     bh = (zero if b_hh is None else b_hh[perm])[:, None]
     if cell.fold_bias:
         bi, bh = bi + bh, None
-    return Packed(kind=kind, Wx=w_ih * scale, Wh=w_hh * scale, bx=bi * scale, bh=None if bh is None else bh * scale,
-                  w_ih=w_ih, w_hh=w_hh, w_hr=w_hr, perm=perm, xp=xp)
+    return Packed(kind=kind, Wx=Wx, Wh=Wh, bx=bi * scale, bh=None if bh is None else bh * scale, w_hr=w_hr,
+                  perm=perm, xp=xp)
 
 
 def forward(x, h0, c0, w, batch_sizes=None, reverse=False, train=True):
