@@ -76,7 +76,8 @@ def _onednn():
         dist = metadata.distribution("onednn-cpu-gomp")
         path = next(str(dist.locate_file(f)) for f in dist.files or () if f.name.startswith("libdnnl.so"))
         handle = ctypes.CDLL(path)
-    except (metadata.PackageNotFoundError, StopIteration, OSError):
+        threads = handle.omp_get_max_threads             # its OpenMP's (libgomp's) thread count, ~0.1 us a call
+    except (metadata.PackageNotFoundError, StopIteration, OSError, AttributeError):
         return None
     i8 = ctypes.c_int8                                    # char flags: the same ABI as int8
     fn = ctypes.CFUNCTYPE(ctypes.c_int, i8, i8, _i64, _i64, _i64, _f32, _i64, _i64, _i64, _i64, _f32, _i64, _i64)(
@@ -84,34 +85,35 @@ def _onednn():
     a = np.arange(6, dtype=np.float32).reshape(2, 3)
     c = np.empty((2, 2), np.float32)
     sgemm(fn, False, True, 2, 2, 3, a.ctypes.data, 3, a.ctypes.data, 3, c.ctypes.data, 2)
+    if not np.array_equal(c, a @ a.T):
+        return None
     global _omp_threads
-    _omp_threads = handle.omp_get_max_threads           # its OpenMP's (libgomp's) thread count, ~0.1 us a call
-    return fn if np.array_equal(c, a @ a.T) else None
+    _omp_threads = threads
+    return fn
+
+
+def _cblas(gemm, trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc):
+    """cblas_sgemm(order, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc)"""
+    gemm(ROW_MAJOR, TRANS if trans_a else NO_TRANS, TRANS if trans_b else NO_TRANS, M, N, K,
+         1.0, A, lda, B, ldb, 0.0, C, ldc)
+
+
+def _dnnl(gemm, trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc):
+    """dnnl_sgemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc), flags as chars"""
+    gemm(_T if trans_a else _N, _T if trans_b else _N, M, N, K, 1.0, A, lda, B, ldb, 0.0, C, ldc)
 
 
 def sgemm(gemm, trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc):
     """C = op(A) op(B) through either provider's function (row-major; numba-callable, see below)."""
-    if len(gemm.argtypes) == 14:                          # cblas_sgemm(order, ta, tb, M, N, K, alpha, ..., beta, C, ldc)
-        gemm(ROW_MAJOR, TRANS if trans_a else NO_TRANS, TRANS if trans_b else NO_TRANS, M, N, K,
-             1.0, A, lda, B, ldb, 0.0, C, ldc)
-    else:                                                 # dnnl_sgemm(ta, tb, M, N, K, alpha, ..., beta, C, ldc)
-        gemm(_T if trans_a else _N, _T if trans_b else _N, M, N, K, 1.0, A, lda, B, ldb, 0.0, C, ldc)
+    call = _cblas if len(gemm.argtypes) == 14 else _dnnl
+    call(gemm, trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc)
 
 
 if numba is not None:
     @overload(sgemm)
     def _sgemm_in_numba(gemm, trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc):
         """The same dispatch inside numba, decided at compile time from the function's signature."""
-        if len(gemm.sig.args) == 14:
-            def cblas(gemm, trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc):
-                gemm(ROW_MAJOR, TRANS if trans_a else NO_TRANS, TRANS if trans_b else NO_TRANS, M, N, K,
-                     1.0, A, lda, B, ldb, 0.0, C, ldc)
-            return cblas
-
-        def dnnl(gemm, trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc):
-            gemm(np.int8(_T if trans_a else _N), np.int8(_T if trans_b else _N), M, N, K, 1.0, A, lda, B, ldb,
-                 0.0, C, ldc)
-        return dnnl
+        return _cblas if len(gemm.sig.args) == 14 else _dnnl
 
 
 def _layout(a):
