@@ -17,6 +17,8 @@ import time
 
 import numpy as np
 
+from nplstm.bench import nplstm_runners, torch_runners
+
 GRID = [(H, B, 100) for H in (256, 512, 1024) for B in (64, 256)]
 
 
@@ -32,30 +34,9 @@ def runners(H, B, T, seed=0):
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((T, B, H)).astype(np.float32)
     G = rng.standard_normal((T, B, H)).astype(np.float32)
-    xt, Gt = torch.tensor(x, device="cuda", requires_grad=True), torch.tensor(G, device="cuda")
     xc, Gc = cupy.asarray(x), cupy.asarray(G)
-
-    def torch_train():
-        for p in module.parameters():
-            p.grad = None
-        xt.grad = None
-        out, _ = module(xt)
-        out.backward(Gt)
-        torch.cuda.synchronize()
-
-    def torch_infer():
-        with torch.inference_mode():
-            module(xt)
-        torch.cuda.synchronize()
-
-    def ours_train():
-        out, _, cache = ours.forward(xc, train=True)
-        ours.backward(Gc, cache)
-        cupy.cuda.Device().synchronize()
-
-    def ours_infer():
-        ours(xc)
-        cupy.cuda.Device().synchronize()
+    torch_train, torch_infer = (synced(run, torch.cuda.synchronize) for run in torch_runners(module, x, G, "cuda"))
+    ours_train, ours_infer = (synced(run, cupy.cuda.Device().synchronize) for run in nplstm_runners(ours, xc, Gc))
 
     def torch_peak():
         torch.cuda.synchronize()
@@ -71,6 +52,14 @@ def runners(H, B, T, seed=0):
 
     return dict(torch_train=torch_train, torch_infer=torch_infer, ours_train=ours_train,
                 ours_infer=ours_infer), (ours_peak, torch_peak)
+
+
+def synced(run, synchronize):
+    """``run`` followed by a device synchronize, so that a timing covers the GPU's work."""
+    def timed():
+        run()
+        synchronize()
+    return timed
 
 
 def medians(runs, reps, warmup=2):

@@ -49,9 +49,9 @@ def make_pair(cfg, seed=0, cell="lstm"):
     return module, ours, x, G
 
 
-def torch_runners(module, x, G):
+def torch_runners(module, x, G, device="cpu"):
     import torch
-    xt, Gt = torch.tensor(x, requires_grad=True), torch.tensor(G)
+    xt, Gt = torch.tensor(x, device=device, requires_grad=True), torch.tensor(G, device=device)
 
     def train():
         for p in module.parameters():
