@@ -98,3 +98,42 @@ def test_onednn_is_found_when_installed():
     except metadata.PackageNotFoundError:
         pytest.skip("onednn-cpu-gomp not installed")
     assert "onednn" in _blas.PROVIDERS
+    assert _blas._packing is not None                     # and its packed GEMM, which the batch-major path needs
+
+
+def need_packing():
+    need("onednn")
+    if _blas._packing is None:
+        pytest.skip("oneDNN's packed sgemm not found in this build")
+
+
+@pytest.mark.parametrize("beta", [0.0, 1.0])
+@pytest.mark.parametrize("transposed", [False, True], ids=["C", "F"])
+@pytest.mark.parametrize("n,M,K", [(5, 7, 6), (3, 64, 129), (16, 512, 128)])
+def test_packed_gemm_against_float64(transposed, n, M, K, beta):
+    """Y = X @ R + beta Y from R packed once, with fewer rows than packed for (as under lengths) and
+    X, Y rows further apart than their width (as for a step's rows inside (T, B, 4H))."""
+    need_packing()
+    rng = np.random.default_rng(2)
+    R = operand(rng, K, M, transposed)
+    X = rng.standard_normal((n + 2, K + 3), dtype=np.float32)   # rows K + 3 apart, n + 2 of them
+    Y = np.full((n, M + 2), np.nan, np.float32)
+    Y[:, :M] = rng.standard_normal((n, M)) if beta else np.nan  # beta = 0: whatever was there is ignored
+    want = X[:n, :K].astype(np.float64) @ R.astype(np.float64) + beta * np.nan_to_num(Y[:, :M])
+    with threadpool_limits(1), _blas.use("onednn"):
+        Rp, compute = _blas.pack_right(R, n + 2), _blas.packed_compute()
+    _blas.gemm_packed(compute, Rp, n, M, K, X.ctypes.data, K + 3, Y.ctypes.data, M + 2, beta)
+    np.testing.assert_allclose(Y[:, :M], want, rtol=1e-5, atol=1e-4)
+    assert np.isnan(Y[:, M:]).all()                       # nothing written past each row's M
+
+
+def test_packed_gemm_only_while_onednn_is_the_gemm():
+    need_packing()
+    need("openblas")
+    R = np.ones((4, 3), np.float32)
+    with threadpool_limits(1), _blas.use("onednn"):
+        assert _blas.packed_compute() is not None and _blas.pack_right(R, 2) is not None
+    with threadpool_limits(1), _blas.use("openblas"):
+        assert _blas.packed_compute() is None and _blas.pack_right(R, 2) is None
+    with threadpool_limits(2, user_api="openmp"), _blas.use("onednn"):   # then gemm() is OpenBLAS's
+        assert _blas.packed_compute() is None

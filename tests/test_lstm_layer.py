@@ -251,6 +251,9 @@ def test_compiled_time_loop_equals_the_python_loop(monkeypatch, kw, lengths, pro
     with threadpoolctl.threadpool_limits(1), _blas.use(provider):   # oneDNN is used on one thread only
         assert _blas.provider() == provider
         got = run()
+        tag = lstm.forward(x, train=True)[2]["layers"][0][0][0]
+        # oneDNN with its packed GEMM: the batch-major path (nplstm._batchmajor), else the engine's own
+        assert isinstance(tag, str) == (provider == "onednn" and _blas.packed_compute() is not None)
     monkeypatch.setattr(_blas, "gemm", lambda: None)
     want = run()
     for k, (a, b) in enumerate(zip(got, want)):

@@ -1,6 +1,7 @@
 """nplstm.LSTM against torch.nn.LSTM: outputs, states and every gradient (skipped without torch)."""
 import numpy as np
 import pytest
+from threadpoolctl import threadpool_limits
 
 import nplstm
 
@@ -33,9 +34,11 @@ def run_torch(module, x, h0, c0, lengths, G, G_h, G_c, batch_first):
     return [t.detach().numpy() for t in (out, h, c, xt.grad, h0t.grad, c0t.grad)], grads
 
 
-@pytest.mark.parametrize("dtype,tol", [("float64", 1e-9), ("float32", 1e-4)])
+@pytest.mark.parametrize("dtype,tol,threads", [("float64", 1e-9, None), ("float32", 1e-4, None), ("float32", 1e-4, 1)],
+                         ids=["float64", "float32", "float32-1thread"])
 @pytest.mark.parametrize("case", CASES, ids=[str(c) for c in CASES])
-def test_matches_torch(case, dtype, tol):
+def test_matches_torch(case, dtype, tol, threads):
+    """float32 on one thread: oneDNN, and the engine's batch-major path where it applies."""
     I, H, B, T, L, bi, proj, bias, bf, use_lengths = case
     torch.manual_seed(sum(case[:6]))
     tdtype = getattr(torch, dtype)
@@ -60,8 +63,9 @@ def test_matches_torch(case, dtype, tol):
             (G[b, n:] if bf else G[n:, b])[...] = 0
 
     want, want_grads = run_torch(module, x, h0, c0, lengths, G, G_h, G_c, bf)
-    out, (h, c), cache = ours.forward(x, (h0, c0), lengths=lengths, train=True)
-    dx, (dh0, dc0), grads = ours.backward(G, cache, (G_h, G_c))
+    with threadpool_limits(threads):
+        out, (h, c), cache = ours.forward(x, (h0, c0), lengths=lengths, train=True)
+        dx, (dh0, dc0), grads = ours.backward(G, cache, (G_h, G_c))
     for name, got, expected in zip(("output", "h_n", "c_n", "dx", "dh0", "dc0"), (out, h, c, dx, dh0, dc0), want):
         np.testing.assert_allclose(got, expected, rtol=0, atol=tol, err_msg=name)
     assert list(grads) == list(want_grads)

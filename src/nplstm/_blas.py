@@ -31,6 +31,15 @@ np.matmul (same results to rounding).
 
     sgemm(gemm, trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc)
         C (M, N) = op(A) op(B), all row-major; A, B, C are addresses (``arr.ctypes.data``)
+
+Packed right operand (oneDNN only). A time loop multiplies by the same weights at every step;
+``pack_right`` copies them once into oneDNN's blocked kernel layout and ``gemm_packed`` then
+multiplies from there (oneDNN's own ``sgemm_pack``/``sgemm_compute`` of ``dnnl::impl::cpu``,
+exported for its RNN primitive, found by their C++ names and checked on one product at load;
+``packed_compute()`` is None where they are absent, wrong, or oneDNN is not ``gemm()`` now):
+
+    gemm_packed(compute, Rp, n, M, K, X, ldx, Y, ldy, beta=0.0)
+        Y (n, M) = X (n, K) @ R (K, M) + beta Y, R packed by ``pack_right(R, n)``; X, Y addresses
 """
 import ctypes
 import os
@@ -47,7 +56,7 @@ except ImportError:                                       # then nothing calls s
     numba = None
 
 ROW_MAJOR, NO_TRANS, TRANS = 101, 111, 112                # CBLAS enums
-_N, _T = ord("N"), ord("T")                               # oneDNN's transpose flags
+_N, _T, _P = ord("N"), ord("T"), ord("P")                 # oneDNN's flags: as is, transposed, packed
 _SYMBOLS = (("scipy_cblas_sgemm64_", ctypes.c_int64), ("cblas_sgemm64_", ctypes.c_int64),
             ("scipy_cblas_sgemm", ctypes.c_int), ("cblas_sgemm", ctypes.c_int))
 _i64, _f32 = ctypes.c_int64, ctypes.c_float               # addresses as 64-bit integers: the same ABI on x86-64
@@ -87,9 +96,71 @@ def _onednn():
     sgemm(fn, False, True, 2, 2, 3, a.ctypes.data, 3, a.ctypes.data, 3, c.ctypes.data, 2)
     if not np.array_equal(c, a @ a.T):
         return None
-    global _omp_threads
+    global _omp_threads, _packing
     _omp_threads = threads
+    _packing = _onednn_packing(handle)
     return fn
+
+
+_PACKING = ("_ZN4dnnl4impl3cpu19sgemm_pack_get_sizeEPKcS3_S3_PKlS5_S5_S5_S5_PmPb",   # dnnl::impl::cpu::
+            "_ZN4dnnl4impl3cpu10sgemm_packEPKcS3_S3_PKlS5_S5_S5_S5_PKfPf",            # sgemm_pack_get_size,
+            "_ZN4dnnl4impl3cpu13sgemm_computeEPKcS3_PKlS5_S5_PKfS5_S7_S5_S7_PfS5_")   # sgemm_pack, sgemm_compute
+
+
+def _onednn_packing(handle):
+    """oneDNN's (get_size, pack, compute), every argument a pointer (Fortran style), checked on one
+    product; None if absent or wrong."""
+    try:
+        fns = [ctypes.CFUNCTYPE(ctypes.c_int, *[_i64] * n)((name, handle)) for n, name in zip((10, 10, 12), _PACKING)]
+    except AttributeError:
+        return None
+    x = np.arange(6, dtype=np.float32).reshape(2, 3)
+    r = np.arange(12, dtype=np.float32).reshape(4, 3).T   # (3, 4), stored transposed: the 'T' case
+    y = np.empty((2, 4), np.float32)
+    rp = _pack(fns, r, 2)
+    if rp is None:
+        return None
+    gemm_packed(fns[2], rp, 2, 4, 3, x.ctypes.data, 3, y.ctypes.data, 4)
+    return fns if np.array_equal(y, x @ r) else None
+
+
+def _pack(fns, R, n):
+    """In oneDNN's column-major terms Y^T (M, n) = R^T (M, K) X^T (K, n): R is the "A" operand to pack."""
+    size_of, pack, _ = fns
+    K, M = R.shape
+    R = np.ascontiguousarray(R, np.float32)               # (its "T" case crashed oneDNN 2023.2 at small sizes)
+    flags = np.array([ord("A"), _N, _N], np.uint8)        # R row-major is R^T column-major: "A", as it is
+    dims = np.array([M, n, K, M, K], np.int64)            # M, N, K, lda, ldb (X's, any: not read)
+    size, recommended = np.zeros(1, np.uint64), np.zeros(1, np.uint8)
+    f, d = flags.ctypes.data, dims.ctypes.data
+    if size_of(f, f + 1, f + 2, d, d + 8, d + 16, d + 24, d + 32, size.ctypes.data, recommended.ctypes.data):
+        return None
+    buf = np.empty(int(size[0]) + 64, np.uint8)
+    buf = buf[-buf.ctypes.data % 64:][:int(size[0])]     # 64-byte aligned, as oneDNN's own allocations are
+    if pack(f, f + 1, f + 2, d, d + 8, d + 16, d + 24, d + 32, R.ctypes.data, buf.ctypes.data):
+        return None
+    return buf
+
+
+def pack_right(R, n):
+    """R (K, M) float32 packed for ``gemm_packed`` with up to n rows on the left; None where
+    ``packed_compute()`` is None."""
+    return None if packed_compute() is None else _pack(_packing, R, n)
+
+
+def packed_compute():
+    """oneDNN's sgemm_compute while oneDNN is ``gemm()`` and its packing was found, else None."""
+    return _packing[2] if _packing is not None and gemm() is PROVIDERS.get("onednn") else None
+
+
+def gemm_packed(compute, Rp, n, M, K, X, ldx, Y, ldy, beta=0.0):
+    """Y (n, M) = X (n, K) @ R + beta Y, R packed (``pack_right``); X, Y addresses, rows ldx, ldy apart.
+    Python or numba: the small arrays carry the arguments, which oneDNN takes by pointer."""
+    flags = np.array([_P, _N], np.uint8)                  # A packed, B (X^T column-major) as it is
+    dims = np.array([M, n, K, K, ldx, ldy], np.int64)     # M, N, K, lda (not read), ldb, ldc
+    b = np.full(1, beta, np.float32)
+    f, d = flags.ctypes.data, dims.ctypes.data
+    compute(f, f + 1, d, d + 8, d + 16, Rp.ctypes.data, d + 24, X, d + 32, b.ctypes.data, Y, d + 40)
 
 
 def _cblas(gemm, trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc):
@@ -140,7 +211,7 @@ def matmul(a, b):
     return out
 
 
-_omp_threads = None
+_omp_threads = _packing = None
 PROVIDERS = {}
 if ctypes.sizeof(ctypes.c_void_p) == 8:                   # addresses are passed as int64
     PROVIDERS = {name: fn for name, fn in (("onednn", _onednn()), ("openblas", _openblas())) if fn is not None}

@@ -31,7 +31,11 @@ run it compiled instead, with the same buffers and results: batch 1 in float32 (
 recurrence in ``_seqkernel``, matrix-vector products included) and, for a float32 LSTM
 without projection at batch > 1, ``_cellmath_numba``'s loops, which call an sgemm themselves
 for each step's GEMM (``nplstm._blas``: oneDNN's where installed, else NumPy's own OpenBLAS):
-one Python call per sequence instead of ~10 us of slicing and dispatch per step.
+one Python call per sequence instead of ~10 us of slicing and dispatch per step. Where
+that sgemm is oneDNN's and its packed GEMM is found, the float32 LSTM goes one step further,
+to ``_batchmajor``: the same computation laid out batch-major, (B, features) per step, the
+orientation oneDNN's GEMM runs fastest in, with W_hh packed once per sequence (its caches are
+tagged, and ``backward`` and ``activations`` read either kind).
 
 Arrays: every array here comes from one module ``xp`` (``Packed.xp``, picked from the weights by
 ``nplstm._xp.array_module``): NumPy on the CPU, CuPy on a GPU, with the same code. The lengths
@@ -50,7 +54,7 @@ import numpy as np
 
 from . import _blas, _cellmath, _seqkernel, _threads, _xp
 
-__all__ = ["Packed", "pack", "forward", "backward", "forward_segments", "cell_step", "KINDS", "backends",
+__all__ = ["Packed", "pack", "forward", "backward", "forward_segments", "activations", "cell_step", "KINDS", "backends",
            "get_backend", "set_backend", "use_backend"]
 
 _backend = _cellmath.DEFAULT
@@ -285,6 +289,9 @@ def forward(x, h0, c0, w, batch_sizes=None, reverse=False, train=True):
         h_n (B, P), c_n (B, H) or None -- each row's state after its last processed step
         cache -- for ``backward`` (None unless train)
     """
+    if _batch_major(w, x):                                # float32 LSTM on oneDNN: the same, batch-major
+        from . import _batchmajor
+        return _batchmajor.forward(x, h0, c0, w, batch_sizes, reverse, train)
     with _blas_for(w, x, batch_sizes):
         return _forward(x, h0, c0, w, batch_sizes, reverse, train)
 
@@ -359,8 +366,11 @@ def backward(dout, dh_n, dc_n, cache):
         grads -- dict with keys w_ih, w_hh, b_ih, b_hh, w_hr (None without projection);
                  in PyTorch's layout and gate order
     """
-    if isinstance(cache[0], str):                         # from forward_segments
+    if isinstance(cache[0], str) and cache[0] == "segments":     # from forward_segments
         return _backward_segments(dout, dh_n, dc_n, cache)
+    if isinstance(cache[0], str):                         # from _batchmajor.forward
+        from . import _batchmajor
+        return _batchmajor.backward(dout, dh_n, dc_n, cache)
     x, A, hs, cs, ext, w, batch_sizes, reverse = cache
     with _blas_for(w, x, batch_sizes):
         return _backward(dout, dh_n, dc_n, cache)
@@ -424,6 +434,21 @@ def _backward(dout, dh_n, dc_n, cache):
     return dx, dh.T, (dc.T if cell.has_c else None), grads
 
 
+def activations(cache):
+    """What a training cache of ``forward`` holds, in time order: the gates (T, B, G*H) in engine
+    order (after their nonlinearity), c_t (T, B, H) (None unless LSTM) and h_t (T, B, P); views."""
+    if isinstance(cache[0], str) and cache[0] == "segments":
+        raise ValueError("a checkpointed cache (forward_segments) keeps no gates: run forward without checkpointing")
+    if isinstance(cache[0], str):                         # _batchmajor's: already (T, B, ...)
+        _, x, A, hs, cs, _, _, _, reverse = cache
+        steps = slice(0, -1) if reverse else slice(1, None)
+        return A, cs[steps], hs[steps]
+    x, A, hs, cs, _, _, _, reverse = cache
+    steps = slice(0, -1) if reverse else slice(1, None)
+    return (A.transpose(1, 2, 0), None if cs is None else cs[steps].transpose(0, 2, 1),
+            hs[steps].transpose(0, 2, 1))
+
+
 # ---------------------------------------------------------------------------- bounded memory
 def forward_segments(x, h0, c0, w, batch_sizes=None, reverse=False, every=1000):
     """``forward`` for training in memory that does not grow with T: gradient checkpointing.
@@ -459,6 +484,13 @@ def _compiled_loop(w, x):
     numba backend, float32 LSTM without projection, and an sgemm found."""
     return (_backend == "numba" and w.xp is np and _blas.gemm() is not None and w.kind == "lstm"
             and w.w_hr is None and x.shape[1] > 1 and x.dtype == np.float32)
+
+
+def _batch_major(w, x):
+    """Hand the call to ``_batchmajor`` (see there): numba backend, float32 LSTM without projection,
+    batch > 1, and oneDNN's packed GEMM in use."""
+    return (_backend == "numba" and w.xp is np and w.kind == "lstm" and w.w_hr is None and x.ndim == 3
+            and x.shape[1] > 1 and x.dtype == np.float32 and _blas.packed_compute() is not None)
 
 
 def _sizes(batch_sizes, T, B):

@@ -19,6 +19,7 @@ import json
 
 import numpy as np
 
+from . import engine
 from .recurrent import LSTM, suffix
 
 __all__ = ["activations", "saturation", "text_features", "rank_cells", "FEATURES", "heatmap_png", "html_page"]
@@ -41,10 +42,10 @@ def activations(lstm, cache):
         lengths = np.array([int((batch_sizes > row).sum()) for row in range(B)])[unsort]
     out = {}
     for layer, directions in enumerate(cache["layers"]):
-        for d, (_, A, hs, cs, _, _, _, reverse) in enumerate(directions):
-            acts = {g: A[k * H:(k + 1) * H].transpose(1, 2, 0) for g, k in _ENGINE_GATES.items()}   # (T, B, H)
-            acts["c"] = (cs[0:T] if reverse else cs[1:]).transpose(0, 2, 1)
-            acts["h"] = (hs[0:T] if reverse else hs[1:]).transpose(0, 2, 1)
+        for d, direction in enumerate(directions):
+            gates, c, h = engine.activations(direction)   # (T, B, 4H), (T, B, H), (T, B, P)
+            acts = {g: gates[:, :, k * H:(k + 1) * H] for g, k in _ENGINE_GATES.items()}
+            acts["c"], acts["h"] = c, h
             for name, a in acts.items():
                 a = np.array(a[:, unsort])
                 if lengths is not None:

@@ -158,8 +158,7 @@ class _Recurrent(_xp.OnDevice):
         layer_caches, masks = [], []
         inp = x
         for layer in range(L):
-            out = xp.empty((T, B, D * P), self.dtype)
-            caches = []
+            out, caches = None, []
             for d in range(D):
                 k = layer * D + d
                 args = (inp, h0[k], None if c0 is None else c0[k], self._packed(layer, d), batch_sizes, d == 1)
@@ -169,7 +168,11 @@ class _Recurrent(_xp.OnDevice):
                     out_d, h_n[k], c_k, cache = engine.forward(*args, train=train)
                 if c_n is not None:
                     c_n[k] = c_k
-                out[:, :, d * P:(d + 1) * P] = out_d
+                if D == 1 and not train and out_d.flags.c_contiguous:
+                    out = out_d                           # inference: the engine's own buffer, no copy
+                else:
+                    out = xp.empty((T, B, D * P), self.dtype) if out is None else out
+                    out[:, :, d * P:(d + 1) * P] = out_d
                 caches.append(cache)
             if batch_sizes is not None:
                 for t in range(T):                        # outputs past each length are zero

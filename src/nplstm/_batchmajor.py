@@ -1,0 +1,167 @@
+"""The float32 LSTM's fastest CPU path: a batch-major time loop on oneDNN, with packed weights.
+
+``engine.forward``/``backward`` hand a layer-direction over to ``forward``/``backward`` here
+when ``engine._batch_major`` says so: numba, float32 NumPy arrays, LSTM without projection,
+batch > 1, and oneDNN's packed GEMM in use (``nplstm._blas.packed_compute()``). Same
+arguments, same results (to rounding), same contract as the engine's; this module only lays
+the same computation out the other way round.
+
+Why the other layout. The engine's loop is feature-major, (features, B) per step. On oneDNN
+the recurrent GEMM is faster with the batch as rows, h_{t-1} (B, P) @ W_hh^T (P, 4H), and
+faster again from weights packed once per sequence into the kernel's blocked layout (an
+sgemm re-packs its operands at every call). Measured on this project's machine (1 thread,
+GFLOP/s, per-step GEMM in a loop): 4H x H = 512 x 128 at B = 16: 112 against 82
+feature-major; 1024 x 256 at B = 64: 106-108 against 104. And the outputs need no transpose:
+the rows of h are PyTorch's (T, B, P) already. (OpenBLAS is faster feature-major, so the
+engine keeps that loop for it.)
+
+Shapes (the engine's legend; G*H = 4H rows of gates in engine order [i | f | o | g], the
+i, f, o rows halved, as ``engine.pack`` makes them)::
+
+    A   (T, B, 4H)   input side x_t W_ih^T of every step; the gates (training), then dL/dz
+    hs  (T+1, B, P)  h_{t-1} of step t sits at prev(t), h_t at next(t)
+    cs  (T+1, B, H)  the same for c;   tc (T, B, H): tanh(c_t), kept for the backward
+
+Vectorizing. Each step's cell math runs one batch row at a time, in row functions compiled
+on their own (not inlined): inlined into the loop, LLVM vectorized the training rows
+differently and they ran 6-10x slower. Inside a row, each gate is its own 1-D slice: indexed
+as ``a[H + j]``, numba checks for a negative index at each element, and that check too keeps
+LLVM from vectorizing the loop.
+"""
+import numba
+import numpy as np
+
+from . import _blas
+from ._cellmath_numba import _cell, _cell_grad
+
+_jit = numba.njit(cache=True, nogil=True, fastmath=True, error_model="numpy")
+_inline = numba.njit(inline="always", fastmath=True, error_model="numpy")
+gemm_packed = _inline(_blas.gemm_packed)                  # callable from the loops below
+BATCH_MAJOR = "batch-major"                               # tags this path's caches for engine.backward
+
+
+@_jit
+def _row_train(a, bx, cp, c, tc, h):
+    """One row: pre-activations a + bx -> the gates (over a), c_t, tanh(c_t) and h_t."""
+    H = c.shape[0]
+    ai, af, ao, ag = a[:H], a[H:2 * H], a[2 * H:3 * H], a[3 * H:]
+    bi, bf, bo, bg = bx[:H], bx[H:2 * H], bx[2 * H:3 * H], bx[3 * H:]
+    for j in range(H):
+        i, f, o, g, cc, th = _cell(ai[j] + bi[j], af[j] + bf[j], ao[j] + bo[j], ag[j] + bg[j], cp[j])
+        ai[j], af[j], ao[j], ag[j] = i, f, o, g
+        c[j], tc[j], h[j] = cc, th, o * th                # h_t = o tanh(c_t)
+
+
+@_jit
+def _row_infer(a, bx, cp, c, h):
+    """The same without keeping anything for a backward."""
+    H = c.shape[0]
+    ai, af, ao, ag = a[:H], a[H:2 * H], a[2 * H:3 * H], a[3 * H:]
+    bi, bf, bo, bg = bx[:H], bx[H:2 * H], bx[2 * H:3 * H], bx[3 * H:]
+    for j in range(H):
+        i, f, o, g, cc, th = _cell(ai[j] + bi[j], af[j] + bf[j], ao[j] + bo[j], ag[j] + bg[j], cp[j])
+        c[j], h[j] = cc, o * th
+
+
+@_jit
+def forward_loop(compute, Wp, A, bx, hs, cs, tc, batch_sizes, reverse, train):
+    """The time loop: h_{t-1} W_hh^T from the packed Wp added onto the input side A[t] by the GEMM
+    itself (beta = 1: the rows then read one array, not two), then each active row's cell."""
+    T, B, G = A.shape
+    P = hs.shape[2]
+    for s in range(T):
+        t = T - 1 - s if reverse else s
+        prev, nxt = (t + 1, t) if reverse else (t, t + 1)
+        n = batch_sizes[t]                                # rows n.. have finished (or not yet started):
+        hs[nxt, n:] = hs[prev, n:]                        # their state carries over
+        cs[nxt, n:] = cs[prev, n:]
+        gemm_packed(compute, Wp, n, G, P, hs[prev].ctypes.data, P, A[t].ctypes.data, G, 1.0)   # A[t] += h W_hh^T
+        for b in range(n):
+            if train:
+                _row_train(A[t, b], bx, cs[prev, b], cs[nxt, b], tc[t, b], hs[nxt, b])
+            else:
+                _row_infer(A[t, b], bx, cs[prev, b], cs[nxt, b], hs[nxt, b])
+
+
+@_jit
+def _row_backward(a, th, d, cp, dc):
+    """One row back through the cell: the gates in ``a`` become dL/dz; dc carries dL/dc in and out."""
+    H = dc.shape[0]
+    ai, af, ao, ag = a[:H], a[H:2 * H], a[2 * H:3 * H], a[3 * H:]
+    for j in range(H):
+        ai[j], af[j], ao[j], ag[j], dc[j] = _cell_grad(ai[j], af[j], ao[j], ag[j], th[j], d[j], cp[j], dc[j])
+
+
+@_jit
+def backward_loop(compute, Wp, A, tc, cs, dout, dh, dc, batch_sizes, reverse):
+    """The backward time loop over the gates in A; dh (B, P), dc (B, H) carried; Wp: W_hh packed."""
+    T, B, G = A.shape
+    P = dh.shape[1]
+    for s in range(T):
+        t = s if reverse else T - 1 - s
+        prev = t + 1 if reverse else t
+        n = batch_sizes[t]
+        A[t, n:] = 0                                      # padded rows: no gradient
+        dh[:n] += dout[t, :n]                             # this step's output plus what step t+1 sent
+        for b in range(n):
+            _row_backward(A[t, b], tc[t, b], dh[b], cs[prev, b], dc[b])
+        # dh_{t-1} = dz_t W_hh: backprop through h_{t-1} W_hh^T
+        gemm_packed(compute, Wp, n, P, G, A[t].ctypes.data, G, dh.ctypes.data, P)
+
+
+def forward(x, h0, c0, w, batch_sizes, reverse, train):
+    """``engine.forward`` for this path: out (T, B, P) and h_n are views of the states (no copy)."""
+    T, B, I = x.shape
+    G, P = w.Wh.shape
+    H = G // 4
+    A = _blas.matmul(x.reshape(T * B, I), w.Wx.T).reshape(T, B, G)   # one GEMM; the bias is added in the loop
+    hs = np.empty((T + 1, B, P), np.float32)
+    cs = np.empty((T + 1, B, H), np.float32)
+    tc = np.empty((T if train else 1, B, H), np.float32)
+    first, last = (T, 0) if reverse else (0, T)
+    hs[first], cs[first] = h0, c0
+    Wp = _blas.pack_right(_transposed(w.Wh), B)           # (P, 4H), the same at every step: packed once
+    forward_loop(_blas.packed_compute(), Wp, A, w.bx.ravel(), hs, cs, tc, _sizes(batch_sizes, T, B), reverse,
+                 train)
+    out = hs[:T] if reverse else hs[1:]
+    cache = (BATCH_MAJOR, x, A, hs, cs, tc, w, batch_sizes, reverse) if train else None
+    return out, hs[last], cs[last], cache
+
+
+def backward(dout, dh_n, dc_n, cache):
+    """``engine.backward`` for a cache from ``forward`` above (used up: dL/dz replaces the gates)."""
+    _, x, A, hs, cs, tc, w, batch_sizes, reverse = cache
+    T, B, I = x.shape
+    G, P = w.Wh.shape
+    dh = np.zeros((B, P), np.float32) if dh_n is None else np.array(dh_n, np.float32)   # carries, own copies
+    dc = np.zeros((B, G // 4), np.float32) if dc_n is None else np.array(dc_n, np.float32)
+    Wp = _blas.pack_right(w.w_hh, B)                      # (4H, P) unscaled, packed once
+    backward_loop(_blas.packed_compute(), Wp, A, tc, cs, dout, dh, dc, _sizes(batch_sizes, T, B), reverse)
+    Z = A.reshape(T * B, G)                               # dL/dz of every step, a row per (t, b)
+    h_prev = (hs[1:] if reverse else hs[:T]).reshape(T * B, P)   # h_{t-1} of each step, no copy
+    inv = np.argsort(w.perm)                              # back to PyTorch's gate order
+    b_ih = Z.sum(axis=0)[inv]
+    grads = {"w_ih": _blas.matmul(Z.T, x.reshape(T * B, I))[inv],   # (4H, I)  one GEMM over all T*B rows
+             "w_hh": _blas.matmul(Z.T, h_prev)[inv],               # (4H, P)
+             "b_ih": b_ih, "b_hh": b_ih.copy(), "w_hr": None}
+    dx = _blas.matmul(Z, w.w_ih).reshape(T, B, I)         # backprop through x W_ih^T
+    return dx, dh, dc, grads
+
+
+@_jit
+def _transposed(W):
+    """W.T as a C-contiguous copy, in 16 x 16 tiles: NumPy's own copy took 3.4 ms for (2048, 512)
+    here (power-of-two strides), this 0.85 ms. (oneDNN packs a transposed matrix itself, but
+    its "T" case crashed at small sizes.)"""
+    M, N = W.shape
+    out = np.empty((N, M), W.dtype)
+    for i0 in range(0, M, 16):
+        for j0 in range(0, N, 16):
+            for j in range(j0, min(j0 + 16, N)):
+                for i in range(i0, min(i0 + 16, M)):
+                    out[j, i] = W[i, j]
+    return out
+
+
+def _sizes(batch_sizes, T, B):
+    return np.full(T, B, np.int64) if batch_sizes is None else np.asarray(batch_sizes, np.int64)
