@@ -1,4 +1,6 @@
 """nplstm.LSTM: finite differences, the reference API, a hand-stepped cell, and its own contract."""
+from contextlib import nullcontext
+
 import numpy as np
 import pytest
 
@@ -274,3 +276,20 @@ def test_pack_halves_the_sigmoid_rows_and_unscales_exactly(kind):
     np.testing.assert_array_equal(w.Wx[:s], w_ih[perm][:s] / 2)
     np.testing.assert_array_equal(w.Wx[s:], w_ih[perm][s:])
     np.testing.assert_array_equal(w.Wh[:s], w_hh[perm][:s] / 2)
+
+
+def test_batch_major_path_reads_pytorch_weights_as_given():
+    """float32 on oneDNN (nplstm._batchmajor) multiplies PyTorch's arrays themselves: the engine's
+    packed copies (gathered, halved) are never made, in training or inference."""
+    from nplstm import _blas
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    rng = np.random.default_rng(8)
+    w = engine.pack(*(rng.standard_normal(s).astype(np.float32) for s in ((4 * H, I), (4 * H, H), 4 * H, 4 * H)))
+    x, h0, c0 = (rng.standard_normal(s).astype(np.float32) for s in ((T, B, I), (B, H), (B, H)))
+    with threadpoolctl.threadpool_limits(1), _blas.use("onednn") if "onednn" in _blas.PROVIDERS else nullcontext():
+        if engine.get_backend() != "numba" or _blas.packed_compute() is None:
+            pytest.skip("the batch-major path needs numba and oneDNN's packed GEMM")
+        out, h, c, cache = engine.forward(x, h0, c0, w, train=True)
+        engine.backward(np.ones_like(out), None, None, cache)
+        engine.forward(x, h0, c0, w, train=False)
+    assert isinstance(cache[0], str) and "_packed" not in vars(w)

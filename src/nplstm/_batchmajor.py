@@ -1,24 +1,28 @@
-"""The float32 LSTM's fastest CPU path: a batch-major time loop on oneDNN, with packed weights.
+"""The float32 LSTM's fastest CPU path: a batch-major time loop on oneDNN, in PyTorch's own layout.
 
 ``engine.forward``/``backward`` hand a layer-direction over to ``forward``/``backward`` here
 when ``engine._batch_major`` says so: numba, float32 NumPy arrays, LSTM without projection,
 batch > 1, and oneDNN's packed GEMM in use (``nplstm._blas.packed_compute()``). Same
-arguments, same results (to rounding), same contract as the engine's; this module only lays
-the same computation out the other way round.
+arguments, same results (to rounding), same contract as the engine's.
 
-Why the other layout. The engine's loop is feature-major, (features, B) per step. On oneDNN
+Why another layout. The engine's loop is feature-major, (features, B) per step. On oneDNN
 the recurrent GEMM is faster with the batch as rows, h_{t-1} (B, P) @ W_hh^T (P, 4H), and
 faster again from weights packed once per sequence into the kernel's blocked layout (an
 sgemm re-packs its operands at every call). Measured on this project's machine (1 thread,
-GFLOP/s, per-step GEMM in a loop): 4H x H = 512 x 128 at B = 16: 112 against 82
-feature-major; 1024 x 256 at B = 64: 106-108 against 104. And the outputs need no transpose:
-the rows of h are PyTorch's (T, B, P) already. (OpenBLAS is faster feature-major, so the
-engine keeps that loop for it.)
+GFLOP/s, the per-step GEMM in a loop): 4H x H = 512 x 128 at B = 16: 112 against 82
+feature-major; 1024 x 256 at B = 64: 106-108 against 104. Then the outputs need no
+transpose: the rows of h are PyTorch's (T, B, P) already. (OpenBLAS is faster feature-major,
+so the engine keeps that loop for it.)
 
-Shapes (the engine's legend; G*H = 4H rows of gates in engine order [i | f | o | g], the
-i, f, o rows halved, as ``engine.pack`` makes them)::
+And no packing of the engine's own: the weights are used as PyTorch keeps them
+(``Packed.source``), gates in PyTorch's order [i | f | g | o], so the gradients come out in
+that order too. For sigma(z) = (1 + tanh(z/2)) / 2 the rows take z/2 as HALF * z + b/2,
+one multiply-add, with the bias halved once per call instead of the weights.
 
-    A   (T, B, 4H)   input side x_t W_ih^T of every step; the gates (training), then dL/dz
+Shapes (the engine's legend)::
+
+    A   (T, B, 4H)   input side x_t W_ih^T of every step, then + h_{t-1} W_hh^T, then the gates
+                     (training), then dL/dz
     hs  (T+1, B, P)  h_{t-1} of step t sits at prev(t), h_t at next(t)
     cs  (T+1, B, H)  the same for c;   tc (T, B, H): tanh(c_t), kept for the backward
 
@@ -33,38 +37,41 @@ import numpy as np
 
 from . import _blas
 from ._cellmath_numba import _cell, _cell_grad
+from ._seqkernel import HALF
 
 _jit = numba.njit(cache=True, nogil=True, fastmath=True, error_model="numpy")
-_inline = numba.njit(inline="always", fastmath=True, error_model="numpy")
-gemm_packed = _inline(_blas.gemm_packed)                  # callable from the loops below
+gemm_packed = numba.njit(inline="always")(_blas.gemm_packed)   # callable from the loops below
 BATCH_MAJOR = "batch-major"                               # tags this path's caches for engine.backward
 
 
 @_jit
-def _row_train(a, bx, cp, c, tc, h):
-    """One row: pre-activations a + bx -> the gates (over a), c_t, tanh(c_t) and h_t."""
+def _row_train(a, b, cp, c, tc, h):
+    """One row: pre-activations a (+ the bias b, halved on i, f, o) -> the gates (over a), c_t,
+    tanh(c_t) and h_t."""
     H = c.shape[0]
-    ai, af, ao, ag = a[:H], a[H:2 * H], a[2 * H:3 * H], a[3 * H:]
-    bi, bf, bo, bg = bx[:H], bx[H:2 * H], bx[2 * H:3 * H], bx[3 * H:]
+    ai, af, ag, ao = a[:H], a[H:2 * H], a[2 * H:3 * H], a[3 * H:]   # PyTorch's gate order
+    bi, bf, bg, bo = b[:H], b[H:2 * H], b[2 * H:3 * H], b[3 * H:]
     for j in range(H):
-        i, f, o, g, cc, th = _cell(ai[j] + bi[j], af[j] + bf[j], ao[j] + bo[j], ag[j] + bg[j], cp[j])
-        ai[j], af[j], ao[j], ag[j] = i, f, o, g
+        i, f, o, g, cc, th = _cell(HALF * ai[j] + bi[j], HALF * af[j] + bf[j], HALF * ao[j] + bo[j], ag[j] + bg[j],
+                                   cp[j])
+        ai[j], af[j], ag[j], ao[j] = i, f, g, o
         c[j], tc[j], h[j] = cc, th, o * th                # h_t = o tanh(c_t)
 
 
 @_jit
-def _row_infer(a, bx, cp, c, h):
+def _row_infer(a, b, cp, c, h):
     """The same without keeping anything for a backward."""
     H = c.shape[0]
-    ai, af, ao, ag = a[:H], a[H:2 * H], a[2 * H:3 * H], a[3 * H:]
-    bi, bf, bo, bg = bx[:H], bx[H:2 * H], bx[2 * H:3 * H], bx[3 * H:]
+    ai, af, ag, ao = a[:H], a[H:2 * H], a[2 * H:3 * H], a[3 * H:]
+    bi, bf, bg, bo = b[:H], b[H:2 * H], b[2 * H:3 * H], b[3 * H:]
     for j in range(H):
-        i, f, o, g, cc, th = _cell(ai[j] + bi[j], af[j] + bf[j], ao[j] + bo[j], ag[j] + bg[j], cp[j])
+        i, f, o, g, cc, th = _cell(HALF * ai[j] + bi[j], HALF * af[j] + bf[j], HALF * ao[j] + bo[j], ag[j] + bg[j],
+                                   cp[j])
         c[j], h[j] = cc, o * th
 
 
 @_jit
-def forward_loop(compute, Wp, A, bx, hs, cs, tc, batch_sizes, reverse, train):
+def forward_loop(compute, Wp, A, b, hs, cs, tc, batch_sizes, reverse, train):
     """The time loop: h_{t-1} W_hh^T from the packed Wp added onto the input side A[t] by the GEMM
     itself (beta = 1: the rows then read one array, not two), then each active row's cell."""
     T, B, G = A.shape
@@ -76,18 +83,18 @@ def forward_loop(compute, Wp, A, bx, hs, cs, tc, batch_sizes, reverse, train):
         hs[nxt, n:] = hs[prev, n:]                        # their state carries over
         cs[nxt, n:] = cs[prev, n:]
         gemm_packed(compute, Wp, n, G, P, hs[prev].ctypes.data, P, A[t].ctypes.data, G, 1.0)   # A[t] += h W_hh^T
-        for b in range(n):
+        for r in range(n):
             if train:
-                _row_train(A[t, b], bx, cs[prev, b], cs[nxt, b], tc[t, b], hs[nxt, b])
+                _row_train(A[t, r], b, cs[prev, r], cs[nxt, r], tc[t, r], hs[nxt, r])
             else:
-                _row_infer(A[t, b], bx, cs[prev, b], cs[nxt, b], hs[nxt, b])
+                _row_infer(A[t, r], b, cs[prev, r], cs[nxt, r], hs[nxt, r])
 
 
 @_jit
 def _row_backward(a, th, d, cp, dc):
     """One row back through the cell: the gates in ``a`` become dL/dz; dc carries dL/dc in and out."""
     H = dc.shape[0]
-    ai, af, ao, ag = a[:H], a[H:2 * H], a[2 * H:3 * H], a[3 * H:]
+    ai, af, ag, ao = a[:H], a[H:2 * H], a[2 * H:3 * H], a[3 * H:]
     for j in range(H):
         ai[j], af[j], ao[j], ag[j], dc[j] = _cell_grad(ai[j], af[j], ao[j], ag[j], th[j], d[j], cp[j], dc[j])
 
@@ -103,8 +110,8 @@ def backward_loop(compute, Wp, A, tc, cs, dout, dh, dc, batch_sizes, reverse):
         n = batch_sizes[t]
         A[t, n:] = 0                                      # padded rows: no gradient
         dh[:n] += dout[t, :n]                             # this step's output plus what step t+1 sent
-        for b in range(n):
-            _row_backward(A[t, b], tc[t, b], dh[b], cs[prev, b], dc[b])
+        for r in range(n):
+            _row_backward(A[t, r], tc[t, r], dh[r], cs[prev, r], dc[r])
         # dh_{t-1} = dz_t W_hh: backprop through h_{t-1} W_hh^T
         gemm_packed(compute, Wp, n, P, G, A[t].ctypes.data, G, dh.ctypes.data, P)
 
@@ -112,17 +119,23 @@ def backward_loop(compute, Wp, A, tc, cs, dout, dh, dc, batch_sizes, reverse):
 def forward(x, h0, c0, w, batch_sizes, reverse, train):
     """``engine.forward`` for this path: out (T, B, P) and h_n are views of the states (no copy)."""
     T, B, I = x.shape
-    G, P = w.Wh.shape
+    w_ih, w_hh, b_ih, b_hh = w.source
+    G, P = w_hh.shape
     H = G // 4
-    A = _blas.matmul(x.reshape(T * B, I), w.Wx.T).reshape(T, B, G)   # one GEMM; the bias is added in the loop
+    A = _blas.matmul(x.reshape(T * B, I), w_ih.T).reshape(T, B, G)   # one GEMM; the bias is added in the loop
+    b = np.zeros(G, np.float32)                           # b_ih + b_hh, halved on the sigmoid gates i, f, o:
+    for bias in (b_ih, b_hh):                             # sigma(z) = (1 + tanh(z/2)) / 2
+        if bias is not None:
+            b += bias
+    b[:2 * H] *= HALF
+    b[3 * H:] *= HALF
     hs = np.empty((T + 1, B, P), np.float32)
     cs = np.empty((T + 1, B, H), np.float32)
     tc = np.empty((T if train else 1, B, H), np.float32)
     first, last = (T, 0) if reverse else (0, T)
     hs[first], cs[first] = h0, c0
-    Wp = _blas.pack_right(_transposed(w.Wh), B)           # (P, 4H), the same at every step: packed once
-    forward_loop(_blas.packed_compute(), Wp, A, w.bx.ravel(), hs, cs, tc, _sizes(batch_sizes, T, B), reverse,
-                 train)
+    Wp = _blas.pack_right(_transposed(w_hh), B)           # W_hh^T (P, 4H), the same at every step: packed once
+    forward_loop(_blas.packed_compute(), Wp, A, b, hs, cs, tc, _sizes(batch_sizes, T, B), reverse, train)
     out = hs[:T] if reverse else hs[1:]
     cache = (BATCH_MAJOR, x, A, hs, cs, tc, w, batch_sizes, reverse) if train else None
     return out, hs[last], cs[last], cache
@@ -132,26 +145,26 @@ def backward(dout, dh_n, dc_n, cache):
     """``engine.backward`` for a cache from ``forward`` above (used up: dL/dz replaces the gates)."""
     _, x, A, hs, cs, tc, w, batch_sizes, reverse = cache
     T, B, I = x.shape
-    G, P = w.Wh.shape
+    w_ih, w_hh = w.source[:2]
+    G, P = w_hh.shape
     dh = np.zeros((B, P), np.float32) if dh_n is None else np.array(dh_n, np.float32)   # carries, own copies
     dc = np.zeros((B, G // 4), np.float32) if dc_n is None else np.array(dc_n, np.float32)
-    Wp = _blas.pack_right(w.w_hh, B)                      # (4H, P) unscaled, packed once
+    Wp = _blas.pack_right(w_hh, B)                        # (4H, P), packed once
     backward_loop(_blas.packed_compute(), Wp, A, tc, cs, dout, dh, dc, _sizes(batch_sizes, T, B), reverse)
     Z = A.reshape(T * B, G)                               # dL/dz of every step, a row per (t, b)
     h_prev = (hs[1:] if reverse else hs[:T]).reshape(T * B, P)   # h_{t-1} of each step, no copy
-    inv = np.argsort(w.perm)                              # back to PyTorch's gate order
-    b_ih = Z.sum(axis=0)[inv]
-    grads = {"w_ih": _blas.matmul(Z.T, x.reshape(T * B, I))[inv],   # (4H, I)  one GEMM over all T*B rows
-             "w_hh": _blas.matmul(Z.T, h_prev)[inv],               # (4H, P)
+    b_ih = Z.sum(axis=0)
+    grads = {"w_ih": _blas.matmul(Z.T, x.reshape(T * B, I)),   # (4H, I)  one GEMM over all T*B rows
+             "w_hh": _blas.matmul(Z.T, h_prev),                # (4H, P)
              "b_ih": b_ih, "b_hh": b_ih.copy(), "w_hr": None}
-    dx = _blas.matmul(Z, w.w_ih).reshape(T, B, I)         # backprop through x W_ih^T
+    dx = _blas.matmul(Z, w_ih).reshape(T, B, I)           # backprop through x W_ih^T
     return dx, dh, dc, grads
 
 
 @_jit
 def _transposed(W):
     """W.T as a C-contiguous copy, in 16 x 16 tiles: NumPy's own copy took 3.4 ms for (2048, 512)
-    here (power-of-two strides), this 0.85 ms. (oneDNN packs a transposed matrix itself, but
+    here (power-of-two strides), this 0.74 ms. (oneDNN packs a transposed matrix itself, but
     its "T" case crashed at small sizes.)"""
     M, N = W.shape
     out = np.empty((N, M), W.dtype)

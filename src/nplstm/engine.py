@@ -206,15 +206,34 @@ KINDS = {"lstm": LSTMCell(), "gru": GRUCell(), "rnn_tanh": RNNCell("tanh"), "rnn
 
 @dataclass
 class Packed:
-    """One layer-direction's weights, packed for the engine (see ``pack``)."""
+    """One layer-direction's weights: PyTorch's arrays as given, and the engine's packed forms of
+    them, made on first use (see ``pack``; ``_batchmajor`` reads the originals and skips packing)."""
     kind: str                 # a key of KINDS
-    Wx: np.ndarray            # (G*H, I)  w_ih, engine gate order, sigmoid rows halved
-    Wh: np.ndarray            # (G*H, P)  w_hh, the same
-    bx: np.ndarray            # (G*H, 1)  input-side bias (with b_hh folded in where the math allows)
-    bh: np.ndarray | None     # (G*H, 1)  recurrent-side bias, kept apart (GRU: b_hn sits inside r * (...))
+    source: tuple             # (w_ih, w_hh, b_ih, b_hh): PyTorch's layout and gate order; biases may be None
     w_hr: np.ndarray | None   # (P, H)    LSTM projection, or None
-    perm: np.ndarray          # (G*H,)    PyTorch rows -> engine rows
-    xp: object = np           # the array module of all of the above: numpy, or cupy on a GPU
+    xp: object = np           # the array module of all of these: numpy, or cupy on a GPU
+
+    @cached_property
+    def _packed(self):
+        """(Wx, Wh, bx, bh, perm), gathered into engine order once (a copy each), sigmoid rows halved."""
+        cell, (w_ih, w_hh, b_ih, b_hh), xp, H = KINDS[self.kind], self.source, self.xp, self.H
+        gpu = getattr(getattr(w_ih, "device", None), "id", None)   # CuPy: which GPU the arrays live on
+        perm, scale = _gate_layout(self.kind, H, w_ih.dtype, xp, gpu)
+        Wx, Wh = w_ih[perm], w_hh[perm]                  # one gather each (copies), then halved in place:
+        Wx[:cell.sigmoid_gates * H] *= 0.5                # a pass over the sigmoid rows, no second copy
+        Wh[:cell.sigmoid_gates * H] *= 0.5
+        zero = xp.zeros(cell.gates * H, w_ih.dtype)
+        bi = (zero if b_ih is None else b_ih[perm])[:, None]
+        bh = (zero if b_hh is None else b_hh[perm])[:, None]
+        if cell.fold_bias:
+            bi, bh = bi + bh, None
+        return Wx, Wh, bi * scale, None if bh is None else bh * scale, perm
+
+    Wx = property(lambda self: self._packed[0])     # (G*H, I)  w_ih, engine gate order, sigmoid rows halved
+    Wh = property(lambda self: self._packed[1])     # (G*H, P)  w_hh, the same
+    bx = property(lambda self: self._packed[2])     # (G*H, 1)  input-side bias (b_hh folded in where the math allows)
+    bh = property(lambda self: self._packed[3])     # (G*H, 1)  recurrent-side bias, kept apart (GRU: b_hn sits
+    perm = property(lambda self: self._packed[4])   # (G*H,)    PyTorch rows -> engine rows   inside r * (...)), or None
 
     # Unscaled copies for the backward only (dx, dh_{t-1}), made on first use: inference never
     # pays for them. Halving and doubling are exact, so they equal the original weights.
@@ -233,7 +252,7 @@ class Packed:
 
     @property
     def H(self):
-        return self.Wx.shape[0] // KINDS[self.kind].gates
+        return self.source[0].shape[0] // KINDS[self.kind].gates
 
 
 @lru_cache(maxsize=256)
@@ -254,22 +273,9 @@ def _gate_layout(kind, H, dtype, xp, gpu):
 
 
 def pack(w_ih, w_hh, b_ih=None, b_hh=None, w_hr=None, kind="lstm"):
-    """Pack PyTorch-layout weights for ``forward``/``backward``; biases may be None (bias=False)."""
-    cell = KINDS[kind]
-    xp = _xp.array_module(w_ih)
-    H = w_ih.shape[0] // cell.gates
-    gpu = getattr(getattr(w_ih, "device", None), "id", None)   # CuPy: which GPU the arrays live on
-    perm, scale = _gate_layout(kind, H, w_ih.dtype, xp, gpu)
-    Wx, Wh = w_ih[perm], w_hh[perm]                      # one gather each (copies), then halved in place:
-    Wx[:cell.sigmoid_gates * H] *= 0.5                    # a pass over the sigmoid rows, no second copy
-    Wh[:cell.sigmoid_gates * H] *= 0.5
-    zero = xp.zeros(cell.gates * H, w_ih.dtype)
-    bi = (zero if b_ih is None else b_ih[perm])[:, None]
-    bh = (zero if b_hh is None else b_hh[perm])[:, None]
-    if cell.fold_bias:
-        bi, bh = bi + bh, None
-    return Packed(kind=kind, Wx=Wx, Wh=Wh, bx=bi * scale, bh=None if bh is None else bh * scale, w_hr=w_hr,
-                  perm=perm, xp=xp)
+    """Wrap PyTorch-layout weights for ``forward``/``backward``; biases may be None (bias=False).
+    The packed forms are made when a loop first asks for them (``Packed``)."""
+    return Packed(kind=kind, source=(w_ih, w_hh, b_ih, b_hh), w_hr=w_hr, xp=_xp.array_module(w_ih))
 
 
 def forward(x, h0, c0, w, batch_sizes=None, reverse=False, train=True):
@@ -299,7 +305,7 @@ def forward(x, h0, c0, w, batch_sizes=None, reverse=False, train=True):
 def _forward(x, h0, c0, w, batch_sizes, reverse, train):
     cell, xp = KINDS[w.kind], w.xp
     T, B, _ = x.shape
-    H, P = w.H, w.Wh.shape[1]
+    H, P = w.H, w.source[1].shape[1]
     dtype = x.dtype
     fused = _whole_sequence(w, x, batch_sizes)
     looped = not fused and _compiled_loop(w, x)
@@ -435,18 +441,20 @@ def _backward(dout, dh_n, dc_n, cache):
 
 
 def activations(cache):
-    """What a training cache of ``forward`` holds, in time order: the gates (T, B, G*H) in engine
-    order (after their nonlinearity), c_t (T, B, H) (None unless LSTM) and h_t (T, B, P); views."""
+    """What an LSTM training cache of ``forward`` holds, in time order, as views: {"i", "f", "g", "o"}:
+    the gates after their nonlinearity, "c": c_t, each (T, B, H), and "h": h_t (T, B, P)."""
     if isinstance(cache[0], str) and cache[0] == "segments":
         raise ValueError("a checkpointed cache (forward_segments) keeps no gates: run forward without checkpointing")
-    if isinstance(cache[0], str):                         # _batchmajor's: already (T, B, ...)
-        _, x, A, hs, cs, _, _, _, reverse = cache
-        steps = slice(0, -1) if reverse else slice(1, None)
-        return A, cs[steps], hs[steps]
-    x, A, hs, cs, _, _, _, reverse = cache
-    steps = slice(0, -1) if reverse else slice(1, None)
-    return (A.transpose(1, 2, 0), None if cs is None else cs[steps].transpose(0, 2, 1),
-            hs[steps].transpose(0, 2, 1))
+    if isinstance(cache[0], str):                         # _batchmajor's: (T, B, 4H), PyTorch's gate order
+        _, x, A, hs, cs, _, w, _, reverse = cache
+        gates = {g: A[:, :, k * w.H:(k + 1) * w.H] for k, g in enumerate("ifgo")}
+        c, h = cs, hs
+    else:                                                 # the engine's: (4H, T, B), engine order [i f o g]
+        x, A, hs, cs, _, w, _, reverse = cache
+        gates = {g: A[k * w.H:(k + 1) * w.H].transpose(1, 2, 0) for k, g in enumerate("ifog")}
+        c, h = cs.transpose(0, 2, 1), hs.transpose(0, 2, 1)
+    steps = slice(0, -1) if reverse else slice(1, None)   # the state after each step
+    return {**gates, "c": c[steps], "h": h[steps]}
 
 
 # ---------------------------------------------------------------------------- bounded memory
@@ -460,7 +468,7 @@ def forward_segments(x, h0, c0, w, batch_sizes=None, reverse=False, every=1000):
     T = x.shape[0]
     bounds = [(t, min(t + every, T)) for t in range(0, T, every)]
     order = bounds[::-1] if reverse else bounds           # the order in which the segments are read
-    out, starts, h, c = w.xp.empty(x.shape[:2] + (w.Wh.shape[1],), x.dtype), [], h0, c0   # (T, B, P)
+    out, starts, h, c = w.xp.empty(x.shape[:2] + (w.source[1].shape[1],), x.dtype), [], h0, c0   # (T, B, P)
     for t0, t1 in order:
         starts.append((h.copy(), None if c is None else c.copy()))
         seg = None if batch_sizes is None else batch_sizes[t0:t1]

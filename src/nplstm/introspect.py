@@ -24,8 +24,6 @@ from .recurrent import LSTM, suffix
 
 __all__ = ["activations", "saturation", "text_features", "rank_cells", "FEATURES", "heatmap_png", "html_page"]
 
-_ENGINE_GATES = {"i": 0, "f": 1, "o": 2, "g": 3}          # the engine's row blocks: [i | f | o | g]
-
 
 def activations(lstm, cache):
     """Gates, cell and hidden states of every layer and direction, from ``lstm.forward(..., train=True)``."""
@@ -34,7 +32,6 @@ def activations(lstm, cache):
     if not isinstance(cache, dict) or cache.get("mode") != "lstm":
         raise TypeError("cache must be the cache of LSTM.forward(..., train=True)")
     T, B = cache["shape"]
-    H = lstm.hidden_size
     order, batch_sizes = cache["order"], cache["batch_sizes"]
     unsort = slice(None) if order is None else np.argsort(order)
     lengths = None
@@ -43,9 +40,7 @@ def activations(lstm, cache):
     out = {}
     for layer, directions in enumerate(cache["layers"]):
         for d, direction in enumerate(directions):
-            gates, c, h = engine.activations(direction)   # (T, B, 4H), (T, B, H), (T, B, P)
-            acts = {g: gates[:, :, k * H:(k + 1) * H] for g, k in _ENGINE_GATES.items()}
-            acts["c"], acts["h"] = c, h
+            acts = engine.activations(direction)          # gates and c (T, B, H), h (T, B, P)
             for name, a in acts.items():
                 a = np.array(a[:, unsort])
                 if lengths is not None:
