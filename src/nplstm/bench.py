@@ -172,7 +172,9 @@ HEADER = ("| config (I,H,B,T,layers,bidir) | train nplstm/torch | infer nplstm/t
 # ---------------------------------------------------------------------------- memory
 def _memory_child(impl, cfg):
     import torch
+    from threadpoolctl import threadpool_limits
     torch.set_num_threads(1)
+    threadpool_limits(1)                                  # one thread each, as in the speed tables
     module, ours, x, G = make_pair(cfg)
     runners = torch_runners if impl == "torch" else nplstm_runners
     rows = min(2, x.shape[1])                             # 2 rows: the generic loop's kernels, not batch 1's
