@@ -230,7 +230,7 @@ def test_the_batch_of_one_path_runs_blas_on_one_thread(monkeypatch):
 
 @pytest.mark.parametrize("provider", ["openblas", "onednn"])
 @pytest.mark.parametrize("kw", [dict(), dict(num_layers=2, bidirectional=True, batch_first=True)], ids=["1", "2bi"])
-@pytest.mark.parametrize("lengths", [None, LENGTHS], ids=["full", "lengths"])
+@pytest.mark.parametrize("lengths", [None, LENGTHS, [2, 3, 1, 4]], ids=["full", "lengths", "all-short"])
 def test_compiled_time_loop_equals_the_python_loop(monkeypatch, kw, lengths, provider):
     """float32 at batch > 1 runs the whole time loop in numba, calling an sgemm itself (nplstm._blas:
     NumPy's OpenBLAS or oneDNN's); the Python loop over the same step kernels, with np.matmul, is

@@ -498,7 +498,8 @@ def _batch_major(w, x):
     """Hand the call to ``_batchmajor`` (see there): numba backend, float32 LSTM without projection,
     batch > 1, and oneDNN's packed GEMM in use."""
     return (_backend == "numba" and w.xp is np and w.kind == "lstm" and w.w_hr is None and x.ndim == 3
-            and x.shape[1] > 1 and x.dtype == np.float32 and _blas.packed_compute() is not None)
+            and x.shape[1] > 1 and x.dtype == np.float32 and _blas.packed_compute() is not None
+            and all(a is None or a.dtype == np.float32 for a in w.source))
 
 
 def _sizes(batch_sizes, T, B):
