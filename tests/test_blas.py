@@ -40,8 +40,9 @@ def test_sgemm_each_convention_and_transpose(provider, ta, tb):
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)
-def test_matmul_takes_any_layout_and_falls_back_for_other_dtypes(provider):
+def test_matmul_takes_any_layout_and_falls_back_for_other_dtypes(provider, monkeypatch):
     need(provider)
+    monkeypatch.setattr(_blas, "_SMALL", 0)               # these small products too through the provider
     rng = np.random.default_rng(1)
     a = rng.standard_normal((4, 12), dtype=np.float32)[:, ::2]     # neither C nor F order: copied
     for b in (operand(rng, 6, 3, False), operand(rng, 6, 3, True)):
@@ -148,3 +149,16 @@ def test_transposed_is_a_contiguous_copy_of_the_transpose(shape):
         got = _blas.transposed(W)
         assert got.flags.c_contiguous and got.dtype == W.dtype and got.base is None
         np.testing.assert_array_equal(got, W.T)
+
+
+def test_small_products_go_to_numpy(monkeypatch):
+    """Below ~4M multiply-adds a oneDNN call costs more than it saves: NumPy's matmul."""
+    need("onednn")
+    calls, real = [], _blas.sgemm
+    monkeypatch.setattr(_blas, "sgemm", lambda *args: calls.append(args[3:6]) or real(*args))
+    rng = np.random.default_rng(4)
+    for M, K, N in ((100, 32, 256), (256, 128, 128)):     # 0.8M and 4.2M multiply-adds
+        a, b = rng.standard_normal((M, K), dtype=np.float32), rng.standard_normal((K, N), dtype=np.float32)
+        with threadpool_limits(1), _blas.use("onednn"):
+            np.testing.assert_allclose(_blas.matmul(a, b), a.astype(np.float64) @ b, rtol=1e-4, atol=1e-4)
+    assert calls == [(256, 128, 128)]                     # (M, N, K) of the one that went to oneDNN

@@ -293,3 +293,30 @@ def test_batch_major_path_reads_pytorch_weights_as_given():
         engine.backward(np.ones_like(out), None, None, cache)
         engine.forward(x, h0, c0, w, train=False)
     assert isinstance(cache[0], str) and "_packed" not in vars(w)
+
+
+@pytest.mark.parametrize("lengths", [None, [4]], ids=["full", "short"])
+def test_batch_of_one_equals_the_python_loop(monkeypatch, lengths):
+    """float32 at batch 1 (numba) runs nplstm._batchmajor with numba's own matrix-vector products;
+    the engine's Python loop over the same weights is the reference, with a non-zero initial state,
+    both directions, and a sequence shorter than T."""
+    if engine.get_backend() != "numba":
+        pytest.skip("the batch-of-one path is the numba backend's")
+    lstm = make(dtype="float32", num_layers=2, bidirectional=True)
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((T, 1, I)).astype(np.float32)
+    h0, c0 = (rng.standard_normal((4, 1, H)).astype(np.float32) for _ in range(2))
+    G = rng.standard_normal((T, 1, 2 * H)).astype(np.float32)
+
+    def run():
+        out, (h, c), cache = lstm.forward(x, (h0, c0), lengths=lengths, train=True)
+        tag = cache["layers"][0][0][0]
+        dx, (dh0, dc0), grads = lstm.backward(G, cache, (h0, c0))
+        return tag, [out, h, c, dx, dh0, dc0, lstm(x, (h0, c0), lengths)[0], *grads.values()]
+    tag, got = run()
+    assert tag == "batch-major"
+    monkeypatch.setattr(engine, "_batch_major", lambda w, x: False)
+    tag, want = run()
+    assert not isinstance(tag, str)
+    for k, (a, b) in enumerate(zip(got, want)):
+        np.testing.assert_allclose(a, b, rtol=0, atol=2e-6, err_msg=str(k))

@@ -88,7 +88,8 @@ def test_unbatched_and_default_init_match_torch_shapes():
 
 @pytest.mark.parametrize("bidirectional,layers", [(False, 1), (True, 2)])
 def test_batch_of_one_matches_torch(bidirectional, layers):
-    """Batch 1 in float32 runs the whole-sequence kernel under the numba backend: same numbers as torch."""
+    """Batch 1 in float32 runs nplstm._batchmajor's matrix-vector loop under the numba backend: same
+    numbers as torch."""
     torch.manual_seed(3)
     module = torch.nn.LSTM(4, 6, layers, bidirectional=bidirectional)
     ours = nplstm.LSTM(4, 6, layers, bidirectional=bidirectional)

@@ -2,8 +2,10 @@
 
 ``engine.forward``/``backward`` hand a layer-direction over to ``forward``/``backward`` here
 when ``engine._batch_major`` says so: numba, float32 NumPy arrays, LSTM without projection,
-batch > 1, and oneDNN's packed GEMM in use (``nplstm._blas.packed_compute()``). Same
-arguments, same results (to rounding), same contract as the engine's.
+and batch 1 or oneDNN's packed GEMM in use (``nplstm._blas.packed_compute()``). Same
+arguments, same results (to rounding), same contract as the engine's. At batch 1 each step's
+product is numba's own matrix-vector product, cheaper than a GEMM call at that size, and
+BLAS runs on one thread for the call (``nplstm._threads``).
 
 Why another layout. The engine's loop is feature-major, (features, B) per step. On oneDNN
 the recurrent GEMM is faster with the batch as rows, h_{t-1} (B, P) @ W_hh^T (P, 4H), and
@@ -32,14 +34,17 @@ differently and they ran 6-10x slower. Inside a row, each gate is its own 1-D sl
 as ``a[H + j]``, numba checks for a negative index at each element, and that check too keeps
 LLVM from vectorizing the loop.
 """
+from contextlib import nullcontext
+
 import numba
 import numpy as np
 
-from . import _blas
+from . import _blas, _threads
 from ._cellmath_numba import _cell, _cell_grad
-from ._seqkernel import HALF
+from ._ftanh import HALF
 
 _jit = numba.njit(cache=True, nogil=True, fastmath=True, error_model="numpy")
+_inline = numba.njit(inline="always", fastmath=True, error_model="numpy")
 gemm_packed = numba.njit(inline="always")(_blas.gemm_packed)   # callable from the loops below
 BATCH_MAJOR = "batch-major"                               # tags this path's caches for engine.backward
 
@@ -70,10 +75,34 @@ def _row_infer(a, b, cp, c, h):
         c[j], h[j] = cc, o * th
 
 
+@_inline
+def _matvec(W, h, z):
+    """z += W h, one dot product per row of W (G, P): numba vectorizes each row's sum."""
+    G, P = W.shape
+    for j in range(G):
+        acc = z[j]
+        for p in range(P):
+            acc += W[j, p] * h[p]
+        z[j] = acc
+
+
+@_inline
+def _vecmat(d, W, out):
+    """out = d W, W's rows summed with the weights d (G,)."""
+    G, P = W.shape
+    out[:] = 0
+    for j in range(G):
+        dj = d[j]
+        for p in range(P):
+            out[p] += W[j, p] * dj
+
+
 @_jit
-def forward_loop(compute, Wp, A, b, hs, cs, tc, batch_sizes, reverse, train):
+def forward_loop(compute, Wp, W, A, b, hs, cs, tc, batch_sizes, reverse, train):
     """The time loop: h_{t-1} W_hh^T from the packed Wp added onto the input side A[t] by the GEMM
-    itself (beta = 1: the rows then read one array, not two), then each active row's cell."""
+    itself (beta = 1: the rows then read one array, not two), then each active row's cell. With
+    Wp (and compute) None, batch 1: numba's own product with W = W_hh (4H, P) instead, which
+    costs less than a GEMM call at this size (compiled in, or out, by the type of Wp)."""
     T, B, G = A.shape
     P = hs.shape[2]
     for s in range(T):
@@ -82,7 +111,11 @@ def forward_loop(compute, Wp, A, b, hs, cs, tc, batch_sizes, reverse, train):
         n = batch_sizes[t]                                # rows n.. have finished (or not yet started):
         hs[nxt, n:] = hs[prev, n:]                        # their state carries over
         cs[nxt, n:] = cs[prev, n:]
-        gemm_packed(compute, Wp, n, G, P, hs[prev].ctypes.data, P, A[t].ctypes.data, G, 1.0)   # A[t] += h W_hh^T
+        if Wp is None:
+            if n > 0:
+                _matvec(W, hs[prev, 0], A[t, 0])
+        else:
+            gemm_packed(compute, Wp, n, G, P, hs[prev].ctypes.data, P, A[t].ctypes.data, G, 1.0)   # A[t] += h W_hh^T
         for r in range(n):
             if train:
                 _row_train(A[t, r], b, cs[prev, r], cs[nxt, r], tc[t, r], hs[nxt, r])
@@ -100,8 +133,9 @@ def _row_backward(a, th, d, cp, dc):
 
 
 @_jit
-def backward_loop(compute, Wp, A, tc, cs, dout, dh, dc, batch_sizes, reverse):
-    """The backward time loop over the gates in A; dh (B, P), dc (B, H) carried; Wp: W_hh packed."""
+def backward_loop(compute, Wp, W, A, tc, cs, dout, dh, dc, batch_sizes, reverse):
+    """The backward time loop over the gates in A; dh (B, P), dc (B, H) carried; Wp: W_hh packed
+    (or None at batch 1: W_hh itself, W)."""
     T, B, G = A.shape
     P = dh.shape[1]
     for s in range(T):
@@ -113,11 +147,20 @@ def backward_loop(compute, Wp, A, tc, cs, dout, dh, dc, batch_sizes, reverse):
         for r in range(n):
             _row_backward(A[t, r], tc[t, r], dh[r], cs[prev, r], dc[r])
         # dh_{t-1} = dz_t W_hh: backprop through h_{t-1} W_hh^T
-        gemm_packed(compute, Wp, n, P, G, A[t].ctypes.data, G, dh.ctypes.data, P)
+        if Wp is None:
+            if n > 0:
+                _vecmat(A[t, 0], W, dh[0])
+        else:
+            gemm_packed(compute, Wp, n, P, G, A[t].ctypes.data, G, dh.ctypes.data, P)
 
 
 def forward(x, h0, c0, w, batch_sizes, reverse, train):
     """``engine.forward`` for this path: out (T, B, P) and h_n are views of the states (no copy)."""
+    with _threads.single_blas_thread() if x.shape[1] == 1 else nullcontext():   # (see _threads)
+        return _forward(x, h0, c0, w, batch_sizes, reverse, train)
+
+
+def _forward(x, h0, c0, w, batch_sizes, reverse, train):
     T, B, I = x.shape
     w_ih, w_hh, b_ih, b_hh = w.source
     G, P = w_hh.shape
@@ -134,8 +177,9 @@ def forward(x, h0, c0, w, batch_sizes, reverse, train):
     tc = np.empty((T if train else 1, B, H), np.float32)
     first, last = (T, 0) if reverse else (0, T)
     hs[first], cs[first] = h0, c0
-    Wp = _blas.pack_right(_blas.transposed(w_hh), B)      # W_hh^T (P, 4H), the same at every step: packed once
-    forward_loop(_blas.packed_compute(), Wp, A, b, hs, cs, tc, _sizes(batch_sizes, T, B), reverse, train)
+    # W_hh^T (P, 4H), the same at every step: packed once (batch 1 multiplies by W_hh itself)
+    compute, Wp = (None, None) if B == 1 else (_blas.packed_compute(), _blas.pack_right(_blas.transposed(w_hh), B))
+    forward_loop(compute, Wp, w_hh, A, b, hs, cs, tc, _sizes(batch_sizes, T, B), reverse, train)
     out = hs[:T] if reverse else hs[1:]
     cache = (BATCH_MAJOR, x, A, hs, cs, tc, w, batch_sizes, reverse) if train else None
     return out, hs[last], cs[last], cache
@@ -143,14 +187,19 @@ def forward(x, h0, c0, w, batch_sizes, reverse, train):
 
 def backward(dout, dh_n, dc_n, cache):
     """``engine.backward`` for a cache from ``forward`` above (used up: dL/dz replaces the gates)."""
+    with _threads.single_blas_thread() if cache[1].shape[1] == 1 else nullcontext():
+        return _backward(dout, dh_n, dc_n, cache)
+
+
+def _backward(dout, dh_n, dc_n, cache):
     _, x, A, hs, cs, tc, w, batch_sizes, reverse = cache
     T, B, I = x.shape
     w_ih, w_hh = w.source[:2]
     G, P = w_hh.shape
     dh = np.zeros((B, P), np.float32) if dh_n is None else np.array(dh_n, np.float32)   # carries, own copies
     dc = np.zeros((B, G // 4), np.float32) if dc_n is None else np.array(dc_n, np.float32)
-    Wp = _blas.pack_right(w_hh, B)                        # (4H, P), packed once
-    backward_loop(_blas.packed_compute(), Wp, A, tc, cs, dout, dh, dc, _sizes(batch_sizes, T, B), reverse)
+    compute, Wp = (None, None) if B == 1 else (_blas.packed_compute(), _blas.pack_right(w_hh, B))   # (4H, P)
+    backward_loop(compute, Wp, w_hh, A, tc, cs, dout, dh, dc, _sizes(batch_sizes, T, B), reverse)
     Z = A.reshape(T * B, G)                               # dL/dz of every step, a row per (t, b)
     h_prev = (hs[1:] if reverse else hs[:T]).reshape(T * B, P)   # h_{t-1} of each step, no copy
     b_ih = Z.sum(axis=0)

@@ -216,15 +216,21 @@ def _layout(a):
     return False, max(a.shape[1], 1), np.ascontiguousarray(a)
 
 
+_SMALL = 1 << 22                                          # multiply-adds below which np.matmul is faster
+
+
 def matmul(a, b):
-    """a @ b; through oneDNN when ``gemm()`` is it and both are 2-D float32 NumPy arrays, else np.matmul."""
+    """a @ b; through oneDNN when ``gemm()`` is it and both are 2-D float32 NumPy arrays, else np.matmul.
+    Also np.matmul below ~4M multiply-adds, where the call costs more than oneDNN's kernels save
+    (measured at 1 thread: (100x32)@(32x256) 27 us with NumPy's OpenBLAS, 31 us here; from
+    ~13M multiply-adds on, oneDNN was 8-24% faster)."""
     fn = gemm()
     if fn is None or fn is not PROVIDERS.get("onednn") or not all(
             type(v) is np.ndarray and v.dtype == np.float32 and v.ndim == 2 and v.size for v in (a, b)):
         return np.matmul(a, b)
     (M, K), (K2, N) = a.shape, b.shape
-    if K != K2:
-        return np.matmul(a, b)                            # NumPy's own shape error
+    if K != K2 or M * N * K < _SMALL:
+        return np.matmul(a, b)                            # (and NumPy's own shape error)
     (ta, lda, a), (tb, ldb, b) = _layout(a), _layout(b)
     out = np.empty((M, N), np.float32)
     sgemm(fn, ta, tb, M, N, K, a.ctypes.data, lda, b.ctypes.data, ldb, out.ctypes.data, N)

@@ -16,7 +16,7 @@ import numba
 import numpy as np
 
 from ._blas import sgemm
-from ._seqkernel import HALF, ONE, ftanh
+from ._ftanh import HALF, ONE, ftanh
 
 ZERO = np.float32(0.0)
 

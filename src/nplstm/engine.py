@@ -26,16 +26,17 @@ Where the time goes: the input side of all T steps is one GEMM before the loop; 
 holds only the recurrent GEMM and in-place passes over preallocated buffers; the weight
 gradients and dx are each one GEMM over all T*B columns after the backward loop.
 
-The loop below, in Python, is the definition and serves every case. With numba, two cases
-run it compiled instead, with the same buffers and results: batch 1 in float32 (the whole
-recurrence in ``_seqkernel``, matrix-vector products included) and, for a float32 LSTM
-without projection at batch > 1, ``_cellmath_numba``'s loops, which call an sgemm themselves
-for each step's GEMM (``nplstm._blas``: oneDNN's where installed, else NumPy's own OpenBLAS):
-one Python call per sequence instead of ~10 us of slicing and dispatch per step. Where
-that sgemm is oneDNN's and its packed GEMM is found, the float32 LSTM goes one step further,
-to ``_batchmajor``: the same computation laid out batch-major, (B, features) per step, the
-orientation oneDNN's GEMM runs fastest in, with W_hh packed once per sequence (its caches are
-tagged, and ``backward`` and ``activations`` read either kind).
+The loop below, in Python, is the definition and serves every case. With numba, a float32
+LSTM without projection runs compiled instead, one Python call per sequence instead of ~10 us
+of slicing and dispatch per step, with the same results:
+
+- at batch 1, and at batch > 1 where oneDNN's packed GEMM is in use (``nplstm._blas``), in
+  ``_batchmajor``: the same computation laid out batch-major, (B, features) per step, in
+  PyTorch's own weight layout; the orientation oneDNN's GEMM runs fastest in, with W_hh packed
+  once per sequence (batch 1: numba's own matrix-vector products). Its caches are tagged, and
+  ``backward`` and ``activations`` read either kind;
+- otherwise (OpenBLAS) in ``_cellmath_numba``'s loops over the buffers below, which call an
+  sgemm themselves for each step's GEMM.
 
 Arrays: every array here comes from one module ``xp`` (``Packed.xp``, picked from the weights by
 ``nplstm._xp.array_module``): NumPy on the CPU, CuPy on a GPU, with the same code. The lengths
@@ -52,7 +53,7 @@ from functools import cached_property, lru_cache
 
 import numpy as np
 
-from . import _blas, _cellmath, _seqkernel, _threads, _xp
+from . import _blas, _cellmath, _xp
 
 __all__ = ["Packed", "pack", "forward", "backward", "forward_segments", "activations", "cell_step", "KINDS", "backends",
            "get_backend", "set_backend", "use_backend"]
@@ -295,11 +296,10 @@ def forward(x, h0, c0, w, batch_sizes=None, reverse=False, train=True):
         h_n (B, P), c_n (B, H) or None -- each row's state after its last processed step
         cache -- for ``backward`` (None unless train)
     """
-    if _batch_major(w, x):                                # float32 LSTM on oneDNN: the same, batch-major
+    if _batch_major(w, x):                                # float32 LSTM, compiled: the same, batch-major
         from . import _batchmajor
         return _batchmajor.forward(x, h0, c0, w, batch_sizes, reverse, train)
-    with _blas_for(w, x, batch_sizes):
-        return _forward(x, h0, c0, w, batch_sizes, reverse, train)
+    return _forward(x, h0, c0, w, batch_sizes, reverse, train)
 
 
 def _forward(x, h0, c0, w, batch_sizes, reverse, train):
@@ -307,17 +307,11 @@ def _forward(x, h0, c0, w, batch_sizes, reverse, train):
     T, B, _ = x.shape
     H, P = w.H, w.source[1].shape[1]
     dtype = x.dtype
-    fused = _whole_sequence(w, x, batch_sizes)
-    looped = not fused and _compiled_loop(w, x)
-    if fused:                                             # batch of one: a contiguous row per step
-        At = x.reshape(T, -1) @ w.Wx.T                    # (T, G*H)
-        At += w.bx.T
-        A = At.T[:, :, None]                             # the same memory as (G*H, T, 1), as below
-    else:
-        A = _matmul(xp)(w.Wx, x.reshape(T * B, -1).T)    # (G*H, T*B): input side of every step
-        if not looped:                                    # (the compiled loop adds the bias as it reads A)
-            A += w.bx
-        A = A.reshape(-1, T, B)                          # becomes the activated gates, step by step
+    looped = _compiled_loop(w, x)
+    A = _matmul(xp)(w.Wx, x.reshape(T * B, -1).T)        # (G*H, T*B): input side of every step
+    if not looped:                                        # (the compiled loop adds the bias as it reads A)
+        A += w.bx
+    A = A.reshape(-1, T, B)                              # becomes the activated gates, step by step
     hs = xp.empty((T + 1, P, B), dtype)                  # states; h_{t-1} of step t sits at prev(t)
     cs = xp.empty((T + 1, H, B), dtype) if cell.has_c else None
     ext = cell.buffers(T if train else 1, H, B, dtype, w)
@@ -327,14 +321,11 @@ def _forward(x, h0, c0, w, batch_sizes, reverse, train):
     hs[first] = h0.T
     if cell.has_c:
         cs[first] = c0.T
-    if fused:                                             # batch of one: the loop in one compiled call
-        tc = ext["tc"] if train else xp.empty((T, H, B), dtype)
-        _seqkernel.KERNELS[0](At, w.Wh, hs, cs, tc, reverse)
     if looped:                                            # batch > 1: the loop in numba, GEMMs through BLAS
         from ._cellmath_numba import lstm_forward_loop32
         lstm_forward_loop32(_blas.gemm(), A, w.bx, w.Wh, hs, cs, ext["tc"], _sizes(batch_sizes, T, B), reverse,
                             train)
-    steps = () if fused or looped else (range(T - 1, -1, -1) if reverse else range(T))   # else the generic loop
+    steps = () if looped else (range(T - 1, -1, -1) if reverse else range(T))   # else the generic loop
     for t in steps:
         prev, nxt = (t + 1, t) if reverse else (t, t + 1)
         n = B if batch_sizes is None else int(batch_sizes[t])
@@ -377,9 +368,7 @@ def backward(dout, dh_n, dc_n, cache):
     if isinstance(cache[0], str):                         # from _batchmajor.forward
         from . import _batchmajor
         return _batchmajor.backward(dout, dh_n, dc_n, cache)
-    x, A, hs, cs, ext, w, batch_sizes, reverse = cache
-    with _blas_for(w, x, batch_sizes):
-        return _backward(dout, dh_n, dc_n, cache)
+    return _backward(dout, dh_n, dc_n, cache)
 
 
 def _backward(dout, dh_n, dc_n, cache):
@@ -402,14 +391,11 @@ def _backward(dout, dh_n, dc_n, cache):
                (("tmp", H), ("tmp2", 2 * H), ("tmp3", 3 * H), ("dr", H), ("direct", P))}
     if w.w_hr is not None:
         scratch["dH"] = xp.zeros((T, P, B), dtype)        # total dh_t, for dW_hr
-    fused = _whole_sequence(w, x, batch_sizes)
-    if fused:                                             # batch of one: the loop in one compiled call
-        _seqkernel.KERNELS[1](A[:, :, 0].T, ext["tc"], cs, w.w_hh, np.ascontiguousarray(dout), dh, dc, reverse)
-    looped = not fused and _compiled_loop(w, x)
+    looped = _compiled_loop(w, x)
     if looped:                                            # batch > 1: the loop in numba, GEMMs through BLAS
         from ._cellmath_numba import lstm_backward_loop32
         lstm_backward_loop32(_blas.gemm(), A, ext["tc"], cs, w.w_hh, dout, dh, dc, _sizes(batch_sizes, T, B), reverse)
-    steps = () if fused or looped else (range(T) if reverse else range(T - 1, -1, -1))   # else the generic loop
+    steps = () if looped else (range(T) if reverse else range(T - 1, -1, -1))   # else the generic loop
     for t in steps:
         prev, nxt = (t + 1, t) if reverse else (t, t + 1)
         n = B if batch_sizes is None else int(batch_sizes[t])
@@ -477,11 +463,6 @@ def forward_segments(x, h0, c0, w, batch_sizes=None, reverse=False, every=1000):
     return out, h, c, cache
 
 
-def _blas_for(w, x, batch_sizes):
-    """BLAS threads for one call: a single one on the batch-of-one path (see ``_threads``), else as set."""
-    return _threads.single_blas_thread() if _whole_sequence(w, x, batch_sizes) else nullcontext()
-
-
 def _matmul(xp):
     """The big GEMMs' function: ``_blas.matmul`` on the CPU (oneDNN's sgemm in float32 where installed)."""
     return _blas.matmul if xp is np else xp.matmul
@@ -496,21 +477,15 @@ def _compiled_loop(w, x):
 
 def _batch_major(w, x):
     """Hand the call to ``_batchmajor`` (see there): numba backend, float32 LSTM without projection,
-    batch > 1, and oneDNN's packed GEMM in use."""
+    and batch 1 or oneDNN's packed GEMM in use."""
     return (_backend == "numba" and w.xp is np and w.kind == "lstm" and w.w_hr is None and x.ndim == 3
-            and x.shape[1] > 1 and x.dtype == np.float32 and _blas.packed_compute() is not None
-            and all(a is None or a.dtype == np.float32 for a in w.source))
+            and x.dtype == np.float32 and all(a is None or a.dtype == np.float32 for a in w.source)
+            and (x.shape[1] == 1 or _blas.packed_compute() is not None))
 
 
 def _sizes(batch_sizes, T, B):
     """Active columns per step as an int64 array (all B without lengths), for the compiled loops."""
     return np.full(T, B, np.int64) if batch_sizes is None else np.asarray(batch_sizes, np.int64)
-
-
-def _whole_sequence(w, x, batch_sizes):
-    """Take ``_seqkernel``'s compiled loop: numba backend, float32 LSTM without projection, batch 1."""
-    return (_backend == "numba" and w.xp is np and _seqkernel.KERNELS is not None and w.kind == "lstm"
-            and w.w_hr is None and x.shape[1] == 1 and x.dtype == np.float32 and batch_sizes is None)
 
 
 def _backward_segments(dout, dh_n, dc_n, cache):
