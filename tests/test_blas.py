@@ -162,3 +162,10 @@ def test_small_products_go_to_numpy(monkeypatch):
         with threadpool_limits(1), _blas.use("onednn"):
             np.testing.assert_allclose(_blas.matmul(a, b), a.astype(np.float64) @ b, rtol=1e-4, atol=1e-4)
     assert calls == [(256, 128, 128)]                     # (M, N, K) of the one that went to oneDNN
+
+
+def test_a_failing_pack_is_an_error_not_a_silent_none():
+    """Only "no packing here" is None; a status from oneDNN (say, out of memory) raises, naming it."""
+    failing = (lambda *args: 3, lambda *args: 0, None)    # sgemm_pack_get_size reporting dnnl_status_t 3
+    with pytest.raises(RuntimeError, match="sgemm_pack of a 4x3 matrix failed with dnnl_status_t 3"):
+        _blas._pack(failing, np.ones((4, 3), np.float32), 2)

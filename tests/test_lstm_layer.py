@@ -220,7 +220,7 @@ def test_the_batch_of_one_path_runs_blas_on_one_thread(monkeypatch):
     calls = []
     real = _threads.single_blas_thread
     monkeypatch.setattr(_threads, "single_blas_thread", lambda: calls.append(1) or real())
-    lstm = nplstm.LSTM(I, H, seed=0)                      # float32, batch 1: the whole-sequence kernel
+    lstm = nplstm.LSTM(I, H, seed=0)                      # float32, batch 1: _batchmajor's matrix-vector loop
     out, _, cache = lstm.forward(np.ones((T, 1, I), np.float32), train=True)
     lstm.backward(np.ones_like(out), cache)
     assert len(calls) == 2
@@ -320,3 +320,16 @@ def test_batch_of_one_equals_the_python_loop(monkeypatch, lengths):
     assert not isinstance(tag, str)
     for k, (a, b) in enumerate(zip(got, want)):
         np.testing.assert_allclose(a, b, rtol=0, atol=2e-6, err_msg=str(k))
+
+
+def test_batch_major_path_refuses_to_run_without_its_gemm(monkeypatch):
+    """Called for batch > 1 when oneDNN's packed GEMM is gone (threads changed in between): an error,
+    not a loop that would multiply only the first row."""
+    pytest.importorskip("numba")
+    from nplstm import _batchmajor, _blas
+    monkeypatch.setattr(_blas, "packed_compute", lambda: None)
+    rng = np.random.default_rng(9)
+    w = engine.pack(*(rng.standard_normal(s).astype(np.float32) for s in ((4 * H, I), (4 * H, H), 4 * H, 4 * H)))
+    x, h0 = rng.standard_normal((T, 2, I)).astype(np.float32), np.zeros((2, H), np.float32)
+    with pytest.raises(RuntimeError, match="packed GEMM"):
+        _batchmajor.forward(x, h0, h0, w, None, False, False)

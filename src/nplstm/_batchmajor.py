@@ -1,4 +1,4 @@
-"""The float32 LSTM's fastest CPU path: a batch-major time loop on oneDNN, in PyTorch's own layout.
+"""The float32 LSTM's fastest CPU path: a batch-major time loop in PyTorch's own weight layout.
 
 ``engine.forward``/``backward`` hand a layer-direction over to ``forward``/``backward`` here
 when ``engine._batch_major`` says so: numba, float32 NumPy arrays, LSTM without projection,
@@ -177,8 +177,7 @@ def _forward(x, h0, c0, w, batch_sizes, reverse, train):
     tc = np.empty((T if train else 1, B, H), np.float32)
     first, last = (T, 0) if reverse else (0, T)
     hs[first], cs[first] = h0, c0
-    # W_hh^T (P, 4H), the same at every step: packed once (batch 1 multiplies by W_hh itself)
-    compute, Wp = (None, None) if B == 1 else (_blas.packed_compute(), _blas.pack_right(_blas.transposed(w_hh), B))
+    compute, Wp = _packed(w_hh, B, transpose=True)        # W_hh^T (P, 4H), the same at every step
     forward_loop(compute, Wp, w_hh, A, b, hs, cs, tc, _sizes(batch_sizes, T, B), reverse, train)
     out = hs[:T] if reverse else hs[1:]
     cache = (BATCH_MAJOR, x, A, hs, cs, tc, w, batch_sizes, reverse) if train else None
@@ -198,7 +197,7 @@ def _backward(dout, dh_n, dc_n, cache):
     G, P = w_hh.shape
     dh = np.zeros((B, P), np.float32) if dh_n is None else np.array(dh_n, np.float32)   # carries, own copies
     dc = np.zeros((B, G // 4), np.float32) if dc_n is None else np.array(dc_n, np.float32)
-    compute, Wp = (None, None) if B == 1 else (_blas.packed_compute(), _blas.pack_right(w_hh, B))   # (4H, P)
+    compute, Wp = _packed(w_hh, B, transpose=False)       # W_hh (4H, P)
     backward_loop(compute, Wp, w_hh, A, tc, cs, dout, dh, dc, _sizes(batch_sizes, T, B), reverse)
     Z = A.reshape(T * B, G)                               # dL/dz of every step, a row per (t, b)
     h_prev = (hs[1:] if reverse else hs[:T]).reshape(T * B, P)   # h_{t-1} of each step, no copy
@@ -208,6 +207,17 @@ def _backward(dout, dh_n, dc_n, cache):
              "b_ih": b_ih, "b_hh": b_ih.copy(), "w_hr": None}
     dx = _blas.matmul(Z, w_ih).reshape(T, B, I)           # backprop through x W_ih^T
     return dx, dh, dc, grads
+
+
+def _packed(W, B, transpose):
+    """(compute, W or W^T packed once) for a batch B > 1; (None, None) at batch 1, whose loop
+    multiplies by W itself."""
+    if B == 1:
+        return None, None
+    compute = _blas.packed_compute()
+    if compute is None:                                   # engine._batch_major checked it; threads changed since?
+        raise RuntimeError("the batch-major LSTM path needs oneDNN's packed GEMM on one thread")
+    return compute, _blas.pack_right(_blas.transposed(W) if transpose else W, B)
 
 
 def _sizes(batch_sizes, T, B):

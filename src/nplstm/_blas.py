@@ -137,8 +137,9 @@ def _onednn_packing(handle):
     x = np.arange(6, dtype=np.float32).reshape(2, 3)
     r = np.arange(12, dtype=np.float32).reshape(4, 3).T   # (3, 4), stored transposed: the 'T' case
     y = np.empty((2, 4), np.float32)
-    rp = _pack(fns, r, 2)
-    if rp is None:
+    try:
+        rp = _pack(fns, r, 2)
+    except RuntimeError:
         return None
     gemm_packed(fns[2], rp, 2, 4, 3, x.ctypes.data, 3, y.ctypes.data, 4)
     return fns if np.array_equal(y, x @ r) else None
@@ -153,18 +154,19 @@ def _pack(fns, R, n):
     dims = np.array([M, n, K, M, K], np.int64)            # M, N, K, lda, ldb (X's, any: not read)
     size, recommended = np.zeros(1, np.uint64), np.zeros(1, np.uint8)
     f, d = flags.ctypes.data, dims.ctypes.data
-    if size_of(f, f + 1, f + 2, d, d + 8, d + 16, d + 24, d + 32, size.ctypes.data, recommended.ctypes.data):
-        return None
-    buf = np.empty(int(size[0]) + 64, np.uint8)
-    buf = buf[-buf.ctypes.data % 64:][:int(size[0])]     # 64-byte aligned, as oneDNN's own allocations are
-    if pack(f, f + 1, f + 2, d, d + 8, d + 16, d + 24, d + 32, R.ctypes.data, buf.ctypes.data):
-        return None
+    status = size_of(f, f + 1, f + 2, d, d + 8, d + 16, d + 24, d + 32, size.ctypes.data, recommended.ctypes.data)
+    if not status:
+        buf = np.empty(int(size[0]) + 64, np.uint8)
+        buf = buf[-buf.ctypes.data % 64:][:int(size[0])]  # 64-byte aligned, as oneDNN's own allocations are
+        status = pack(f, f + 1, f + 2, d, d + 8, d + 16, d + 24, d + 32, R.ctypes.data, buf.ctypes.data)
+    if status:
+        raise RuntimeError(f"oneDNN's sgemm_pack of a {K}x{M} matrix failed with dnnl_status_t {status}")
     return buf
 
 
 def pack_right(R, n):
     """R (K, M) float32 packed for ``gemm_packed`` with up to n rows on the left; None where
-    ``packed_compute()`` is None."""
+    ``packed_compute()`` is None; RuntimeError if oneDNN reports a failure."""
     return None if packed_compute() is None else _pack(_packing, R, n)
 
 
