@@ -230,11 +230,13 @@ class Packed:
             bi, bh = bi + bh, None
         return Wx, Wh, bi * scale, None if bh is None else bh * scale, perm
 
+    # The packed forms. bh is None unless the recurrent-side bias must stay apart (GRU: b_hn sits
+    # inside r * (...)); elsewhere b_hh is folded into bx.
     Wx = property(lambda self: self._packed[0])     # (G*H, I)  w_ih, engine gate order, sigmoid rows halved
     Wh = property(lambda self: self._packed[1])     # (G*H, P)  w_hh, the same
-    bx = property(lambda self: self._packed[2])     # (G*H, 1)  input-side bias (b_hh folded in where the math allows)
-    bh = property(lambda self: self._packed[3])     # (G*H, 1)  recurrent-side bias, kept apart (GRU: b_hn sits
-    perm = property(lambda self: self._packed[4])   # (G*H,)    PyTorch rows -> engine rows   inside r * (...)), or None
+    bx = property(lambda self: self._packed[2])     # (G*H, 1)  input-side bias
+    bh = property(lambda self: self._packed[3])     # (G*H, 1)  recurrent-side bias, or None
+    perm = property(lambda self: self._packed[4])   # (G*H,)    PyTorch rows -> engine rows
 
     # Unscaled copies for the backward only (dx, dh_{t-1}), made on first use: inference never
     # pays for them. Halving and doubling are exact, so they equal the original weights.
