@@ -135,7 +135,7 @@ def _onednn_packing(handle):
     except AttributeError:
         return None
     x = np.arange(6, dtype=np.float32).reshape(2, 3)
-    r = np.arange(12, dtype=np.float32).reshape(4, 3).T   # (3, 4), stored transposed: the 'T' case
+    r = np.arange(12, dtype=np.float32).reshape(4, 3).T   # (3, 4), a transposed view: copied first
     y = np.empty((2, 4), np.float32)
     try:
         rp = _pack(fns, r, 2)
