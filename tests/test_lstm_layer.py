@@ -333,3 +333,34 @@ def test_batch_major_path_refuses_to_run_without_its_gemm(monkeypatch):
     x, h0 = rng.standard_normal((T, 2, I)).astype(np.float32), np.zeros((2, H), np.float32)
     with pytest.raises(RuntimeError, match="packed GEMM"):
         _batchmajor.forward(x, h0, h0, w, None, False, False)
+
+
+@pytest.mark.parametrize("trial", range(12))
+def test_batch_major_path_equals_the_python_loop_on_random_configurations(monkeypatch, trial):
+    """Random sizes (H = 1, 7, 33; B = 1, 2, 17; T = 1, 3, 8), layers, directions, batch_first,
+    bias, lengths and initial state: the float32 path on one thread (nplstm._batchmajor where it
+    applies) against the engine's Python loop."""
+    if engine.get_backend() != "numba":
+        pytest.skip("the compiled paths are the numba backend's")
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    rng = np.random.default_rng(100 + trial)
+    I_, H_, B_, T_ = int(rng.integers(1, 9)), int(rng.choice([1, 7, 33])), int(rng.choice([1, 2, 17])), \
+        int(rng.choice([1, 3, 8]))
+    L, bi, bf, bias = int(rng.integers(1, 3)), bool(rng.integers(2)), bool(rng.integers(2)), bool(rng.integers(2))
+    D = 2 if bi else 1
+    lstm = nplstm.LSTM(I_, H_, L, bias=bias, batch_first=bf, bidirectional=bi, seed=trial)
+    x = rng.standard_normal((B_, T_, I_) if bf else (T_, B_, I_)).astype(np.float32)
+    h0, c0 = (rng.standard_normal((L * D, B_, H_)).astype(np.float32) for _ in range(2))
+    lengths = rng.integers(1, T_ + 1, B_) if rng.integers(2) else None
+    G = rng.standard_normal((B_, T_, D * H_) if bf else (T_, B_, D * H_)).astype(np.float32)
+
+    def run():
+        out, (h, c), cache = lstm.forward(x, (h0, c0), lengths=lengths, train=True)
+        dx, (dh0, dc0), grads = lstm.backward(G, cache, (h0, c0))
+        return [out, h, c, dx, dh0, dc0, lstm(x, (h0, c0), lengths)[0], *grads.values()]
+    with threadpoolctl.threadpool_limits(1):
+        got = run()
+    monkeypatch.setattr(engine, "_batch_major", lambda w, x: False)
+    want = run()
+    for k, (a, b) in enumerate(zip(got, want)):
+        np.testing.assert_allclose(a, b, rtol=0, atol=2e-5, err_msg=str(k))
