@@ -41,6 +41,7 @@ import numpy as np
 
 from . import _blas, _threads
 from ._cellmath_numba import _cell, _cell_grad
+from .engine import _sizes
 from ._ftanh import HALF
 
 _jit = numba.njit(cache=True, nogil=True, fastmath=True, error_model="numpy")
@@ -218,7 +219,3 @@ def _packed(W, B, transpose):
     if compute is None:                                   # engine._batch_major checked it; threads changed since?
         raise RuntimeError("the batch-major LSTM path needs oneDNN's packed GEMM on one thread")
     return compute, _blas.pack_right(_blas.transposed(W) if transpose else W, B)
-
-
-def _sizes(batch_sizes, T, B):
-    return np.full(T, B, np.int64) if batch_sizes is None else np.asarray(batch_sizes, np.int64)
