@@ -4,6 +4,13 @@ The interleaved benchmark (bench_lstm.py --threads 2) runs torch in the same pro
 OpenMP workers keep spinning after each call; this measures nplstm without them.
 
     python benchmarks/threads_alone.py 64,128,32,50
+    python benchmarks/threads_alone.py 128,256,64,100 --onednn-threads
+
+``--onednn-threads`` is an experiment, not a setting: it lifts nplstm._blas's rule that oneDNN
+runs only on one OpenMP thread, so at 2 threads the batch-major path runs on oneDNN's two
+OpenMP threads (beside OpenBLAS's pool, which the small GEMMs still use). It shows what a
+one-pool threading policy could give; the rule stays because two busy pools on the same cores
+were measured 8x slower in the training app.
 """
 import sys
 import time
@@ -16,7 +23,10 @@ from nplstm import _blas
 
 
 def main(argv):
-    I, H, B, T = (int(v) for v in (argv[0] if argv else "64,128,32,50").split(","))
+    sizes = [a for a in argv if not a.startswith("--")]
+    I, H, B, T = (int(v) for v in (sizes[0] if sizes else "64,128,32,50").split(","))
+    if "--onednn-threads" in argv and "onednn" in _blas.PROVIDERS:
+        _blas._omp_threads = lambda: 1                    # the experiment: see the module's note
     x = np.random.default_rng(0).standard_normal((T, B, I), dtype=np.float32)
     lstm = nplstm.LSTM(I, H, seed=0)
     g = np.ones((T, B, H), np.float32)
