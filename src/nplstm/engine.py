@@ -365,9 +365,9 @@ def backward(dout, dh_n, dc_n, cache):
         grads -- dict with keys w_ih, w_hh, b_ih, b_hh, w_hr (None without projection);
                  in PyTorch's layout and gate order
     """
-    if isinstance(cache[0], str) and cache[0] == "segments":     # from forward_segments
-        return _backward_segments(dout, dh_n, dc_n, cache)
-    if isinstance(cache[0], str):                         # from _batchmajor.forward
+    if isinstance(cache[0], str):                         # a tagged cache: forward_segments's or _batchmajor's
+        if cache[0] == "segments":
+            return _backward_segments(dout, dh_n, dc_n, cache)
         from . import _batchmajor
         return _batchmajor.backward(dout, dh_n, dc_n, cache)
     return _backward(dout, dh_n, dc_n, cache)
@@ -470,19 +470,23 @@ def _matmul(xp):
     return _blas.matmul if xp is np else xp.matmul
 
 
+def _compiled_lstm(w, x):
+    """What both compiled LSTM loops need: numba backend, NumPy arrays, an LSTM without projection,
+    float32 input and weights."""
+    return (_backend == "numba" and w.xp is np and w.kind == "lstm" and w.w_hr is None and x.ndim == 3
+            and x.dtype == np.float32 and all(a is None or a.dtype == np.float32 for a in w.source))
+
+
 def _compiled_loop(w, x):
     """Take ``_cellmath_numba``'s time loop for batch > 1, which calls BLAS itself (``nplstm._blas``):
-    numba backend, float32 LSTM without projection, and an sgemm found."""
-    return (_backend == "numba" and w.xp is np and _blas.gemm() is not None and w.kind == "lstm"
-            and w.w_hr is None and x.shape[1] > 1 and x.dtype == np.float32)
+    a compiled LSTM (above) and an sgemm found."""
+    return _compiled_lstm(w, x) and x.shape[1] > 1 and _blas.gemm() is not None
 
 
 def _batch_major(w, x):
-    """Hand the call to ``_batchmajor`` (see there): numba backend, float32 LSTM without projection,
-    and batch 1 or oneDNN's packed GEMM in use."""
-    return (_backend == "numba" and w.xp is np and w.kind == "lstm" and w.w_hr is None and x.ndim == 3
-            and x.dtype == np.float32 and all(a is None or a.dtype == np.float32 for a in w.source)
-            and (x.shape[1] == 1 or _blas.packed_compute() is not None))
+    """Hand the call to ``_batchmajor`` (see there): a compiled LSTM (above) at batch 1, or with
+    oneDNN's packed GEMM in use."""
+    return _compiled_lstm(w, x) and (x.shape[1] == 1 or _blas.packed_compute() is not None)
 
 
 def _sizes(batch_sizes, T, B):
