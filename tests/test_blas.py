@@ -44,8 +44,9 @@ def test_matmul_takes_any_layout_and_falls_back_for_other_dtypes(provider, monke
     need(provider)
     monkeypatch.setattr(_blas, "_SMALL", 0)               # these small products too through the provider
     rng = np.random.default_rng(1)
-    a = rng.standard_normal((4, 12), dtype=np.float32)[:, ::2]     # neither C nor F order: copied
-    for b in (operand(rng, 6, 3, False), operand(rng, 6, 3, True)):
+    a = rng.standard_normal((4, 6), dtype=np.float32)
+    strided = rng.standard_normal((6, 6), dtype=np.float32)[:, ::2]  # neither C nor F order: copied
+    for b in (operand(rng, 6, 3, False), operand(rng, 6, 3, True), strided):
         with threadpool_limits(1), _blas.use(provider):
             assert _blas.provider() == provider
             got = _blas.matmul(a, b)
@@ -151,17 +152,18 @@ def test_transposed_is_a_contiguous_copy_of_the_transpose(shape):
         np.testing.assert_array_equal(got, W.T)
 
 
-def test_small_products_go_to_numpy(monkeypatch):
-    """Below ~4M multiply-adds a oneDNN call costs more than it saves: NumPy's matmul."""
+def test_small_and_transposed_products_go_to_numpy(monkeypatch):
+    """Below ~4M multiply-adds a oneDNN call costs more than it saves, and with A transposed (the
+    weight gradients) OpenBLAS was faster: NumPy's matmul for both."""
     need("onednn")
     calls, real = [], _blas.sgemm
     monkeypatch.setattr(_blas, "sgemm", lambda *args: calls.append(args[3:6]) or real(*args))
     rng = np.random.default_rng(4)
-    for M, K, N in ((100, 32, 256), (256, 128, 128)):     # 0.8M and 4.2M multiply-adds
-        a, b = rng.standard_normal((M, K), dtype=np.float32), rng.standard_normal((K, N), dtype=np.float32)
+    for M, K, N, ta in ((100, 32, 256, False), (256, 128, 128, False), (256, 130, 128, True), (128, 129, 256, False)):
+        a, b = operand(rng, M, K, ta), rng.standard_normal((K, N), dtype=np.float32)   # 0.8M, then 4.2M+
         with threadpool_limits(1), _blas.use("onednn"):
             np.testing.assert_allclose(_blas.matmul(a, b), a.astype(np.float64) @ b, rtol=1e-4, atol=1e-4)
-    assert calls == [(256, 128, 128)]                     # (M, N, K) of the one that went to oneDNN
+    assert calls == [(256, 128, 128), (128, 256, 129)]    # (M, N, K) of the ones that went to oneDNN
 
 
 def test_a_failing_pack_is_an_error_not_a_silent_none():

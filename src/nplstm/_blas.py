@@ -225,13 +225,16 @@ def matmul(a, b):
     """a @ b; through oneDNN when ``gemm()`` is it and both are 2-D float32 NumPy arrays, else np.matmul.
     Also np.matmul below ~4M multiply-adds, where the call costs more than oneDNN's kernels save
     (measured at 1 thread: (100x32)@(32x256) 27 us with NumPy's OpenBLAS, 31 us here; from
-    ~13M multiply-adds on, oneDNN was 8-24% faster)."""
+    ~13M multiply-adds on, oneDNN was 8-24% faster on AVX-512). And np.matmul when ``a`` is not
+    C-contiguous (a transposed view: the weight gradients Z^T X, whose K is all T*B rows): on an
+    AVX2 EPYC (Zen 3, 1 thread) oneDNN ran (1024x6400)^T-shaped products 2.1-2.5x slower than
+    OpenBLAS, and every other transposed-A shape tried 1.0-1.5x slower (benchmarks/RESULTS.md)."""
     fn = gemm()
     if fn is None or fn is not PROVIDERS.get("onednn") or not all(
             type(v) is np.ndarray and v.dtype == np.float32 and v.ndim == 2 and v.size for v in (a, b)):
         return np.matmul(a, b)
     (M, K), (K2, N) = a.shape, b.shape
-    if K != K2 or M * N * K < _SMALL:
+    if K != K2 or M * N * K < _SMALL or not a.flags.c_contiguous:
         return np.matmul(a, b)                            # (and NumPy's own shape error)
     (ta, lda, a), (tb, ldb, b) = _layout(a), _layout(b)
     out = np.empty((M, N), np.float32)
