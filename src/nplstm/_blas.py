@@ -15,7 +15,8 @@ one, the environment variable ``NPLSTM_GEMM`` the default; else the first presen
     "onednn"    ``dnnl_sgemm`` from oneDNN (the onednn-cpu-gomp wheel: ``pip install "nplstm[fast]"``
                 on Linux x86-64), the library PyTorch's CPU LSTM runs on. Measured on this
                 project's machine (AMD EPYC, AVX-512, 1 thread): 99-110 GFLOP/s at the engine's
-                shapes against OpenBLAS's 92-101 (benchmarks/RESULTS.md).
+                shapes against OpenBLAS's 92-101; on AVX2 at par, except products with A
+                transposed, 1.1-2.5x slower, which ``matmul`` leaves to OpenBLAS (benchmarks/RESULTS.md).
     "openblas"  ``cblas_sgemm`` of the OpenBLAS NumPy itself uses, found through threadpoolctl
                 (NumPy's wheels ship it with ``scipy_``-prefixed, 64-bit-integer symbols).
 

@@ -222,7 +222,7 @@ def environment(threads):
         versions.append(f"onnxruntime {onnxruntime.__version__}")
     except ImportError:
         pass
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
+    cpu = _cpu()
     from threadpoolctl import threadpool_info, threadpool_limits
     blas = ", ".join(f"{i['internal_api']} {i['version']} ({i.get('architecture', '?')})" for i in threadpool_info())
     with threadpool_limits(threads):                      # the provider depends on the thread count (nplstm._blas)
@@ -231,6 +231,23 @@ def environment(threads):
             f"- Versions: {', '.join(versions)}, nplstm {nplstm.__version__} (elementwise backend: "
             f"{engine.get_backend()}; float32 GEMMs: {gemm}); BLAS: {blas}\n"
             f"- Threads: {threads} for every implementation\n")
+
+
+def _cpu():
+    """"AMD EPYC (AVX2)": the model name and the widest vector extension, which decide the GEMM
+    kernels (the same model name has come with AVX-512 and without it here, and the ratios moved)."""
+    info = {}
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                info.setdefault(key.strip(), value.strip())
+    except OSError:
+        return platform.processor() or "?"
+    flags = set(info.get("flags", "").split())
+    isa = next((name for flag, name in (("avx512f", "AVX-512"), ("avx2", "AVX2"), ("avx", "AVX")) if flag in flags),
+               "no AVX")
+    return f"{info.get('model name', '?')} ({isa})"
 
 
 def _gemm_name():
