@@ -36,13 +36,15 @@ def main(argv):
         lstm.backward(g, cache)
     for threads in (1, 2, 1, 2):                          # twice each, interleaved: the machine drifts
         with threadpool_limits(threads):
+            tag = lstm.forward(x, train=True)[2]["layers"][0][0][0]   # which loop (nplstm.engine._batch_major)
+            path = "batch-major loop" if isinstance(tag, str) else "engine loop"
             for name, f in (("inference", lambda: lstm(x)), ("training step", train)):
                 times = []
                 for _ in range(15):
                     t0 = time.perf_counter()
                     f()
                     times.append(time.perf_counter() - t0)
-                print(f"{threads} thread(s), GEMMs {_blas.provider()}: {name} {np.median(times) * 1e3:.2f} ms")
+                print(f"{threads} thread(s), {path}, GEMMs {_blas.provider()}: {name} {np.median(times) * 1e3:.2f} ms")
 
 
 if __name__ == "__main__":

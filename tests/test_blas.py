@@ -71,6 +71,23 @@ def test_onednn_only_while_its_openmp_runs_one_thread():
             assert _blas.provider() == "openblas"
 
 
+def test_one_omp_thread_lowers_oneDNNs_openmp_for_a_block_and_restores_it():
+    """What lets the batch-major path run a small LSTM's steps on one thread while OpenBLAS keeps its own."""
+    need("onednn")
+    with _blas.use("onednn"), threadpool_limits(2, user_api="openmp"):
+        assert _blas.packed_compute() is None and _blas.packing_preferred() == (_blas._packing is not None)
+        with _blas.one_omp_thread() as lowered:
+            assert lowered and _blas._omp_threads() == 1 and _blas.provider() == "onednn"
+        assert _blas._omp_threads() == 2
+        with pytest.raises(KeyError), _blas.one_omp_thread():
+            raise KeyError                                # restored on the way out of an error too
+        assert _blas._omp_threads() == 2
+        with threadpool_limits(1, user_api="openmp"), _blas.one_omp_thread() as lowered:
+            assert not lowered and _blas._omp_threads() == 1
+    with _blas.use("openblas"):
+        assert not _blas.packing_preferred()
+
+
 def test_use_restores_and_bad_names_are_refused():
     before = _blas.provider()
     for name in _blas.PROVIDERS:

@@ -295,6 +295,37 @@ def test_batch_major_path_reads_pytorch_weights_as_given():
     assert isinstance(cache[0], str) and "_packed" not in vars(w)
 
 
+@pytest.mark.parametrize("hidden, batch, path", [(5, 4, "batch-major"), (176, 17, "engine")])
+def test_at_two_threads_small_steps_run_on_one_thread(monkeypatch, hidden, batch, path):
+    """With oneDNN's OpenMP at 2 threads, a step's product below ~2M multiply-adds is too small to
+    split: the batch-major path runs it on one OpenMP thread (restored after), and equals the
+    Python loop; 17 x 176 x 704 = 2.1M stays on the engine's OpenBLAS loop."""
+    from nplstm import _blas
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    if engine.get_backend() != "numba" or "onednn" not in _blas.PROVIDERS or _blas._packing is None:
+        pytest.skip("the batch-major path needs numba and oneDNN's packed GEMM")
+    lstm = nplstm.LSTM(I, hidden, bidirectional=True, seed=3)
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((T, batch, I)).astype(np.float32)
+    G = rng.standard_normal((T, batch, 2 * hidden)).astype(np.float32)
+
+    def run():
+        out, (h, c), cache = lstm.forward(x, lengths=[T] + [2] * (batch - 1), train=True)
+        assert _blas._omp_threads() == 2                  # the path's one thread does not leak out
+        dx, _, grads = lstm.backward(G, cache)
+        assert _blas._omp_threads() == 2
+        return cache["layers"][0][0][0], [out, h, c, dx, *grads.values()]
+    with threadpoolctl.threadpool_limits(2, user_api="openmp"), _blas.use("onednn"):
+        tag, got = run()
+    assert tag == path if path == "batch-major" else not isinstance(tag, str)
+    monkeypatch.setattr(engine, "_batch_major", lambda w, x: False)
+    monkeypatch.setattr(_blas, "gemm", lambda: None)
+    with threadpoolctl.threadpool_limits(2, user_api="openmp"):
+        _, want = run()
+    for k, (a, b) in enumerate(zip(got, want)):
+        np.testing.assert_allclose(a, b, rtol=0, atol=5e-6, err_msg=str(k))
+
+
 @pytest.mark.parametrize("lengths", [None, [4]], ids=["full", "short"])
 def test_batch_of_one_equals_the_python_loop(monkeypatch, lengths):
     """float32 at batch 1 (numba) runs nplstm._batchmajor with numba's own matrix-vector products;

@@ -2,10 +2,11 @@
 
 ``engine.forward``/``backward`` hand a layer-direction over to ``forward``/``backward`` here
 when ``engine._batch_major`` says so: numba, float32 NumPy arrays, LSTM without projection,
-and batch 1 or oneDNN's packed GEMM in use (``nplstm._blas.packed_compute()``). Same
-arguments, same results (to rounding), same contract as the engine's. At batch 1 each step's
-product is numba's own matrix-vector product, cheaper than a GEMM call at that size, and
-BLAS runs on one thread for the call (``nplstm._threads``).
+and batch 1, or oneDNN's packed GEMM in use (``nplstm._blas.packed_compute()``), or one
+step's product too small to split over threads. Same arguments, same results (to rounding),
+same contract as the engine's. At batch 1 each step's product is numba's own matrix-vector
+product, cheaper than a GEMM call at that size, and BLAS runs on one thread for the call
+(``nplstm._threads``); at batch > 1 oneDNN's OpenMP does (``_blas.one_omp_thread``).
 
 Why another layout. The engine's loop is feature-major, (features, B) per step. On oneDNN
 the recurrent GEMM is faster with the batch as rows, h_{t-1} (B, P) @ W_hh^T (P, 4H), and
@@ -34,7 +35,7 @@ differently and they ran 6-10x slower. Inside a row, each gate is its own 1-D sl
 as ``a[H + j]``, numba checks for a negative index at each element, and that check too keeps
 LLVM from vectorizing the loop.
 """
-from contextlib import nullcontext
+from contextlib import contextmanager
 
 import numba
 import numpy as np
@@ -155,18 +156,32 @@ def backward_loop(compute, Wp, W, A, tc, cs, dout, dh, dc, batch_sizes, reverse)
             gemm_packed(compute, Wp, n, P, G, A[t].ctypes.data, G, dh.ctypes.data, P)
 
 
+@contextmanager
+def _threads_for(B):
+    """This path's threads for a call; yields the function for its big GEMMs. At batch 1, BLAS on
+    one thread (``nplstm._threads``). At batch > 1, oneDNN's OpenMP on one thread for the per-step
+    products; where that lowered its count (``engine._batch_major`` chose this path for steps too
+    small to split), the big GEMMs go to NumPy's OpenBLAS, which keeps its threads."""
+    if B == 1:
+        with _threads.single_blas_thread():
+            yield _blas.matmul
+    else:
+        with _blas.one_omp_thread() as lowered:
+            yield np.matmul if lowered else _blas.matmul
+
+
 def forward(x, h0, c0, w, batch_sizes, reverse, train):
     """``engine.forward`` for this path: out (T, B, P) and h_n are views of the states (no copy)."""
-    with _threads.single_blas_thread() if x.shape[1] == 1 else nullcontext():   # (see _threads)
-        return _forward(x, h0, c0, w, batch_sizes, reverse, train)
+    with _threads_for(x.shape[1]) as matmul:
+        return _forward(x, h0, c0, w, batch_sizes, reverse, train, matmul)
 
 
-def _forward(x, h0, c0, w, batch_sizes, reverse, train):
+def _forward(x, h0, c0, w, batch_sizes, reverse, train, matmul):
     T, B, I = x.shape
     w_ih, w_hh, b_ih, b_hh = w.source
     G, P = w_hh.shape
     H = G // 4
-    A = _blas.matmul(x.reshape(T * B, I), w_ih.T).reshape(T, B, G)   # one GEMM; the bias is added in the loop
+    A = matmul(x.reshape(T * B, I), w_ih.T).reshape(T, B, G)   # one GEMM; the bias is added in the loop
     b = np.zeros(G, np.float32)                           # b_ih + b_hh, halved on the sigmoid gates i, f, o:
     for bias in (b_ih, b_hh):                             # sigma(z) = (1 + tanh(z/2)) / 2
         if bias is not None:
@@ -187,11 +202,11 @@ def _forward(x, h0, c0, w, batch_sizes, reverse, train):
 
 def backward(dout, dh_n, dc_n, cache):
     """``engine.backward`` for a cache from ``forward`` above (used up: dL/dz replaces the gates)."""
-    with _threads.single_blas_thread() if cache[1].shape[1] == 1 else nullcontext():
-        return _backward(dout, dh_n, dc_n, cache)
+    with _threads_for(cache[1].shape[1]) as matmul:
+        return _backward(dout, dh_n, dc_n, cache, matmul)
 
 
-def _backward(dout, dh_n, dc_n, cache):
+def _backward(dout, dh_n, dc_n, cache, matmul):
     _, x, A, hs, cs, tc, w, batch_sizes, reverse = cache
     T, B, I = x.shape
     w_ih, w_hh = w.source[:2]
@@ -203,10 +218,10 @@ def _backward(dout, dh_n, dc_n, cache):
     Z = A.reshape(T * B, G)                               # dL/dz of every step, a row per (t, b)
     h_prev = (hs[1:] if reverse else hs[:T]).reshape(T * B, P)   # h_{t-1} of each step, no copy
     b_ih = Z.sum(axis=0)
-    grads = {"w_ih": _blas.matmul(Z.T, x.reshape(T * B, I)),   # (4H, I)  one GEMM over all T*B rows
-             "w_hh": _blas.matmul(Z.T, h_prev),                # (4H, P)
+    grads = {"w_ih": matmul(Z.T, x.reshape(T * B, I)),   # (4H, I)  one GEMM over all T*B rows
+             "w_hh": matmul(Z.T, h_prev),                # (4H, P)
              "b_ih": b_ih, "b_hh": b_ih.copy(), "w_hr": None}
-    dx = _blas.matmul(Z, w_ih).reshape(T, B, I)           # backprop through x W_ih^T
+    dx = matmul(Z, w_ih).reshape(T, B, I)                 # backprop through x W_ih^T
     return dx, dh, dc, grads
 
 

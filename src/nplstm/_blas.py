@@ -25,7 +25,9 @@ thread pool beside NumPy's OpenBLAS. With both pools at 2 threads on 2 cores, th
 workers took turns on the cores: ``nplstm train`` on the dinosaur names ran 8x slower (41 s
 against 5 s). So ``gemm()`` uses oneDNN only while its OpenMP runs one thread (for instance
 under ``threadpoolctl.threadpool_limits(1)`` or ``OMP_NUM_THREADS=1``), and NumPy's OpenBLAS,
-with its own threads, otherwise.
+with its own threads, otherwise. ``one_omp_thread()`` sets oneDNN's OpenMP to one thread for a
+block: there oneDNN is ``gemm()`` again, and no second pool spins up (the engine uses it for
+LSTM steps too small to split over threads: ``engine._batch_major``).
 
 Where no provider is found, ``gemm()`` is None and the engine keeps its Python loop and
 np.matmul (same results to rounding).
@@ -107,6 +109,7 @@ def _onednn():
         path = next(str(dist.locate_file(f)) for f in dist.files or () if f.name.startswith("libdnnl.so"))
         handle = ctypes.CDLL(path)
         threads = handle.omp_get_max_threads             # its OpenMP's (libgomp's) thread count, ~0.1 us a call
+        set_threads = handle.omp_set_num_threads          # (for the calling thread's later parallel regions)
     except (metadata.PackageNotFoundError, StopIteration, OSError, AttributeError):
         return None
     i8 = ctypes.c_int8                                    # char flags: the same ABI as int8
@@ -117,8 +120,8 @@ def _onednn():
     sgemm(fn, False, True, 2, 2, 3, a.ctypes.data, 3, a.ctypes.data, 3, c.ctypes.data, 2)
     if not np.array_equal(c, a @ a.T):
         return None
-    global _omp_threads, _packing
-    _omp_threads = threads
+    global _omp_threads, _omp_set_threads, _packing
+    _omp_threads, _omp_set_threads = threads, set_threads
     _packing = _onednn_packing(handle)
     return fn
 
@@ -174,6 +177,27 @@ def pack_right(R, n):
 def packed_compute():
     """oneDNN's sgemm_compute while oneDNN is ``gemm()`` and its packing was found, else None."""
     return _packing[2] if _packing is not None and gemm() is PROVIDERS.get("onednn") else None
+
+
+def packing_preferred():
+    """Whether oneDNN is the preferred provider, its packing was found and a GEMM is in use at all
+    (``gemm()``): ``packed_compute()`` is then not None wherever oneDNN's OpenMP runs one thread
+    (``one_omp_thread``)."""
+    return _packing is not None and _preferred == "onednn" and gemm() is not None
+
+
+@contextmanager
+def one_omp_thread():
+    """oneDNN's OpenMP on one thread for a block (the calling thread's setting, restored after);
+    nothing where oneDNN is absent or already on one thread. Yields whether it lowered the count."""
+    n = 1 if _omp_threads is None else _omp_threads()
+    if n > 1:
+        _omp_set_threads(1)
+    try:
+        yield n > 1
+    finally:
+        if n > 1:
+            _omp_set_threads(n)
 
 
 def gemm_packed(compute, Rp, n, M, K, X, ldx, Y, ldy, beta=0.0):
@@ -243,7 +267,7 @@ def matmul(a, b):
     return out
 
 
-_omp_threads = _packing = _omatcopy = None
+_omp_threads = _omp_set_threads = _packing = _omatcopy = None
 PROVIDERS = {}
 if ctypes.sizeof(ctypes.c_void_p) == 8:                   # addresses are passed as int64
     PROVIDERS = {name: fn for name, fn in (("onednn", _onednn()), ("openblas", _openblas())) if fn is not None}

@@ -484,9 +484,29 @@ def _compiled_loop(w, x):
 
 
 def _batch_major(w, x):
-    """Hand the call to ``_batchmajor`` (see there): a compiled LSTM (above) at batch 1, or with
-    oneDNN's packed GEMM in use."""
-    return _compiled_lstm(w, x) and (x.shape[1] == 1 or _blas.packed_compute() is not None)
+    """Hand the call to ``_batchmajor`` (see there): a compiled LSTM (above) at batch 1; with
+    oneDNN's packed GEMM in use; or, while oneDNN's OpenMP has more threads, when one step's
+    product is too small to split over threads (``_one_thread_step``): then ``_batchmajor`` runs
+    the steps on one thread and NumPy's OpenBLAS keeps its threads for the big GEMMs."""
+    if not _compiled_lstm(w, x):
+        return False
+    B = x.shape[1]
+    if B == 1 or _blas.packed_compute() is not None:
+        return True
+    G, P = w.source[1].shape
+    return _blas.packing_preferred() and _one_thread_step(B, P * G)
+
+
+def _one_thread_step(B, weights):
+    """Whether a step's h (B, P) @ W_hh^T (P, 4H) runs faster on one thread (oneDNN, packed W)
+    than split by OpenBLAS: below 2M multiply-adds, or below 32M with at most 16 rows. Measured
+    alone in a process at 2 threads, this path against the OpenBLAS loop (inference / training
+    time, 1 is a tie, +-6% noise; benchmarks/RESULTS.md), (I,H,B): (64,128,16) 0.51-0.57 /
+    0.57-0.76, (64,64,64) 0.85 / 0.95, (32,96,32) 0.81-0.85 / 0.85-0.92, (128,512,16) 0.86 /
+    0.82; ties from 2.1M with 32 rows or more ((64,128,32) 0.95-1.01 / 0.99-1.13), losses from
+    8.4M ((64,256,32) 1.14 / 1.06) and at (256,1024,16) 1.04 / 0.92."""
+    work = B * weights
+    return work < 1 << 21 or (B <= 16 and work < 1 << 25)
 
 
 def _sizes(batch_sizes, T, B):
