@@ -8,7 +8,6 @@ slopes match and nplstm still loses, what it loses on is the call, not the loop.
     python benchmarks/ort_slope.py 64,128,16 32,64,1        # I,H,B per configuration
 """
 import argparse
-import time
 
 import numpy as np
 from threadpoolctl import threadpool_limits
@@ -17,20 +16,11 @@ import nplstm
 from nplstm import bench
 
 
-def median_ms(fn, reps):
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times)) * 1e3
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("configs", nargs="+", help="I,H,B")
     parser.add_argument("--lengths", default="25,50,100,200", help="sequence lengths T (comma-separated)")
-    parser.add_argument("--rounds", type=int, default=7, help="interleaved rounds per length")
+    parser.add_argument("--reps", type=int, default=100, help="interleaved timed runs per length")
     args = parser.parse_args()
     lengths = [int(t) for t in args.lengths.split(",")]
     with threadpool_limits(1):
@@ -43,12 +33,9 @@ def main():
                 ort = bench.onnx_runner(lstm, x, 1)
                 if ort is None:
                     raise SystemExit("needs onnx and onnxruntime: pip install 'nplstm[onnx]'")
-                a, b = [], []
-                for _ in range(args.rounds):                  # interleaved: the machine's drift hits both
-                    a.append(median_ms(lambda: lstm(x), 31))
-                    b.append(median_ms(ort, 31))
-                ours.append(np.median(a))
-                theirs.append(np.median(b))
+                m = bench.median_times({"nplstm": lambda: lstm(x), "ort": ort}, args.reps)
+                ours.append(m["nplstm"] * 1e3)
+                theirs.append(m["ort"] * 1e3)
                 print(f"({I},{H},{B}) T={T}: nplstm {ours[-1]:.3f} ms, ORT {theirs[-1]:.3f} ms, "
                       f"ratio {ours[-1] / theirs[-1]:.2f}")
             (s1, c1), (s2, c2) = np.polyfit(lengths, ours, 1), np.polyfit(lengths, theirs, 1)

@@ -500,11 +500,12 @@ def _batch_major(w, x):
 def _one_thread_step(B, weights):
     """Whether a step's h (B, P) @ W_hh^T (P, 4H) runs faster on one thread (oneDNN, packed W)
     than split by OpenBLAS: below 2M multiply-adds, or below 32M with at most 16 rows. Measured
-    alone in a process at 2 threads, this path against the OpenBLAS loop (inference / training
-    time, 1 is a tie, +-6% noise; benchmarks/RESULTS.md), (I,H,B): (64,128,16) 0.51-0.57 /
-    0.57-0.76, (64,64,64) 0.85 / 0.95, (32,96,32) 0.81-0.85 / 0.85-0.92, (128,512,16) 0.86 /
-    0.82; ties from 2.1M with 32 rows or more ((64,128,32) 0.95-1.01 / 0.99-1.13), losses from
-    8.4M ((64,256,32) 1.14 / 1.06) and at (256,1024,16) 1.04 / 0.92."""
+    alone in a process at 2 threads, this path against the OpenBLAS loop (time ratio, inference /
+    training, +-5% noise; ``python benchmarks/one_thread_steps.py``; benchmarks/RESULTS.md),
+    (I,H,B): (64,128,16) 0.46-0.49 / 0.55-0.64, (32,96,32) 0.80-0.81 / 0.83-0.86, (64,64,64)
+    0.83 / 0.95, (128,512,16) 0.75 / 0.68; forced on for bigger steps, it ties from 2.1M with 32
+    rows or more ((64,128,32) 0.95-1.01 / 0.99-1.13) and loses from 8.4M ((64,256,32) 1.14 /
+    1.06) and at (256,1024,16) (1.04 / 0.92)."""
     work = B * weights
     return work < 1 << 21 or (B <= 16 and work < 1 << 25)
 
