@@ -1,4 +1,4 @@
-"""The elementwise part of one LSTM or GRU step, forward and backward: a small registry of backends.
+"""The elementwise part of one LSTM, GRU or RNN step, forward and backward: a small registry of backends.
 
 The engine's time loop does the GEMMs; everything elementwise in a step goes through one of
 these pairs (forward, backward), per backend and kind of cell (``BACKENDS[name][kind]``):
@@ -24,6 +24,7 @@ The arguments, n the active columns of this step:
         tmp, tmp3 scratch
     GRU forward(A, t, out, ot, rec, h_prev, hn, h) and backward(A, dZ, dR, t, h_prev, hn, dh,
         direct, tmp, tmp2): see ``gru_forward_numpy`` and ``gru_backward_numpy``
+    RNN forward(A, t, rec, h, relu) and backward(h, dh, dz, relu): see ``rnn_forward_numpy``
 
 Layout: feature-major, as in the engine: A, out, dZ are (G*H, T, B) with gates in the order
 [i | f | o | g] (LSTM) or [r | z | n] (GRU) on axis 0; every other array is (rows, n).
@@ -133,8 +134,28 @@ def gru_backward_numpy(A, dZ, dR, t, h_prev, hn, dh, direct, tmp, tmp2):
     np.multiply(dh, z, out=direct)                        # h_t = ... + z h_{t-1}
 
 
+def rnn_forward_numpy(A, t, rec, h, relu):
+    """Vanilla RNN step: h_t = act(A[:, t, :n] + rec), act relu or tanh (no gates buffer)."""
+    np.add(A[:, t, :h.shape[1]], rec, out=h)
+    if relu:
+        np.maximum(h, 0, out=h)
+    else:
+        np.tanh(h, out=h)
+
+
+def rnn_backward_numpy(h, dh, dz, relu):
+    """dL/d(pre-activation) into dz, from h_t itself and dL/dh_t."""
+    if relu:
+        np.multiply(dh, h > 0, out=dz)                    # backprop through relu
+    else:
+        np.multiply(h, h, out=dz)
+        np.subtract(1, dz, out=dz)
+        dz *= dh                                          # backprop through tanh
+
+
 BACKENDS = {"numpy": {"lstm": (_forward(finish_numpy), backward_numpy),
-                      "gru": (gru_forward_numpy, gru_backward_numpy)}}
+                      "gru": (gru_forward_numpy, gru_backward_numpy),
+                      "rnn": (rnn_forward_numpy, rnn_backward_numpy)}}
 
 
 # ---------------------------------------------------------------------------- numba
@@ -157,7 +178,14 @@ def _numba_backend():
         else:
             gru_forward_numpy(A, t, out, ot, rec, h_prev, hn, h)
 
-    return {"lstm": (forward_numba, backward_numba), "gru": (gru_forward_numba, nb.gru_backward)}
+    def rnn_forward_numba(A, t, rec, h, relu):
+        if A.dtype == np.float32 and not relu:            # tanh: one pass with the rational tanh
+            nb.rnn_tanh_step32(A, t, rec, h)
+        else:
+            rnn_forward_numpy(A, t, rec, h, relu)
+
+    return {"lstm": (forward_numba, backward_numba), "gru": (gru_forward_numba, nb.gru_backward),
+            "rnn": (rnn_forward_numba, rnn_backward_numpy)}
 
 
 # ---------------------------------------------------------------------------- cupy

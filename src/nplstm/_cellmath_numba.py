@@ -104,6 +104,17 @@ def backward_in_place(A, dZ, t, tc, c_prev, dr, dc, tmp, tmp3):
     _backward(A, A, t, tc, c_prev, dr, dc)
 
 
+# ---------------------------------------------------------------------------- RNN
+@_jit
+def rnn_tanh_step32(A, t, rec, h):
+    """Vanilla RNN forward step, float32: h = tanh(A[:, t] + rec), one pass (NumPy's float32 tanh
+    measured 3.2 ns an element on an AVX2 core: its SIMD version needs AVX-512)."""
+    H, n = h.shape
+    for j in range(H):
+        for b in range(n):
+            h[j, b] = ftanh(A[j, t, b] + rec[j, b])
+
+
 # ---------------------------------------------------------------------------- GRU
 @numba.njit(inline="always", fastmath=True, error_model="numpy")
 def _gru_step32(A, t, dst, s, rec, h_prev, hn, h):

@@ -181,24 +181,14 @@ class RNNCell:
 
     @staticmethod
     def buffers(T, H, B, dtype, w):
-        return {}
+        return {"math": _cellmath.for_module(w.xp, _backend)["rnn"]}
 
     def forward(self, A, t, out, ot, rec, h_next, c_prev, c_next, ext, k, w, n):
-        xp = w.xp
-        xp.add(A[:, t, :n], rec, out=h_next)              # no gates buffer: h_t is the activation itself
-        if self.relu:
-            xp.maximum(h_next, 0, out=h_next)
-        else:
-            xp.tanh(h_next, out=h_next)
+        ext["math"][0](A, t, rec, h_next, self.relu)      # no gates buffer: h_t is the activation itself
 
     def backward(self, dh, dc, A, dZ, dR, t, h_prev, c_prev, ext, w, scratch, n):
-        h, xp, dz = ext["h_next"], w.xp, dZ[:, t, :n]    # the activation is h_t itself
-        if self.relu:
-            xp.multiply(dh, h > 0, out=dz)                # backprop through relu
-        else:
-            xp.multiply(h, h, out=dz)
-            xp.subtract(1, dz, out=dz)
-            dz *= dh                                      # backprop through tanh
+        dz = dZ[:, t, :n]
+        ext["math"][1](ext["h_next"], dh, dz, self.relu)  # the activation is h_t itself
         return dz, None
 
 
