@@ -261,9 +261,9 @@ def matmul(a, b):
     (M, K), (K2, N) = a.shape, b.shape
     if K != K2 or M * N * K < _SMALL or not a.flags.c_contiguous:
         return np.matmul(a, b)                            # (and NumPy's own shape error)
-    (ta, lda, a), (tb, ldb, b) = _layout(a), _layout(b)
+    tb, ldb, b = _layout(b)                               # (a is row-major here, rows K apart)
     out = np.empty((M, N), np.float32)
-    sgemm(fn, ta, tb, M, N, K, a.ctypes.data, lda, b.ctypes.data, ldb, out.ctypes.data, N)
+    sgemm(fn, False, tb, M, N, K, a.ctypes.data, K, b.ctypes.data, ldb, out.ctypes.data, N)
     return out
 
 
