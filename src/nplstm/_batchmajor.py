@@ -35,14 +35,11 @@ differently and they ran 6-10x slower. Inside a row, each gate is its own 1-D sl
 as ``a[H + j]``, numba checks for a negative index at each element, and that check too keeps
 LLVM from vectorizing the loop.
 """
-from contextlib import contextmanager
-
 import numba
 import numpy as np
 
 from . import _blas, _threads
 from ._cellmath_numba import _cell, _cell_grad
-from .engine import _sizes
 from ._ftanh import HALF
 
 _jit = numba.njit(cache=True, nogil=True, fastmath=True, error_model="numpy")
@@ -79,7 +76,9 @@ def _row_infer(a, b, cp, c, h):
 
 @_inline
 def _matvec(W, h, z):
-    """z += W h, one dot product per row of W (G, P): numba vectorizes each row's sum."""
+    """z += W h, one dot product per row of W (G, P): numba vectorizes each row's sum. (Four rows
+    at a time, h[p] loaded once for four sums: 0.90-0.94 of this loop's time at H = 64, 0.97 at
+    128, 1.02-1.09 at 256; not taken.)"""
     G, P = W.shape
     for j in range(G):
         acc = z[j]
@@ -100,6 +99,30 @@ def _vecmat(d, W, out):
 
 
 @_jit
+def forward_sequence(compute, Wp, W, A, b_ih, b_hh, h0, c0, batch_sizes, reverse, train):
+    """One direction's forward after the input-side GEMM (A): the bias, the states and the time
+    loop in one compiled call (set up from Python, the same took ~25 us a call: a quarter of a
+    short sequence's time at batch 1). Returns hs, cs and tc. Biases None: bias=False;
+    batch_sizes None: every row runs every step."""
+    T, B, G = A.shape
+    H, P = G // 4, W.shape[1]
+    b = np.zeros(G, np.float32)                           # b_ih + b_hh, halved on the sigmoid gates i, f, o:
+    if b_ih is not None:                                  # sigma(z) = (1 + tanh(z/2)) / 2
+        b += b_ih
+    if b_hh is not None:
+        b += b_hh
+    b[:2 * H] *= HALF
+    b[3 * H:] *= HALF
+    hs = np.empty((T + 1, B, P), np.float32)
+    cs = np.empty((T + 1, B, H), np.float32)
+    tc = np.empty((T if train else 1, B, H), np.float32)
+    first = T if reverse else 0
+    hs[first], cs[first] = h0, c0
+    forward_loop(compute, Wp, W, A, b, hs, cs, tc, batch_sizes, reverse, train)
+    return hs, cs, tc
+
+
+@_jit
 def forward_loop(compute, Wp, W, A, b, hs, cs, tc, batch_sizes, reverse, train):
     """The time loop: h_{t-1} W_hh^T from the packed Wp added onto the input side A[t] by the GEMM
     itself (beta = 1: the rows then read one array, not two), then each active row's cell. With
@@ -110,7 +133,7 @@ def forward_loop(compute, Wp, W, A, b, hs, cs, tc, batch_sizes, reverse, train):
     for s in range(T):
         t = T - 1 - s if reverse else s
         prev, nxt = (t + 1, t) if reverse else (t, t + 1)
-        n = batch_sizes[t]                                # rows n.. have finished (or not yet started):
+        n = B if batch_sizes is None else batch_sizes[t]  # rows n.. have finished (or not yet started):
         hs[nxt, n:] = hs[prev, n:]                        # their state carries over
         cs[nxt, n:] = cs[prev, n:]
         if Wp is None:
@@ -143,7 +166,7 @@ def backward_loop(compute, Wp, W, A, tc, cs, dout, dh, dc, batch_sizes, reverse)
     for s in range(T):
         t = s if reverse else T - 1 - s
         prev = t + 1 if reverse else t
-        n = batch_sizes[t]
+        n = B if batch_sizes is None else batch_sizes[t]
         A[t, n:] = 0                                      # padded rows: no gradient
         dh[:n] += dout[t, :n]                             # this step's output plus what step t+1 sent
         for r in range(n):
@@ -156,53 +179,41 @@ def backward_loop(compute, Wp, W, A, tc, cs, dout, dh, dc, batch_sizes, reverse)
             gemm_packed(compute, Wp, n, P, G, A[t].ctypes.data, G, dh.ctypes.data, P)
 
 
-@contextmanager
 def _threads_for(B):
-    """This path's threads for a call; yields the function for its big GEMMs. At batch 1, BLAS on
-    one thread (``nplstm._threads``). At batch > 1, oneDNN's OpenMP on one thread for the per-step
-    products; where that lowered its count (``engine._batch_major`` chose this path for steps too
-    small to split), the big GEMMs go to NumPy's OpenBLAS, which keeps its threads."""
+    """This path's threads for a call: (a context manager, the function for its big GEMMs). At
+    batch 1, BLAS on one thread (``nplstm._threads``). At batch > 1, oneDNN's OpenMP on one thread
+    for the per-step products; where that lowers its count (``engine._batch_major`` chose this
+    path for steps too small to split), the big GEMMs go to NumPy's OpenBLAS, which keeps its
+    threads."""
     if B == 1:
-        with _threads.single_blas_thread():
-            yield _blas.matmul
-    else:
-        with _blas.one_omp_thread() as lowered:
-            yield np.matmul if lowered else _blas.matmul
+        return _threads.single_blas_thread(), _blas.matmul
+    threads = _blas.one_omp_thread()
+    return threads, (np.matmul if _blas.omp_threads() > 1 else _blas.matmul)
 
 
 def forward(x, h0, c0, w, batch_sizes, reverse, train):
     """``engine.forward`` for this path: out (T, B, P) and h_n are views of the states (no copy)."""
-    with _threads_for(x.shape[1]) as matmul:
+    threads, matmul = _threads_for(x.shape[1])
+    with threads:
         return _forward(x, h0, c0, w, batch_sizes, reverse, train, matmul)
 
 
 def _forward(x, h0, c0, w, batch_sizes, reverse, train, matmul):
     T, B, I = x.shape
     w_ih, w_hh, b_ih, b_hh = w.source
-    G, P = w_hh.shape
-    H = G // 4
+    G = w_hh.shape[0]
     A = matmul(x.reshape(T * B, I), w_ih.T).reshape(T, B, G)   # one GEMM; the bias is added in the loop
-    b = np.zeros(G, np.float32)                           # b_ih + b_hh, halved on the sigmoid gates i, f, o:
-    for bias in (b_ih, b_hh):                             # sigma(z) = (1 + tanh(z/2)) / 2
-        if bias is not None:
-            b += bias
-    b[:2 * H] *= HALF
-    b[3 * H:] *= HALF
-    hs = np.empty((T + 1, B, P), np.float32)
-    cs = np.empty((T + 1, B, H), np.float32)
-    tc = np.empty((T if train else 1, B, H), np.float32)
-    first, last = (T, 0) if reverse else (0, T)
-    hs[first], cs[first] = h0, c0
     compute, Wp = _packed(w_hh, B, transpose=True)        # W_hh^T (P, 4H), the same at every step
-    forward_loop(compute, Wp, w_hh, A, b, hs, cs, tc, _sizes(batch_sizes, T, B), reverse, train)
-    out = hs[:T] if reverse else hs[1:]
+    hs, cs, tc = forward_sequence(compute, Wp, w_hh, A, b_ih, b_hh, h0, c0, _sizes(batch_sizes), reverse, train)
+    out, last = (hs[:T], 0) if reverse else (hs[1:], T)
     cache = (BATCH_MAJOR, x, A, hs, cs, tc, w, batch_sizes, reverse) if train else None
     return out, hs[last], cs[last], cache
 
 
 def backward(dout, dh_n, dc_n, cache):
     """``engine.backward`` for a cache from ``forward`` above (used up: dL/dz replaces the gates)."""
-    with _threads_for(cache[1].shape[1]) as matmul:
+    threads, matmul = _threads_for(cache[1].shape[1])
+    with threads:
         return _backward(dout, dh_n, dc_n, cache, matmul)
 
 
@@ -214,7 +225,7 @@ def _backward(dout, dh_n, dc_n, cache, matmul):
     dh = np.zeros((B, P), np.float32) if dh_n is None else np.array(dh_n, np.float32)   # carries, own copies
     dc = np.zeros((B, G // 4), np.float32) if dc_n is None else np.array(dc_n, np.float32)
     compute, Wp = _packed(w_hh, B, transpose=False)       # W_hh (4H, P)
-    backward_loop(compute, Wp, w_hh, A, tc, cs, dout, dh, dc, _sizes(batch_sizes, T, B), reverse)
+    backward_loop(compute, Wp, w_hh, A, tc, cs, dout, dh, dc, _sizes(batch_sizes), reverse)
     Z = A.reshape(T * B, G)                               # dL/dz of every step, a row per (t, b)
     h_prev = (hs[1:] if reverse else hs[:T]).reshape(T * B, P)   # h_{t-1} of each step, no copy
     b_ih = Z.sum(axis=0)
@@ -225,9 +236,16 @@ def _backward(dout, dh_n, dc_n, cache, matmul):
     return dx, dh, dc, grads
 
 
+def _sizes(batch_sizes):
+    """The loops' batch_sizes: None (every row at every step) or int64."""
+    return None if batch_sizes is None else np.asarray(batch_sizes, np.int64)
+
+
 def _packed(W, B, transpose):
     """(compute, W or W^T packed once) for a batch B > 1; (None, None) at batch 1, whose loop
-    multiplies by W itself."""
+    multiplies by W itself. (Remembering the packing between inference calls on unchanged
+    weights, found again by a full comparison with a copy, measured 0.97-0.99 of the time at
+    three grid points: not worth a module-wide cache of weight copies.)"""
     if B == 1:
         return None, None
     compute = _blas.packed_compute()

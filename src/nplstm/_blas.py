@@ -186,18 +186,25 @@ def packing_preferred():
     return _packing is not None and _preferred == "onednn" and gemm() is not None
 
 
-@contextmanager
-def one_omp_thread():
-    """oneDNN's OpenMP on one thread for a block (the calling thread's setting, restored after);
-    nothing where oneDNN is absent or already on one thread. Yields whether it lowered the count."""
-    n = 1 if _omp_threads is None else _omp_threads()
-    if n > 1:
-        _omp_set_threads(1)
-    try:
-        yield n > 1
-    finally:
-        if n > 1:
-            _omp_set_threads(n)
+def omp_threads():
+    """oneDNN's OpenMP thread count now, for the calling thread (1 where oneDNN is absent)."""
+    return 1 if _omp_threads is None else _omp_threads()
+
+
+class one_omp_thread:
+    """``with one_omp_thread() as lowered: ...`` -- oneDNN's OpenMP on one thread for a block (the
+    calling thread's setting, restored after); nothing where oneDNN is absent or already on one
+    thread. ``lowered``: whether it lowered the count. (A class: @contextmanager costs ~2.5 us.)"""
+
+    def __enter__(self):
+        self.n = omp_threads()
+        if self.n > 1:
+            _omp_set_threads(1)
+        return self.n > 1
+
+    def __exit__(self, *exc):
+        if self.n > 1:
+            _omp_set_threads(self.n)
 
 
 def gemm_packed(compute, Rp, n, M, K, X, ldx, Y, ldy, beta=0.0):
@@ -254,12 +261,12 @@ def matmul(a, b):
     C-contiguous (a transposed view: the weight gradients Z^T X, whose K is all T*B rows): on an
     AVX2 EPYC (Zen 3, 1 thread) oneDNN ran (1024x6400)^T-shaped products 2.1-2.5x slower than
     OpenBLAS, and every other transposed-A shape tried 1.0-1.5x slower (benchmarks/RESULTS.md)."""
-    fn = gemm()
-    if fn is None or fn is not PROVIDERS.get("onednn") or not all(
-            type(v) is np.ndarray and v.dtype == np.float32 and v.ndim == 2 and v.size for v in (a, b)):
+    if not (type(a) is type(b) is np.ndarray and a.ndim == b.ndim == 2 and a.dtype == b.dtype == np.float32
+            and a.flags.c_contiguous):
         return np.matmul(a, b)
     (M, K), (K2, N) = a.shape, b.shape
-    if K != K2 or M * N * K < _SMALL or not a.flags.c_contiguous:
+    fn = gemm()
+    if K != K2 or M * N * K < _SMALL or fn is None or fn is not PROVIDERS.get("onednn"):
         return np.matmul(a, b)                            # (and NumPy's own shape error)
     tb, ldb, b = _layout(b)                               # (a is row-major here, rows K apart)
     out = np.empty((M, N), np.float32)

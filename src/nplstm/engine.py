@@ -289,8 +289,7 @@ def forward(x, h0, c0, w, batch_sizes=None, reverse=False, train=True):
         cache -- for ``backward`` (None unless train)
     """
     if _batch_major(w, x):                                # float32 LSTM, compiled: the same, batch-major
-        from . import _batchmajor
-        return _batchmajor.forward(x, h0, c0, w, batch_sizes, reverse, train)
+        return _batchmajor().forward(x, h0, c0, w, batch_sizes, reverse, train)
     return _forward(x, h0, c0, w, batch_sizes, reverse, train)
 
 
@@ -358,8 +357,7 @@ def backward(dout, dh_n, dc_n, cache):
     if isinstance(cache[0], str):                         # a tagged cache: forward_segments's or _batchmajor's
         if cache[0] == "segments":
             return _backward_segments(dout, dh_n, dc_n, cache)
-        from . import _batchmajor
-        return _batchmajor.backward(dout, dh_n, dc_n, cache)
+        return _batchmajor().backward(dout, dh_n, dc_n, cache)
     return _backward(dout, dh_n, dc_n, cache)
 
 
@@ -462,9 +460,19 @@ def _matmul(xp):
 
 def _compiled_lstm(w, x):
     """What both compiled LSTM loops need: numba backend, NumPy arrays, an LSTM without projection,
-    float32 input and weights."""
-    return (_backend == "numba" and w.xp is np and w.kind == "lstm" and w.w_hr is None and x.ndim == 3
-            and x.dtype == np.float32 and all(a is None or a.dtype == np.float32 for a in w.source))
+    float32 input and weights (biases None or float32)."""
+    if not (_backend == "numba" and w.xp is np and w.kind == "lstm" and w.w_hr is None and x.ndim == 3):
+        return False
+    w_ih, w_hh, b_ih, b_hh = w.source
+    return (x.dtype == w_ih.dtype == w_hh.dtype == np.float32 and (b_ih is None or b_ih.dtype == np.float32)
+            and (b_hh is None or b_hh.dtype == np.float32))
+
+
+@lru_cache(maxsize=None)
+def _batchmajor():
+    """The ``_batchmajor`` module, imported on first use (it needs numba), once."""
+    from . import _batchmajor
+    return _batchmajor
 
 
 def _compiled_loop(w, x):

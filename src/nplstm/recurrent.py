@@ -134,10 +134,9 @@ class _Recurrent(_xp.OnDevice):
         self.params = loaded
 
     def _packed(self, layer, direction):
-        keys = self._layer_keys(layer, direction)
-        p = {k.split("_l")[0]: self.params[k] for k in keys}
-        return engine.pack(p["weight_ih"], p["weight_hh"], p.get("bias_ih"), p.get("bias_hh"), p.get("weight_hr"),
-                           kind=self.mode)
+        sfx, get = suffix(layer, direction), self.params.get   # biases and weight_hr: None where absent
+        return engine.pack(get("weight_ih" + sfx), get("weight_hh" + sfx), get("bias_ih" + sfx), get("bias_hh" + sfx),
+                           get("weight_hr" + sfx), kind=self.mode)
 
     # ------------------------------------------------------------------ forward / backward
     def _forward(self, x, hx, lengths, train, checkpoint_every=None):
