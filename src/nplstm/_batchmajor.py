@@ -203,7 +203,7 @@ def _forward(x, h0, c0, w, batch_sizes, reverse, train, matmul):
     w_ih, w_hh, b_ih, b_hh = w.source
     G = w_hh.shape[0]
     A = matmul(x.reshape(T * B, I), w_ih.T).reshape(T, B, G)   # one GEMM; the bias is added in the loop
-    compute, Wp = _packed(w_hh, B, transpose=True)        # W_hh^T (P, 4H), the same at every step
+    compute, Wp = _packed(w, B, transpose=True)        # W_hh^T (P, 4H), the same at every step
     hs, cs, tc = forward_sequence(compute, Wp, w_hh, A, b_ih, b_hh, h0, c0, _sizes(batch_sizes), reverse, train)
     out, last = (hs[:T], 0) if reverse else (hs[1:], T)
     cache = (BATCH_MAJOR, x, A, hs, cs, tc, w, batch_sizes, reverse) if train else None
@@ -224,7 +224,7 @@ def _backward(dout, dh_n, dc_n, cache, matmul):
     G, P = w_hh.shape
     dh = np.zeros((B, P), np.float32) if dh_n is None else np.array(dh_n, np.float32)   # carries, own copies
     dc = np.zeros((B, G // 4), np.float32) if dc_n is None else np.array(dc_n, np.float32)
-    compute, Wp = _packed(w_hh, B, transpose=False)       # W_hh (4H, P)
+    compute, Wp = _packed(w, B, transpose=False)       # W_hh (4H, P)
     backward_loop(compute, Wp, w_hh, A, tc, cs, dout, dh, dc, _sizes(batch_sizes), reverse)
     Z = A.reshape(T * B, G)                               # dL/dz of every step, a row per (t, b)
     h_prev = (hs[1:] if reverse else hs[:T]).reshape(T * B, P)   # h_{t-1} of each step, no copy
@@ -241,14 +241,17 @@ def _sizes(batch_sizes):
     return None if batch_sizes is None else np.asarray(batch_sizes, np.int64)
 
 
-def _packed(W, B, transpose):
-    """(compute, W or W^T packed once) for a batch B > 1; (None, None) at batch 1, whose loop
-    multiplies by W itself. (Remembering the packing between inference calls on unchanged
-    weights, found again by a full comparison with a copy, measured 0.97-0.99 of the time at
-    three grid points: not worth a module-wide cache of weight copies.)"""
+def _packed(w, B, transpose):
+    """(compute, W_hh or W_hh^T packed) for a batch B > 1, made once per ``Packed`` w (kept in its
+    ``gemm_forms``: a frozen layer packs once for all its calls); (None, None) at batch 1, whose
+    loop multiplies by W_hh itself."""
     if B == 1:
         return None, None
     compute = _blas.packed_compute()
     if compute is None:                                   # engine._batch_major checked it; threads changed since?
         raise RuntimeError("the batch-major LSTM path needs oneDNN's packed GEMM on one thread")
-    return compute, _blas.pack_right(_blas.transposed(W) if transpose else W, B)
+    key = (B, transpose)
+    if key not in w.gemm_forms:
+        W = w.source[1]
+        w.gemm_forms[key] = _blas.pack_right(_blas.transposed(W) if transpose else W, B)
+    return compute, w.gemm_forms[key]

@@ -13,7 +13,10 @@ BLAS threads via threadpoolctl, ONNX Runtime intra-op threads.
     nplstm bench --config 64,128,32,50,1,0             # one configuration of your own
 
 A training step is forward + backward with every gradient (weights and x), from a fixed
-output gradient. Inference is a forward with no cache (torch: inference_mode).
+output gradient. Inference is a forward with no cache (torch: inference_mode), timed twice:
+``layer(x)``, which prepares its weights at every call (they may have changed since the last),
+and ``layer.frozen()(x)``, a read-only snapshot that prepares them once, as an ONNX Runtime
+session does when it is made.
 """
 import argparse
 import json
@@ -142,7 +145,8 @@ def run_grid(grid, threads, reps=None, cell="lstm"):
             n_train, n_infer = nplstm_runners(ours, x, G)
             r = reps or budget_reps(cfg)
             train = median_times({"nplstm": n_train, "torch": t_train}, r)
-            infer_runners = {"nplstm": n_infer, "torch": t_infer}
+            frozen = ours.frozen()                        # prepared once, as ORT's session is
+            infer_runners = {"nplstm": n_infer, "frozen": lambda: frozen(x), "torch": t_infer}
             ort_run = onnx_runner(ours, x, threads) if cell == "lstm" else None
             if ort_run is not None:
                 infer_runners["onnxruntime"] = ort_run
@@ -158,15 +162,18 @@ def format_row(row):
     I, H, B, T, L, bi = row["cfg"]
     tr, inf = row["train"], row["infer"]
     ort = f"{inf['nplstm'] / inf['onnxruntime']:.2f}" if "onnxruntime" in inf else "n/a"
+    frozen = f"{inf['frozen'] / inf['torch']:.2f} / " + (
+        f"{inf['frozen'] / inf['onnxruntime']:.2f}" if "onnxruntime" in inf else "n/a")
     ref = f"{row['reference'] / tr['nplstm']:.0f}x" if row["reference"] else "-"
     cell = "" if row.get("cell", "lstm") == "lstm" else row["cell"].upper() + " "
     return (f"| {cell}({I},{H},{B},{T},{L},{'yes' if bi else 'no'}) | {tr['nplstm'] / tr['torch']:.2f} | "
-            f"{inf['nplstm'] / inf['torch']:.2f} | {ort} | {tr['nplstm'] * 1e3:.2f} / {tr['torch'] * 1e3:.2f} | "
+            f"{inf['nplstm'] / inf['torch']:.2f} | {ort} | {frozen} | {tr['nplstm'] * 1e3:.2f} / {tr['torch'] * 1e3:.2f} | "
             f"{inf['nplstm'] * 1e3:.2f} / {inf['torch'] * 1e3:.2f} | {ref} |")
 
 
 HEADER = ("| config (I,H,B,T,layers,bidir) | train nplstm/torch | infer nplstm/torch | infer nplstm/ORT | "
-          "train ms (nplstm / torch) | infer ms (nplstm / torch) | speed-up over reference |\n|---|---|---|---|---|---|---|")
+          "infer frozen() / torch, / ORT | train ms (nplstm / torch) | infer ms (nplstm / torch) | "
+          "speed-up over reference |\n|---|---|---|---|---|---|---|---|")
 
 
 # ---------------------------------------------------------------------------- memory

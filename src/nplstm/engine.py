@@ -48,7 +48,7 @@ works on the leading columns only. Columns that have finished (or, in reverse, n
 started) keep their state untouched.
 """
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 
 import numpy as np
@@ -198,11 +198,15 @@ KINDS = {"lstm": LSTMCell(), "gru": GRUCell(), "rnn_tanh": RNNCell("tanh"), "rnn
 @dataclass
 class Packed:
     """One layer-direction's weights: PyTorch's arrays as given, and the engine's packed forms of
-    them, made on first use (see ``pack``; ``_batchmajor`` reads the originals and skips packing)."""
+    them, made on first use (see ``pack``; ``_batchmajor`` reads the originals and packs W_hh for
+    oneDNN instead, kept in ``gemm_forms``). Every form is made from the weights as they are then:
+    a Packed must not outlive a change to them (``LSTM`` makes one per call, and its ``frozen()``
+    copy keeps them for good, over weights made read-only)."""
     kind: str                 # a key of KINDS
     source: tuple             # (w_ih, w_hh, b_ih, b_hh): PyTorch's layout and gate order; biases may be None
     w_hr: np.ndarray | None   # (P, H)    LSTM projection, or None
     xp: object = np           # the array module of all of these: numpy, or cupy on a GPU
+    gemm_forms: dict = field(default_factory=dict, repr=False, compare=False)   # _batchmajor's packings
 
     @cached_property
     def _packed(self):

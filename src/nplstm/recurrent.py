@@ -22,6 +22,7 @@ Weights, exactly torch's ``state_dict()``::
 Gate rows in torch's order: LSTM [i | f | g | o], GRU [r | z | n] (with b_hn inside
 r * (W_hn h + b_hn), as torch places it), RNN a single block.
 """
+import copy
 import numbers
 
 import numpy as np
@@ -44,6 +45,7 @@ class _Recurrent(_xp.OnDevice):
     their public API (the state is (h, c) for the LSTM, h alone for GRU and RNN, as in torch).
     """
     mode = None
+    _kept = None                                          # frozen copies: {(layer, direction): engine.Packed}
 
     def _setup(self, input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional, proj_size,
                dtype, seed, device):
@@ -113,6 +115,7 @@ class _Recurrent(_xp.OnDevice):
 
     def load_state_dict(self, state_dict):
         """Load weights (e.g. a torch state_dict converted with ``.numpy()``); checked before anything changes."""
+        self._refuse_if_frozen("load_state_dict")
         expected = self.param_shapes()
         problems = [f"missing key {k!r} (expected shape {expected[k]})" for k in expected if k not in state_dict]
         problems += [f"unexpected key {k!r}" for k in state_dict if k not in expected]
@@ -134,13 +137,52 @@ class _Recurrent(_xp.OnDevice):
         self.params = loaded
 
     def _packed(self, layer, direction):
+        """The engine's ``Packed`` weights of one layer-direction: made per call, so that they follow
+        any change to ``params``; a frozen copy makes them once and keeps them."""
+        if self._kept is not None and (layer, direction) in self._kept:
+            return self._kept[layer, direction]
         sfx, get = suffix(layer, direction), self.params.get   # biases and weight_hr: None where absent
-        return engine.pack(get("weight_ih" + sfx), get("weight_hh" + sfx), get("bias_ih" + sfx), get("bias_hh" + sfx),
-                           get("weight_hr" + sfx), kind=self.mode)
+        w = engine.pack(get("weight_ih" + sfx), get("weight_hh" + sfx), get("bias_ih" + sfx), get("bias_hh" + sfx),
+                        get("weight_hr" + sfx), kind=self.mode)
+        if self._kept is not None:
+            self._kept[layer, direction] = w
+        return w
+
+    # ------------------------------------------------------------------ frozen copies
+    def frozen(self):
+        """An inference-only copy for many calls on fixed weights (serving, evaluation, sampling).
+
+        Its weights are a read-only snapshot of this layer's, so what the engine prepares from
+        them at the first call (PyTorch's gate rows reordered and halved, W_hh packed for
+        oneDNN's GEMM at each batch size) is kept for every later call instead of being redone
+        at each, as an ONNX Runtime session prepacks its weights once. Later changes to this
+        layer do not reach the copy: freeze again after training. The copy refuses
+        ``forward(..., train=True)``, ``load_state_dict`` and ``to``; results equal this layer's.
+        """
+        twin = copy.copy(self)
+        twin.params = {k: v.copy() for k, v in self.params.items()}
+        for v in twin.params.values():
+            if isinstance(v, np.ndarray):                 # (CuPy arrays have no read-only flag)
+                v.flags.writeable = False
+        twin._kept = {}
+        return twin
+
+    def _refuse_if_frozen(self, what):
+        if self._kept is not None:
+            raise ValueError(f"{what}: this {type(self).__name__} is a frozen() copy, for inference on fixed "
+                             f"weights; call it on the layer it was made from, then freeze that again")
+
+    def to(self, device):
+        """Move the weights to ``device`` ("cpu", or "cuda" with CuPy) and return the layer (see
+        ``nplstm._xp.OnDevice.to``); refused on a frozen copy."""
+        self._refuse_if_frozen("to")
+        return super().to(device)
 
     # ------------------------------------------------------------------ forward / backward
     def _forward(self, x, hx, lengths, train, checkpoint_every=None):
         """Returns ``output, h_n, c_n (None unless LSTM), cache``; hx is (h0, c0) or None."""
+        if train:
+            self._refuse_if_frozen("forward(..., train=True)")
         if checkpoint_every is not None:
             _checks.positive_int("checkpoint_every", checkpoint_every)
         x, batched = self._input(x)                      # (T, B, I) time-major, layer dtype

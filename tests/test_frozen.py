@@ -1,0 +1,110 @@
+"""Layer.frozen(): an inference-only snapshot that prepares its weights once, with the layer's results."""
+import numpy as np
+import pytest
+from threadpoolctl import threadpool_limits
+
+import nplstm
+from nplstm import _blas, engine
+
+pytestmark = pytest.mark.usefixtures("backend")
+
+I, H, T = 3, 5, 6              # distinct sizes; batches 4 and 7 below
+
+
+def lstm_and_inputs(dtype, **kw):
+    lstm = nplstm.LSTM(I, H, dtype=dtype, seed=2, **kw)
+    rng = np.random.default_rng(3)
+    for v in lstm.params.values():                        # non-zero biases, saturated gates
+        v[...] = rng.uniform(-0.9, 0.9, v.shape)
+    xs = [rng.standard_normal((T, b, I)).astype(dtype) for b in (4, 7, 4)]
+    return lstm, xs
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("kw", [dict(), dict(num_layers=2, bidirectional=True), dict(proj_size=2)],
+                         ids=["1", "2bi", "proj"])
+@pytest.mark.parametrize("threads", [None, 1], ids=["default-threads", "1thread"])
+def test_frozen_copy_answers_as_the_layer_at_every_call_and_batch_size(dtype, kw, threads):
+    """Batch 4, then 7, then 4 again with lengths: what the first call kept serves the later ones
+    (oneDNN's W_hh is packed for a row count; kept per batch size), with the layer's own results."""
+    lstm, xs = lstm_and_inputs(dtype, **kw)
+    frozen = lstm.frozen()
+    with threadpool_limits(threads):
+        for k, x in enumerate(xs):
+            lengths = [T, 2, 5, 1] if x.shape[1] == 4 and k == 2 else None
+            want, (h, c) = lstm(x, lengths=lengths)
+            got, (fh, fc) = frozen(x, lengths=lengths)
+            for a, b in ((got, want), (fh, h), (fc, c)):
+                np.testing.assert_array_equal(a, b, err_msg=f"call {k}")
+
+
+def test_frozen_copy_matches_torch():
+    """An independent oracle for the kept packings: torch.nn.LSTM on the same weights, float32."""
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    module = torch.nn.LSTM(I, H, 2, bidirectional=True)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.uniform_(-0.7, 0.7)
+    lstm = nplstm.LSTM(I, H, 2, bidirectional=True)
+    lstm.load_state_dict({k: v.numpy() for k, v in module.state_dict().items()})
+    frozen = lstm.frozen()
+    x = np.random.default_rng(4).standard_normal((T, 7, I)).astype(np.float32)
+    with threadpool_limits(1), torch.no_grad():
+        want = module(torch.tensor(x))[0].numpy()
+        for _ in range(2):                                # the second call runs on what the first kept
+            np.testing.assert_allclose(frozen(x)[0], want, rtol=0, atol=1e-5)
+
+
+def test_frozen_copy_is_a_read_only_snapshot():
+    lstm, (x, *_) = lstm_and_inputs("float64")
+    frozen = lstm.frozen()
+    before = frozen(x)[0]
+    for v in lstm.params.values():                        # training the original afterwards ...
+        v *= 0.5
+    np.testing.assert_array_equal(frozen(x)[0], before)   # ... does not reach the copy
+    assert not np.array_equal(lstm(x)[0], before)
+    with pytest.raises(ValueError, match="read-only"):
+        frozen.params["weight_hh_l0"][0, 0] = 1.0
+
+
+@pytest.mark.parametrize("call", [
+    lambda f, x: f.forward(x, train=True),
+    lambda f, x: f.load_state_dict(f.state_dict()),
+    lambda f, x: f.to("cpu"),
+], ids=["train", "load_state_dict", "to"])
+def test_frozen_copy_refuses_what_would_change_or_train_it(call):
+    lstm, (x, *_) = lstm_and_inputs("float32")
+    with pytest.raises(ValueError, match="frozen"):
+        call(lstm.frozen(), x)
+    call(lstm, x)                                         # the layer itself still can
+
+
+@pytest.mark.parametrize("layer", [nplstm.GRU, nplstm.RNN])
+def test_frozen_gru_and_rnn(layer):
+    net = layer(I, H, num_layers=2, bidirectional=True, seed=5)
+    x = np.random.default_rng(6).standard_normal((T, 4, I)).astype(np.float32)
+    frozen = net.frozen()
+    for _ in range(2):
+        got, want = frozen(x), net(x)
+        np.testing.assert_array_equal(got[0], want[0])
+        np.testing.assert_array_equal(got[1], want[1])
+
+
+def test_frozen_copy_packs_its_weights_once(monkeypatch):
+    """Where the batch-major path packs W_hh for oneDNN, a frozen copy does it at its first call
+    only; the layer itself packs at every call (its weights may have changed in between)."""
+    if engine.get_backend() != "numba" or "onednn" not in _blas.PROVIDERS or _blas._packing is None:
+        pytest.skip("packing is the batch-major path's (numba and oneDNN)")
+    packs = []
+    real = _blas.pack_right
+    monkeypatch.setattr(_blas, "pack_right", lambda *a: packs.append(1) or real(*a))
+    lstm, (x, *_) = lstm_and_inputs("float32", bidirectional=True)
+    frozen = lstm.frozen()
+    with threadpool_limits(1), _blas.use("onednn"):
+        for _ in range(3):
+            frozen(x)
+        assert len(packs) == 2                            # one per direction
+        for _ in range(3):
+            lstm(x)
+        assert len(packs) == 2 + 3 * 2
