@@ -203,7 +203,7 @@ def _forward(x, h0, c0, w, batch_sizes, reverse, train, matmul):
     w_ih, w_hh, b_ih, b_hh = w.source
     G = w_hh.shape[0]
     A = matmul(x.reshape(T * B, I), w_ih.T).reshape(T, B, G)   # one GEMM; the bias is added in the loop
-    compute, Wp = _packed(w, B, transpose=True)        # W_hh^T (P, 4H), the same at every step
+    compute, Wp = _packed(w, B, transpose=True, keep=not train)   # W_hh^T (P, 4H), the same at every step
     hs, cs, tc = forward_sequence(compute, Wp, w_hh, A, b_ih, b_hh, h0, c0, _sizes(batch_sizes), reverse, train)
     out, last = (hs[:T], 0) if reverse else (hs[1:], T)
     cache = (BATCH_MAJOR, x, A, hs, cs, tc, w, batch_sizes, reverse) if train else None
@@ -241,17 +241,21 @@ def _sizes(batch_sizes):
     return None if batch_sizes is None else np.asarray(batch_sizes, np.int64)
 
 
-def _packed(w, B, transpose):
-    """(compute, W_hh or W_hh^T packed) for a batch B > 1, made once per ``Packed`` w (kept in its
-    ``gemm_forms``: a frozen layer packs once for all its calls); (None, None) at batch 1, whose
-    loop multiplies by W_hh itself."""
+def _packed(w, B, transpose, keep=False):
+    """(compute, W_hh or W_hh^T packed) for a batch B > 1; (None, None) at batch 1, whose loop
+    multiplies by W_hh itself. ``keep`` (inference): keep the packing in the ``Packed`` w's
+    ``gemm_forms`` and use it from there at later calls (a frozen layer keeps its Packed, so it
+    packs once). Training does not keep it: the cache would hold it through the backward, which
+    packs W_hh its own way, and that raised a bidirectional step's peak memory by 3.5 MiB."""
     if B == 1:
         return None, None
     compute = _blas.packed_compute()
     if compute is None:                                   # engine._batch_major checked it; threads changed since?
         raise RuntimeError("the batch-major LSTM path needs oneDNN's packed GEMM on one thread")
-    key = (B, transpose)
-    if key not in w.gemm_forms:
+    packed = w.gemm_forms.get((B, transpose))
+    if packed is None:
         W = w.source[1]
-        w.gemm_forms[key] = _blas.pack_right(_blas.transposed(W) if transpose else W, B)
-    return compute, w.gemm_forms[key]
+        packed = _blas.pack_right(_blas.transposed(W) if transpose else W, B)
+        if keep:
+            w.gemm_forms[B, transpose] = packed
+    return compute, packed
