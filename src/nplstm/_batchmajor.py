@@ -224,7 +224,7 @@ def _backward(dout, dh_n, dc_n, cache, matmul):
     G, P = w_hh.shape
     dh = np.zeros((B, P), np.float32) if dh_n is None else np.array(dh_n, np.float32)   # carries, own copies
     dc = np.zeros((B, G // 4), np.float32) if dc_n is None else np.array(dc_n, np.float32)
-    compute, Wp = _packed(w, B, transpose=False)       # W_hh (4H, P)
+    compute, Wp = _packed(w, B, transpose=False)          # W_hh (4H, P)
     backward_loop(compute, Wp, w_hh, A, tc, cs, dout, dh, dc, _sizes(batch_sizes), reverse)
     Z = A.reshape(T * B, G)                               # dL/dz of every step, a row per (t, b)
     h_prev = (hs[1:] if reverse else hs[:T]).reshape(T * B, P)   # h_{t-1} of each step, no copy
