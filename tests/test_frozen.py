@@ -66,6 +66,8 @@ def test_frozen_copy_is_a_read_only_snapshot():
     assert not np.array_equal(lstm(x)[0], before)
     with pytest.raises(ValueError, match="read-only"):
         frozen.params["weight_hh_l0"][0, 0] = 1.0
+    with pytest.raises(TypeError):                        # nor replaced: the kept forms would go stale
+        frozen.params["weight_hh_l0"] = lstm.params["weight_hh_l0"]
 
 
 @pytest.mark.parametrize("call", [

@@ -24,6 +24,7 @@ r * (W_hn h + b_hn), as torch places it), RNN a single block.
 """
 import copy
 import numbers
+import types
 
 import numpy as np
 
@@ -160,10 +161,11 @@ class _Recurrent(_xp.OnDevice):
         ``forward(..., train=True)``, ``load_state_dict`` and ``to``; results equal this layer's.
         """
         twin = copy.copy(self)
-        twin.params = {k: v.copy() for k, v in self.params.items()}
-        for v in twin.params.values():
+        params = {k: v.copy() for k, v in self.params.items()}
+        for v in params.values():
             if isinstance(v, np.ndarray):                 # (CuPy arrays have no read-only flag)
                 v.flags.writeable = False
+        twin.params = types.MappingProxyType(params)      # no entry replaced either
         twin._kept = {}
         return twin
 
