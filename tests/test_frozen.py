@@ -110,3 +110,19 @@ def test_frozen_copy_packs_its_weights_once(monkeypatch):
         for _ in range(3):
             lstm(x)
         assert len(packs) == 2 + 3 * 2
+
+
+def test_frozen_copy_serves_several_threads_at_once():
+    """The compiled loops release the GIL, so a server may call one frozen copy from several
+    threads: every call allocates its own buffers, and what the copy keeps is read-only."""
+    from concurrent.futures import ThreadPoolExecutor
+    lstm = nplstm.LSTM(I, 32, num_layers=2, bidirectional=True, seed=1)
+    frozen = lstm.frozen()
+    rng = np.random.default_rng(0)
+    xs = [rng.standard_normal((T, b, I)).astype(np.float32) for b in (1, 4, 7, 16) * 2]
+    with threadpool_limits(1):
+        want = [lstm(x)[0] for x in xs]
+        with ThreadPoolExecutor(4) as pool:
+            for _ in range(3):
+                for got, w in zip(pool.map(lambda x: frozen(x)[0], xs), want):
+                    np.testing.assert_array_equal(got, w)
