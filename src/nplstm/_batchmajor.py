@@ -40,6 +40,7 @@ import numpy as np
 
 from . import _blas, _threads
 from ._cellmath_numba import _cell, _cell_grad
+from .engine import _sizes
 from ._ftanh import HALF
 
 _jit = numba.njit(cache=True, nogil=True, fastmath=True, error_model="numpy")
@@ -234,11 +235,6 @@ def _backward(dout, dh_n, dc_n, cache, matmul):
              "b_ih": b_ih, "b_hh": b_ih.copy(), "w_hr": None}
     dx = matmul(Z, w_ih).reshape(T, B, I)                 # backprop through x W_ih^T
     return dx, dh, dc, grads
-
-
-def _sizes(batch_sizes):
-    """The loops' batch_sizes: None (every row at every step) or int64."""
-    return None if batch_sizes is None else np.asarray(batch_sizes, np.int64)
 
 
 def _packed(w, B, transpose, keep=False):

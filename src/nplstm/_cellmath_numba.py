@@ -175,7 +175,7 @@ def lstm_forward_loop32(gemm, A, bx, Wh, hs, cs, tc, batch_sizes, reverse, train
     for s in range(T):
         t = T - 1 - s if reverse else s
         prev, nxt = (t + 1, t) if reverse else (t, t + 1)
-        n = batch_sizes[t]
+        n = B if batch_sizes is None else batch_sizes[t]
         for j in range(H):                                # finished / not yet started columns carry over
             for b in range(n, B):
                 hs[nxt, j, b], cs[nxt, j, b] = hs[prev, j, b], cs[prev, j, b]
@@ -199,7 +199,7 @@ def lstm_backward_loop32(gemm, A, tc, cs, w_hh, dout, dh, dc, batch_sizes, rever
     for s in range(T):
         t = s if reverse else T - 1 - s
         prev = t + 1 if reverse else t
-        n = batch_sizes[t]
+        n = B if batch_sizes is None else batch_sizes[t]
         for j in range(G):                                # padded columns: no gradient
             for b in range(n, B):
                 A[j, t, b] = ZERO

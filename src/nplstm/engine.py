@@ -318,7 +318,7 @@ def _forward(x, h0, c0, w, batch_sizes, reverse, train):
         cs[first] = c0.T
     if looped:                                            # batch > 1: the loop in numba, GEMMs through BLAS
         from ._cellmath_numba import lstm_forward_loop32
-        lstm_forward_loop32(_blas.gemm(), A, w.bx, w.Wh, hs, cs, ext["tc"], _sizes(batch_sizes, T, B), reverse,
+        lstm_forward_loop32(_blas.gemm(), A, w.bx, w.Wh, hs, cs, ext["tc"], _sizes(batch_sizes), reverse,
                             train)
     steps = () if looped else (range(T - 1, -1, -1) if reverse else range(T))   # else the generic loop
     for t in steps:
@@ -388,7 +388,7 @@ def _backward(dout, dh_n, dc_n, cache):
     looped = _compiled_loop(w, x)
     if looped:                                            # batch > 1: the loop in numba, GEMMs through BLAS
         from ._cellmath_numba import lstm_backward_loop32
-        lstm_backward_loop32(_blas.gemm(), A, ext["tc"], cs, w.w_hh, dout, dh, dc, _sizes(batch_sizes, T, B), reverse)
+        lstm_backward_loop32(_blas.gemm(), A, ext["tc"], cs, w.w_hh, dout, dh, dc, _sizes(batch_sizes), reverse)
     steps = () if looped else (range(T) if reverse else range(T - 1, -1, -1))   # else the generic loop
     for t in steps:
         prev, nxt = (t + 1, t) if reverse else (t, t + 1)
@@ -512,9 +512,10 @@ def _one_thread_step(B, weights):
     return work < 1 << 21 or (B <= 16 and work < 1 << 25)
 
 
-def _sizes(batch_sizes, T, B):
-    """Active columns per step as an int64 array (all B without lengths), for the compiled loops."""
-    return np.full(T, B, np.int64) if batch_sizes is None else np.asarray(batch_sizes, np.int64)
+def _sizes(batch_sizes):
+    """The compiled loops' batch_sizes: None (every column at every step: numba compiles the
+    check out) or int64."""
+    return None if batch_sizes is None else np.asarray(batch_sizes, np.int64)
 
 
 def _backward_segments(dout, dh_n, dc_n, cache):
