@@ -25,21 +25,27 @@ def lstm_and_inputs(dtype, **kw):
                          ids=["1", "2bi", "proj"])
 @pytest.mark.parametrize("threads", [None, 1], ids=["default-threads", "1thread"])
 def test_frozen_copy_answers_as_the_layer_at_every_call_and_batch_size(dtype, kw, threads):
-    """Batch 4, then 7, then 4 again with lengths: what the first call kept serves the later ones
-    (oneDNN's W_hh is packed for a row count; kept per batch size), with the layer's own results."""
+    """Batch 4, then 7, then 4 again with lengths, then 1 twice: what the first call kept serves
+    the later ones (oneDNN's W_hh is packed for a row count, kept per batch size; at batch 1,
+    W_hh^T), with the layer's own results: equal, except at batch 1 in float32, where the kept
+    W_hh^T is summed by rows, in another order than the layer's dot products."""
     lstm, xs = lstm_and_inputs(dtype, **kw)
+    xs += [xs[0][:, :1]] * 2
     frozen = lstm.frozen()
     with threadpool_limits(threads):
         for k, x in enumerate(xs):
             lengths = [T, 2, 5, 1] if x.shape[1] == 4 and k == 2 else None
             want, (h, c) = lstm(x, lengths=lengths)
             got, (fh, fc) = frozen(x, lengths=lengths)
+            rounding = 1e-6 if x.shape[1] == 1 and dtype == "float32" else 0
             for a, b in ((got, want), (fh, h), (fc, c)):
-                np.testing.assert_array_equal(a, b, err_msg=f"call {k}")
+                np.testing.assert_allclose(a, b, rtol=rounding, atol=rounding, err_msg=f"call {k}")
 
 
-def test_frozen_copy_matches_torch():
-    """An independent oracle for the kept packings: torch.nn.LSTM on the same weights, float32."""
+@pytest.mark.parametrize("B", [7, 1])
+def test_frozen_copy_matches_torch(B):
+    """An independent oracle for the kept packings (batch 1: W_hh^T, summed by rows four at a time,
+    H = 5 rows of it, the last one alone): torch.nn.LSTM on the same weights, float32."""
     torch = pytest.importorskip("torch")
     torch.manual_seed(0)
     module = torch.nn.LSTM(I, H, 2, bidirectional=True)
@@ -49,7 +55,7 @@ def test_frozen_copy_matches_torch():
     lstm = nplstm.LSTM(I, H, 2, bidirectional=True)
     lstm.load_state_dict({k: v.numpy() for k, v in module.state_dict().items()})
     frozen = lstm.frozen()
-    x = np.random.default_rng(4).standard_normal((T, 7, I)).astype(np.float32)
+    x = np.random.default_rng(4).standard_normal((T, B, I)).astype(np.float32)
     with threadpool_limits(1), torch.no_grad():
         want = module(torch.tensor(x))[0].numpy()
         for _ in range(2):                                # the second call runs on what the first kept
@@ -114,7 +120,8 @@ def test_frozen_copy_packs_its_weights_once(monkeypatch):
 
 def test_frozen_copy_serves_several_threads_at_once():
     """The compiled loops release the GIL, so a server may call one frozen copy from several
-    threads: every call allocates its own buffers, and what the copy keeps is read-only."""
+    threads: every call allocates its own buffers, and what the copy keeps is read-only. (To
+    rounding: at batch 1 the copy sums in another order than the layer, see above.)"""
     from concurrent.futures import ThreadPoolExecutor
     lstm = nplstm.LSTM(I, 32, num_layers=2, bidirectional=True, seed=1)
     frozen = lstm.frozen()
@@ -125,4 +132,4 @@ def test_frozen_copy_serves_several_threads_at_once():
         with ThreadPoolExecutor(4) as pool:
             for _ in range(3):
                 for got, w in zip(pool.map(lambda x: frozen(x)[0], xs), want):
-                    np.testing.assert_array_equal(got, w)
+                    np.testing.assert_allclose(got, w, rtol=1e-6, atol=1e-6)

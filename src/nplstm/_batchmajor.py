@@ -77,9 +77,9 @@ def _row_infer(a, b, cp, c, h):
 
 @_inline
 def _matvec(W, h, z):
-    """z += W h, one dot product per row of W (G, P): numba vectorizes each row's sum. (Four rows
-    at a time, h[p] loaded once for four sums: 0.90-0.94 of this loop's time at H = 64, 0.97 at
-    128, 1.02-1.09 at 256; not taken.)"""
+    """z += W h, one dot product per row of W (G, P): numba vectorizes each row's sum. Batch 1's
+    forward with W_hh as given. (Four rows at a time, h[p] loaded once for four sums: 0.90-0.94 of
+    this loop's time at H = 64, 0.97 at 128, 1.02-1.09 at 256; not taken.)"""
     G, P = W.shape
     for j in range(G):
         acc = z[j]
@@ -89,14 +89,24 @@ def _matvec(W, h, z):
 
 
 @_inline
-def _vecmat(d, W, out):
-    """out = d W, W's rows summed with the weights d (G,)."""
-    G, P = W.shape
-    out[:] = 0
-    for j in range(G):
-        dj = d[j]
-        for p in range(P):
-            out[p] += W[j, p] * dj
+def _vecmat(v, M, out):
+    """out += v M: the rows of M (K, N) weighted by v (K,) and summed, four rows a pass, so that out
+    is read and written once per four rows (each pass one vector loop over N). Batch 1's backward
+    dz W_hh, and a frozen layer's forward h W_hh^T. Against ``_matvec``'s dot product per row of
+    W_hh, measured at 1 thread (us a step, T = 100; 4H x P): 256x64 0.98 against 1.58, 512x128 4.6
+    against 6.1, 1024x256 21.2 against 21.4."""
+    K, N = M.shape
+    k = 0
+    while k + 4 <= K:
+        v0, v1, v2, v3 = v[k], v[k + 1], v[k + 2], v[k + 3]
+        m0, m1, m2, m3 = M[k], M[k + 1], M[k + 2], M[k + 3]
+        for j in range(N):
+            out[j] += (m0[j] * v0 + m1[j] * v1) + (m2[j] * v2 + m3[j] * v3)
+        k += 4
+    for k in range(k, K):                                 # the last K % 4 rows
+        vk, mk = v[k], M[k]
+        for j in range(N):
+            out[j] += mk[j] * vk
 
 
 @_jit
@@ -106,7 +116,7 @@ def forward_sequence(compute, Wp, W, A, b_ih, b_hh, h0, c0, batch_sizes, reverse
     short sequence's time at batch 1). Returns hs, cs and tc. Biases None: bias=False;
     batch_sizes None: every row runs every step."""
     T, B, G = A.shape
-    H, P = G // 4, W.shape[1]
+    H, P = G // 4, h0.shape[1]
     b = np.zeros(G, np.float32)                           # b_ih + b_hh, halved on the sigmoid gates i, f, o:
     if b_ih is not None:                                  # sigma(z) = (1 + tanh(z/2)) / 2
         b += b_ih
@@ -127,8 +137,9 @@ def forward_sequence(compute, Wp, W, A, b_ih, b_hh, h0, c0, batch_sizes, reverse
 def forward_loop(compute, Wp, W, A, b, hs, cs, tc, batch_sizes, reverse, train):
     """The time loop: h_{t-1} W_hh^T from the packed Wp added onto the input side A[t] by the GEMM
     itself (beta = 1: the rows then read one array, not two), then each active row's cell. With
-    Wp (and compute) None, batch 1: numba's own product with W = W_hh (4H, P) instead, which
-    costs less than a GEMM call at this size (compiled in, or out, by the type of Wp)."""
+    Wp (and compute) None, batch 1: numba's own product instead, which costs less than a GEMM call
+    at this size, with W = W_hh (4H, P) as given, or W_hh^T (P, 4H) where a frozen layer keeps it
+    (``_packed``; 4H > P: the shapes tell them apart)."""
     T, B, G = A.shape
     P = hs.shape[2]
     for s in range(T):
@@ -137,11 +148,12 @@ def forward_loop(compute, Wp, W, A, b, hs, cs, tc, batch_sizes, reverse, train):
         n = B if batch_sizes is None else batch_sizes[t]  # rows n.. have finished (or not yet started):
         hs[nxt, n:] = hs[prev, n:]                        # their state carries over
         cs[nxt, n:] = cs[prev, n:]
-        if Wp is None:
-            if n > 0:
-                _matvec(W, hs[prev, 0], A[t, 0])
-        else:
+        if Wp is not None:
             gemm_packed(compute, Wp, n, G, P, hs[prev].ctypes.data, P, A[t].ctypes.data, G, 1.0)   # A[t] += h W_hh^T
+        elif n > 0 and W.shape[0] == P:                   # batch 1: W_hh^T (P, 4H), kept by a frozen layer
+            _vecmat(hs[prev, 0], W, A[t, 0])
+        elif n > 0:                                       # batch 1: W_hh (4H, P) as given
+            _matvec(W, hs[prev, 0], A[t, 0])
         for r in range(n):
             if train:
                 _row_train(A[t, r], b, cs[prev, r], cs[nxt, r], tc[t, r], hs[nxt, r])
@@ -175,6 +187,7 @@ def backward_loop(compute, Wp, W, A, tc, cs, dout, dh, dc, batch_sizes, reverse)
         # dh_{t-1} = dz_t W_hh: backprop through h_{t-1} W_hh^T
         if Wp is None:
             if n > 0:
+                dh[0] = 0
                 _vecmat(A[t, 0], W, dh[0])
         else:
             gemm_packed(compute, Wp, n, P, G, A[t].ctypes.data, G, dh.ctypes.data, P)
@@ -204,8 +217,8 @@ def _forward(x, h0, c0, w, batch_sizes, reverse, train, matmul):
     w_ih, w_hh, b_ih, b_hh = w.source
     G = w_hh.shape[0]
     A = matmul(x.reshape(T * B, I), w_ih.T).reshape(T, B, G)   # one GEMM; the bias is added in the loop
-    compute, Wp = _packed(w, B, transpose=True, keep=not train)   # W_hh^T (P, 4H), the same at every step
-    hs, cs, tc = forward_sequence(compute, Wp, w_hh, A, b_ih, b_hh, h0, c0, _sizes(batch_sizes), reverse, train)
+    compute, Wp, W = _packed(w, B, transpose=True, keep=not train)   # W_hh^T (P, 4H), the same at every step
+    hs, cs, tc = forward_sequence(compute, Wp, W, A, b_ih, b_hh, h0, c0, _sizes(batch_sizes), reverse, train)
     out, last = (hs[:T], 0) if reverse else (hs[1:], T)
     cache = (BATCH_MAJOR, x, A, hs, cs, tc, w, batch_sizes, reverse) if train else None
     return out, hs[last], cs[last], cache
@@ -225,8 +238,8 @@ def _backward(dout, dh_n, dc_n, cache, matmul):
     G, P = w_hh.shape
     dh = np.zeros((B, P), np.float32) if dh_n is None else np.array(dh_n, np.float32)   # carries, own copies
     dc = np.zeros((B, G // 4), np.float32) if dc_n is None else np.array(dc_n, np.float32)
-    compute, Wp = _packed(w, B, transpose=False)          # W_hh (4H, P)
-    backward_loop(compute, Wp, w_hh, A, tc, cs, dout, dh, dc, _sizes(batch_sizes), reverse)
+    compute, Wp, W = _packed(w, B, transpose=False)       # W_hh (4H, P)
+    backward_loop(compute, Wp, W, A, tc, cs, dout, dh, dc, _sizes(batch_sizes), reverse)
     Z = A.reshape(T * B, G)                               # dL/dz of every step, a row per (t, b)
     h_prev = (hs[1:] if reverse else hs[:T]).reshape(T * B, P)   # h_{t-1} of each step, no copy
     b_ih = Z.sum(axis=0)
@@ -238,20 +251,25 @@ def _backward(dout, dh_n, dc_n, cache, matmul):
 
 
 def _packed(w, B, transpose, keep=False):
-    """(compute, W_hh or W_hh^T packed) for a batch B > 1; (None, None) at batch 1, whose loop
-    multiplies by W_hh itself. ``keep`` (inference): keep the packing in the ``Packed`` w's
-    ``gemm_forms`` and use it from there at later calls (a frozen layer keeps its Packed, so it
-    packs once). Training does not keep it: the cache would hold it through the backward, which
-    packs W_hh its own way, and that raised a bidirectional step's peak memory by 3.5 MiB."""
-    if B == 1:
-        return None, None
-    compute = _blas.packed_compute()
-    if compute is None:                                   # engine._batch_major checked it; threads changed since?
+    """(compute, Wp, W): how the loops multiply by W_hh. Batch > 1: oneDNN's sgemm_compute and Wp,
+    W_hh (W_hh^T: ``transpose``) packed for it. Batch 1: no GEMM (None, None) and W, the operand of
+    numba's own products: W_hh^T for a forward over a ``lasting`` Packed (a frozen layer's,
+    transposed once, summed by rows in ``_vecmat``), else W_hh as given (a transposed copy per call,
+    13 us at 256x64, would cost what ~20 steps save). ``keep`` (inference): keep the form in the
+    Packed w's ``gemm_forms`` and use it from there at later calls (a frozen layer keeps its
+    Packed, so it packs once). Training does not keep it: the cache would hold it through the
+    backward, which packs W_hh its own way, and that raised a bidirectional step's peak memory by
+    3.5 MiB."""
+    w_hh = w.source[1]
+    if B == 1 and not (transpose and w.lasting):
+        return None, None, w_hh
+    compute = None if B == 1 else _blas.packed_compute()
+    if compute is None and B > 1:                         # engine._batch_major checked it; threads changed since?
         raise RuntimeError("the batch-major LSTM path needs oneDNN's packed GEMM on one thread")
-    packed = w.gemm_forms.get((B, transpose))
-    if packed is None:
-        W = w.source[1]
-        packed = _blas.pack_right(_blas.transposed(W) if transpose else W, B)
+    form = w.gemm_forms.get((B, transpose))
+    if form is None:
+        W = _blas.transposed(w_hh) if transpose else w_hh
+        form = W if B == 1 else _blas.pack_right(W, B)
         if keep:
-            w.gemm_forms[B, transpose] = packed
-    return compute, packed
+            w.gemm_forms[B, transpose] = form
+    return (None, None, form) if B == 1 else (compute, form, w_hh)

@@ -201,12 +201,13 @@ class Packed:
     them, made on first use (see ``pack``; ``_batchmajor`` reads the originals and packs W_hh for
     oneDNN instead, kept in ``gemm_forms``). Every form is made from the weights as they are then:
     a Packed must not outlive a change to them (``LSTM`` makes one per call, and its ``frozen()``
-    copy keeps them for good, over weights made read-only)."""
+    copy keeps them for good, over weights made read-only: ``lasting``)."""
     kind: str                 # a key of KINDS
     source: tuple             # (w_ih, w_hh, b_ih, b_hh): PyTorch's layout and gate order; biases may be None
     w_hr: np.ndarray | None   # (P, H)    LSTM projection, or None
     xp: object = np           # the array module of all of these: numpy, or cupy on a GPU
     gemm_forms: dict = field(default_factory=dict, repr=False, compare=False)   # _batchmajor's packings
+    lasting: bool = False     # kept for many calls (a frozen layer's): worth forms one call would not repay
 
     @cached_property
     def _packed(self):

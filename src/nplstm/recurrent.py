@@ -146,6 +146,7 @@ class _Recurrent(_xp.OnDevice):
         w = engine.pack(get("weight_ih" + sfx), get("weight_hh" + sfx), get("bias_ih" + sfx), get("bias_hh" + sfx),
                         get("weight_hr" + sfx), kind=self.mode)
         if self._kept is not None:
+            w.lasting = True
             self._kept[layer, direction] = w
         return w
 
@@ -155,10 +156,11 @@ class _Recurrent(_xp.OnDevice):
 
         Its weights are a read-only snapshot of this layer's, so what the engine prepares from
         them at the first call (PyTorch's gate rows reordered and halved, W_hh packed for
-        oneDNN's GEMM at each batch size) is kept for every later call instead of being redone
-        at each, as an ONNX Runtime session prepacks its weights once. Later changes to this
-        layer do not reach the copy: freeze again after training. The copy refuses
-        ``forward(..., train=True)``, ``load_state_dict`` and ``to``; results equal this layer's.
+        oneDNN's GEMM at each batch size, W_hh^T at batch 1) is kept for every later call instead
+        of being redone at each, as an ONNX Runtime session prepacks its weights once. Later
+        changes to this layer do not reach the copy: freeze again after training. The copy
+        refuses ``forward(..., train=True)``, ``load_state_dict`` and ``to``; results equal this
+        layer's (at batch 1 in float32 to rounding: the product by W_hh^T sums in another order).
         """
         twin = copy.copy(self)
         params = {k: v.copy() for k, v in self.params.items()}
