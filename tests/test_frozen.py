@@ -25,16 +25,17 @@ def lstm_and_inputs(dtype, **kw):
                          ids=["1", "2bi", "proj"])
 @pytest.mark.parametrize("threads", [None, 1], ids=["default-threads", "1thread"])
 def test_frozen_copy_answers_as_the_layer_at_every_call_and_batch_size(dtype, kw, threads):
-    """Batch 4, then 7, then 4 again with lengths, then 1 twice: what the first call kept serves
-    the later ones (oneDNN's W_hh is packed for a row count, kept per batch size; at batch 1,
-    W_hh^T), with the layer's own results: equal, except at batch 1 in float32, where the kept
-    W_hh^T is summed by rows, in another order than the layer's dot products."""
+    """Batch 4, then 7, then 4 again with lengths, then 1 twice, the second time with a length:
+    what the first call kept serves the later ones (oneDNN's W_hh is packed for a row count, kept
+    per batch size; at batch 1, W_hh^T), with the layer's own results: equal, except at batch 1
+    in float32, where the kept W_hh^T is summed by rows, in another order than the layer's dot
+    products."""
     lstm, xs = lstm_and_inputs(dtype, **kw)
     xs += [xs[0][:, :1]] * 2
     frozen = lstm.frozen()
     with threadpool_limits(threads):
         for k, x in enumerate(xs):
-            lengths = [T, 2, 5, 1] if x.shape[1] == 4 and k == 2 else None
+            lengths = {2: [T, 2, 5, 1], 4: [4]}.get(k)
             want, (h, c) = lstm(x, lengths=lengths)
             got, (fh, fc) = frozen(x, lengths=lengths)
             rounding = 1e-6 if x.shape[1] == 1 and dtype == "float32" else 0
