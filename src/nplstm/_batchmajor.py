@@ -39,7 +39,7 @@ import numba
 import numpy as np
 
 from . import _blas, _threads
-from ._cellmath_numba import _cell_grad
+from ._cellmath_numba import _cell_grad, _gates_and_c
 from .engine import _sizes
 from ._ftanh import HALF, ftanh
 
@@ -76,8 +76,7 @@ def _row_train(a, r, b, cp, c, tc, h):
     _tanh_gates(a, r, b)
     ai, af, ag, ao = a[:H], a[H:2 * H], a[2 * H:3 * H], a[3 * H:]
     for j in range(H):
-        i, f, o = HALF * ai[j] + HALF, HALF * af[j] + HALF, HALF * ao[j] + HALF   # sigma = (1 + tanh(z/2)) / 2
-        cc = f * cp[j] + i * ag[j]                        # c_t = f c_{t-1} + i g
+        i, f, o, cc = _gates_and_c(ai[j], af[j], ao[j], ag[j], cp[j])
         th = ftanh(cc)
         ai[j], af[j], ao[j] = i, f, o
         c[j], tc[j], h[j] = cc, th, o * th                # h_t = o tanh(c_t)
@@ -90,8 +89,7 @@ def _row_infer(a, r, b, cp, c, h):
     _tanh_gates(a, r, b)
     ai, af, ag, ao = a[:H], a[H:2 * H], a[2 * H:3 * H], a[3 * H:]
     for j in range(H):
-        i, f, o = HALF * ai[j] + HALF, HALF * af[j] + HALF, HALF * ao[j] + HALF
-        cc = f * cp[j] + i * ag[j]
+        i, f, o, cc = _gates_and_c(ai[j], af[j], ao[j], ag[j], cp[j])
         c[j], h[j] = cc, o * ftanh(cc)
 
 

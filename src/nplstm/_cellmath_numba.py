@@ -24,13 +24,19 @@ _jit = numba.njit(cache=True, nogil=True, fastmath=True, error_model="numpy")
 
 
 @numba.njit(inline="always", fastmath=True, error_model="numpy")
+def _gates_and_c(ti, tf, to, g, cp):
+    """tanh(z/2) of the gates i, f, o, g = tanh(z_g) and c_{t-1} -> the sigmoid gates and c_t."""
+    i = HALF * ti + HALF                                  # sigma(z) = (1 + tanh(z/2)) / 2
+    f = HALF * tf + HALF
+    o = HALF * to + HALF
+    return i, f, o, f * cp + i * g                        # c_t = f c_{t-1} + i g
+
+
+@numba.njit(inline="always", fastmath=True, error_model="numpy")
 def _cell(zi, zf, zo, zg, cp):
     """Pre-activations (halved for i, f, o) and c_{t-1} -> gates, c_t and tanh(c_t), float32."""
-    i = HALF * ftanh(zi) + HALF                           # sigma(z) = (1 + tanh(z/2)) / 2
-    f = HALF * ftanh(zf) + HALF
-    o = HALF * ftanh(zo) + HALF
     g = ftanh(zg)
-    c = f * cp + i * g                                    # c_t = f c_{t-1} + i g
+    i, f, o, c = _gates_and_c(ftanh(zi), ftanh(zf), ftanh(zo), g, cp)
     return i, f, o, g, c, ftanh(c)
 
 
