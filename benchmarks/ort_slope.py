@@ -6,6 +6,7 @@ a cost per call (the intercept: argument checks, buffers, packing W_hh, dispatch
 slopes match and nplstm still loses, what it loses on is the call, not the loop.
 
     python benchmarks/ort_slope.py 64,128,16 32,64,1        # I,H,B per configuration
+    python benchmarks/ort_slope.py 32,64,1 --frozen --lengths 1,10,25,50,100,200   # a frozen() copy
 """
 import argparse
 
@@ -21,19 +22,21 @@ def main():
     parser.add_argument("configs", nargs="+", help="I,H,B")
     parser.add_argument("--lengths", default="25,50,100,200", help="sequence lengths T (comma-separated)")
     parser.add_argument("--reps", type=int, default=100, help="interleaved timed runs per length")
+    parser.add_argument("--frozen", action="store_true", help="time the layer's frozen() copy instead of the layer")
     args = parser.parse_args()
     lengths = [int(t) for t in args.lengths.split(",")]
     with threadpool_limits(1):
         for config in args.configs:
             I, H, B = (int(v) for v in config.split(","))
             lstm = nplstm.LSTM(I, H, seed=0)
+            layer = lstm.frozen() if args.frozen else lstm
             ours, theirs = [], []
             for T in lengths:
                 x = np.random.default_rng(0).standard_normal((T, B, I)).astype(np.float32)
                 ort = bench.onnx_runner(lstm, x, 1)
                 if ort is None:
                     raise SystemExit("needs onnx and onnxruntime: pip install 'nplstm[onnx]'")
-                m = bench.median_times({"nplstm": lambda: lstm(x), "ort": ort}, args.reps)
+                m = bench.median_times({"nplstm": lambda: layer(x), "ort": ort}, args.reps)
                 ours.append(m["nplstm"] * 1e3)
                 theirs.append(m["ort"] * 1e3)
                 print(f"({I},{H},{B}) T={T}: nplstm {ours[-1]:.3f} ms, ORT {theirs[-1]:.3f} ms, "
