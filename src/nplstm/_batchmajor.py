@@ -128,13 +128,14 @@ def _vecmat(v, M, out):
 
 
 @_jit
-def forward_sequence(compute, Wp, W, A, b_ih, b_hh, h0, c0, batch_sizes, reverse, train):
+def forward_sequence(compute, Wp, W, A, b_ih, b_hh, h0, c0, hs, cs, tc, batch_sizes, reverse, train):
     """One direction's forward after the input-side GEMM (A): the bias, the states and the time
     loop in one compiled call (set up from Python, the same took ~25 us a call: a quarter of a
-    short sequence's time at batch 1). Returns hs, cs and tc. Biases None: bias=False;
-    batch_sizes None: every row runs every step."""
+    short sequence's time at batch 1). Fills hs, cs and tc, allocated by the caller: arrays made
+    here would cost ~1 us each to hand back to Python. Biases None: bias=False; batch_sizes None:
+    every row runs every step."""
     T, B, G = A.shape
-    H, P = G // 4, h0.shape[1]
+    H = G // 4
     b = np.zeros(G, np.float32)                           # b_ih + b_hh, halved on the sigmoid gates i, f, o:
     if b_ih is not None:                                  # sigma(z) = (1 + tanh(z/2)) / 2
         b += b_ih
@@ -142,13 +143,9 @@ def forward_sequence(compute, Wp, W, A, b_ih, b_hh, h0, c0, batch_sizes, reverse
         b += b_hh
     b[:2 * H] *= HALF
     b[3 * H:] *= HALF
-    hs = np.empty((T + 1, B, P), np.float32)
-    cs = np.empty((T + 1, B, H), np.float32)
-    tc = np.empty((T if train else 1, B, H), np.float32)
     first = T if reverse else 0
     hs[first], cs[first] = h0, c0
     forward_loop(compute, Wp, W, A, b, hs, cs, tc, batch_sizes, reverse, train)
-    return hs, cs, tc
 
 
 @_jit
@@ -238,7 +235,11 @@ def _forward(x, h0, c0, w, batch_sizes, reverse, train, matmul):
     G = w_hh.shape[0]
     A = matmul(x.reshape(T * B, I), w_ih.T).reshape(T, B, G)   # one GEMM; the bias is added in the loop
     compute, Wp, W = _packed(w, B, transpose=True, keep=not train)   # W_hh^T (P, 4H), the same at every step
-    hs, cs, tc = forward_sequence(compute, Wp, W, A, b_ih, b_hh, h0, c0, _sizes(batch_sizes), reverse, train)
+    H, P = G // 4, h0.shape[1]
+    hs = np.empty((T + 1, B, P), np.float32)
+    cs = np.empty((T + 1, B, H), np.float32)
+    tc = np.empty((T if train else 1, B, H), np.float32)   # tanh(c_t), for the backward
+    forward_sequence(compute, Wp, W, A, b_ih, b_hh, h0, c0, hs, cs, tc, _sizes(batch_sizes), reverse, train)
     out, last = (hs[:T], 0) if reverse else (hs[1:], T)
     cache = (BATCH_MAJOR, x, A, hs, cs, tc, w, batch_sizes, reverse) if train else None
     return out, hs[last], cs[last], cache

@@ -35,6 +35,8 @@ def check_shape(name, arr, expected, legend=""):
 
 def check_nonempty(name, arr, axes_names):
     """Reject zero-sized axes, naming the axis (e.g. the batch m or the time T_x)."""
+    if arr.size:
+        return
     for size, axis_name in zip(arr.shape, axes_names):
         if axis_name and size == 0:
             raise ValueError(f"{name} has an empty {axis_name} axis (shape {arr.shape}); need at least one")
@@ -64,7 +66,7 @@ def float_array_on(name, value, device, dtype):
     """A layer's float input: a float32/float64 array already on ``device``, cast once to ``dtype``."""
     arr = float_array(name, value)
     same_device(name, arr, device)
-    return arr.astype(dtype, copy=False)                  # the other float dtype: cast once, here
+    return arr if arr.dtype == dtype else arr.astype(dtype)   # the other float dtype: cast once, here
 
 
 def finite(name, arr):
