@@ -283,15 +283,18 @@ def _packed(w, B, transpose, keep=False):
     backward, which packs W_hh its own way, and that raised a bidirectional step's peak memory by
     3.5 MiB."""
     w_hh = w.source[1]
-    if B == 1 and not (transpose and w.lasting):
-        return None, None, w_hh
-    compute = None if B == 1 else _blas.packed_compute()
-    if compute is None and B > 1:                         # engine._batch_major checked it; threads changed since?
-        raise RuntimeError("the batch-major LSTM path needs oneDNN's packed GEMM on one thread")
+    if B == 1:
+        if not (transpose and w.lasting):
+            return None, None, w_hh
+        compute = None
+    else:
+        compute = _blas.packed_compute()
+        if compute is None:                               # engine._batch_major checked it; threads changed since?
+            raise RuntimeError("the batch-major LSTM path needs oneDNN's packed GEMM on one thread")
     form = w.gemm_forms.get((B, transpose))
     if form is None:
         W = _blas.transposed(w_hh) if transpose else w_hh
-        form = W if B == 1 else _blas.pack_right(W, B)
+        form = W if compute is None else _blas.pack_right(W, B)
         if keep:
             w.gemm_forms[B, transpose] = form
-    return (None, None, form) if B == 1 else (compute, form, w_hh)
+    return (None, None, form) if compute is None else (compute, form, w_hh)
