@@ -27,9 +27,7 @@ def lstm_and_inputs(dtype, **kw):
 def test_frozen_copy_answers_as_the_layer_at_every_call_and_batch_size(dtype, kw, threads):
     """Batch 4, then 7, then 4 again with lengths, then 1 twice, the second time with a length:
     what the first call kept serves the later ones (oneDNN's W_hh is packed for a row count, kept
-    per batch size; at batch 1, W_hh^T), with the layer's own results: equal, except at batch 1
-    in float32, where the kept W_hh^T is summed by rows, in another order than the layer's dot
-    products."""
+    per batch size), with the layer's own results, exactly."""
     lstm, xs = lstm_and_inputs(dtype, **kw)
     xs += [xs[0][:, :1]] * 2
     frozen = lstm.frozen()
@@ -38,15 +36,14 @@ def test_frozen_copy_answers_as_the_layer_at_every_call_and_batch_size(dtype, kw
             lengths = {2: [T, 2, 5, 1], 4: [4]}.get(k)
             want, (h, c) = lstm(x, lengths=lengths)
             got, (fh, fc) = frozen(x, lengths=lengths)
-            rounding = 1e-6 if x.shape[1] == 1 and dtype == "float32" else 0
             for a, b in ((got, want), (fh, h), (fc, c)):
-                np.testing.assert_allclose(a, b, rtol=rounding, atol=rounding, err_msg=f"call {k}")
+                np.testing.assert_array_equal(a, b, err_msg=f"call {k}")
 
 
 @pytest.mark.parametrize("B", [7, 1])
 def test_frozen_copy_matches_torch(B):
-    """An independent oracle for the kept packings (batch 1: W_hh^T, summed by rows four at a time,
-    H = 5 rows of it, the last one alone): torch.nn.LSTM on the same weights, float32."""
+    """An independent oracle for the kept packings (batch 1: h W_hh^T summed by rows of W_hh^T four
+    at a time, H = 5 rows of it, the last one alone): torch.nn.LSTM on the same weights, float32."""
     torch = pytest.importorskip("torch")
     torch.manual_seed(0)
     module = torch.nn.LSTM(I, H, 2, bidirectional=True)
@@ -121,8 +118,7 @@ def test_frozen_copy_packs_its_weights_once(monkeypatch):
 
 def test_frozen_copy_serves_several_threads_at_once():
     """The compiled loops release the GIL, so a server may call one frozen copy from several
-    threads: every call allocates its own buffers, and what the copy keeps is read-only. (To
-    rounding: at batch 1 the copy sums in another order than the layer, see above.)"""
+    threads: every call allocates its own buffers, and what the copy keeps is read-only."""
     from concurrent.futures import ThreadPoolExecutor
     lstm = nplstm.LSTM(I, 32, num_layers=2, bidirectional=True, seed=1)
     frozen = lstm.frozen()
@@ -133,4 +129,4 @@ def test_frozen_copy_serves_several_threads_at_once():
         with ThreadPoolExecutor(4) as pool:
             for _ in range(3):
                 for got, w in zip(pool.map(lambda x: frozen(x)[0], xs), want):
-                    np.testing.assert_allclose(got, w, rtol=1e-6, atol=1e-6)
+                    np.testing.assert_array_equal(got, w)

@@ -96,9 +96,8 @@ def _row_infer(a, r, b, cp, c, h):
 
 @_inline
 def _matvec(W, h, z):
-    """z = W h, one dot product per row of W (G, P): numba vectorizes each row's sum. Batch 1's
-    forward with W_hh as given. (Four rows at a time, h[p] loaded once for four sums: 0.90-0.94 of
-    this loop's time at H = 64, 0.97 at 128, 1.02-1.09 at 256; not taken.)"""
+    """z = W h, one dot product per row of W (N, K): numba vectorizes each row's sum. Batch 1's
+    backward W_hh^T dz, whose rows are 4H long."""
     G, P = W.shape
     for j in range(G):
         acc = np.float32(0)
@@ -110,9 +109,9 @@ def _matvec(W, h, z):
 @_inline
 def _vecmat(v, M, out):
     """out += v M: the rows of M (K, N) weighted by v (K,) and summed, four rows a pass, so that out
-    is read and written once per four rows (each pass one vector loop over N). Batch 1's backward
-    dz W_hh, and a frozen layer's forward h W_hh^T. Against ``_matvec``'s dot product per row of
-    W_hh, measured at 1 thread (us a step, T = 100; 4H x P): 256x64 0.98 against 1.58, 512x128 4.6
+    is read and written once per four rows (each pass one vector loop over N). Batch 1's forward
+    h W_hh^T. Against ``_matvec``'s dot product per row of W_hh, whose rows are only P long,
+    measured at 1 thread (us a step, T = 100; 4H x P): 256x64 0.98 against 1.58, 512x128 4.6
     against 6.1, 1024x256 21.2 against 21.4."""
     K, N = M.shape
     k = 0
@@ -154,8 +153,7 @@ def forward_loop(compute, Wp, W, A, b, hs, cs, tc, batch_sizes, reverse, train):
     """The time loop: R = h_{t-1} W_hh^T from the packed Wp, then each active row's cell over A[t]
     and R. (The GEMM writes R, beta = 0, rather than adding onto A[t]: 3-17% faster, oneDNN at
     1 thread, B = 16-64, H = 128-512.) With Wp (and compute) None, batch 1: numba's own product
-    instead, which costs less than a GEMM call at this size, with W = W_hh (4H, P) as given, or
-    W_hh^T (P, 4H) where a frozen layer keeps it (``_packed``; 4H > P: the shapes tell them apart)."""
+    instead, which costs less than a GEMM call at this size, with W = W_hh^T (P, 4H)."""
     T, B, G = A.shape
     P = hs.shape[2]
     R = np.empty((B, G), np.float32)                      # the recurrent side of the current step
@@ -167,11 +165,9 @@ def forward_loop(compute, Wp, W, A, b, hs, cs, tc, batch_sizes, reverse, train):
         cs[nxt, n:] = cs[prev, n:]
         if Wp is not None:
             gemm_packed(compute, Wp, n, G, P, hs[prev].ctypes.data, P, R.ctypes.data, G)   # R = h W_hh^T
-        elif n > 0 and W.shape[0] == P:                   # batch 1: W_hh^T (P, 4H), kept by a frozen layer
+        elif W is not None and n > 0:                     # batch 1: h_{t-1} W_hh^T, by rows of W_hh^T
             R[0] = 0
             _vecmat(hs[prev, 0], W, R[0])
-        elif n > 0:                                       # batch 1: W_hh (4H, P) as given
-            _matvec(W, hs[prev, 0], R[0])
         for r in range(n):
             if train:
                 _row_train(A[t, r], R[r], b, cs[prev, r], cs[nxt, r], tc[t, r], hs[nxt, r])
@@ -191,7 +187,7 @@ def _row_backward(a, th, d, cp, dc):
 @_jit
 def backward_loop(compute, Wp, W, A, tc, cs, dout, dh, dc, batch_sizes, reverse):
     """The backward time loop over the gates in A; dh (B, P), dc (B, H) carried; Wp: W_hh packed
-    (or None at batch 1: W_hh itself, W)."""
+    (or None at batch 1, and W = W_hh^T (P, 4H))."""
     T, B, G = A.shape
     P = dh.shape[1]
     for s in range(T):
@@ -203,12 +199,10 @@ def backward_loop(compute, Wp, W, A, tc, cs, dout, dh, dc, batch_sizes, reverse)
         for r in range(n):
             _row_backward(A[t, r], tc[t, r], dh[r], cs[prev, r], dc[r])
         # dh_{t-1} = dz_t W_hh: backprop through h_{t-1} W_hh^T
-        if Wp is None:
-            if n > 0:
-                dh[0] = 0
-                _vecmat(A[t, 0], W, dh[0])
-        else:
+        if Wp is not None:
             gemm_packed(compute, Wp, n, P, G, A[t].ctypes.data, G, dh.ctypes.data, P)
+        elif W is not None and n > 0:                     # batch 1: W_hh^T dz, a dot product per row of W_hh^T
+            _matvec(W, A[t, 0], dh[0])
 
 
 def _threads_for(B):
@@ -235,7 +229,7 @@ def _forward(x, h0, c0, w, batch_sizes, reverse, train, matmul):
     w_ih, w_hh, b_ih, b_hh = w.source
     G = w_hh.shape[0]
     A = matmul(x.reshape(T * B, I), w_ih.T).reshape(T, B, G)   # one GEMM; the bias is added in the loop
-    compute, Wp, W = _packed(w, B, transpose=True, keep=not train)   # W_hh^T (P, 4H), the same at every step
+    compute, Wp, W = _packed(w, B, transpose=True, keep=not train)   # W_hh^T, the same at every step
     H, P = G // 4, h0.shape[1]
     hs = np.empty((T + 1, B, P), np.float32)
     cs = np.empty((T + 1, B, H), np.float32)
@@ -260,7 +254,7 @@ def _backward(dout, dh_n, dc_n, cache, matmul):
     G, P = w_hh.shape
     dh = np.zeros((B, P), np.float32) if dh_n is None else np.array(dh_n, np.float32)   # carries, own copies
     dc = np.zeros((B, G // 4), np.float32) if dc_n is None else np.array(dc_n, np.float32)
-    compute, Wp, W = _packed(w, B, transpose=False)       # W_hh (4H, P)
+    compute, Wp, W = _packed(w, B, transpose=False)       # W_hh (batch 1: W_hh^T)
     backward_loop(compute, Wp, W, A, tc, cs, dout, dh, dc, _sizes(batch_sizes), reverse)
     Z = A.reshape(T * B, G)                               # dL/dz of every step, a row per (t, b)
     h_prev = (hs[1:] if reverse else hs[:T]).reshape(T * B, P)   # h_{t-1} of each step, no copy
@@ -273,28 +267,23 @@ def _backward(dout, dh_n, dc_n, cache, matmul):
 
 
 def _packed(w, B, transpose, keep=False):
-    """(compute, Wp, W): how the loops multiply by W_hh. Batch > 1: oneDNN's sgemm_compute and Wp,
-    W_hh (W_hh^T: ``transpose``) packed for it. Batch 1: no GEMM (None, None) and W, the operand of
-    numba's own products: W_hh^T for a forward over a ``lasting`` Packed (a frozen layer's,
-    transposed once, summed by rows in ``_vecmat``), else W_hh as given (a transposed copy per call,
-    13 us at 256x64, would cost what ~20 steps save). ``keep`` (inference): keep the form in the
-    Packed w's ``gemm_forms`` and use it from there at later calls (a frozen layer keeps its
-    Packed, so it packs once). Training does not keep it: the cache would hold it through the
-    backward, which packs W_hh its own way, and that raised a bidirectional step's peak memory by
-    3.5 MiB."""
+    """(compute, Wp, W): how the loops multiply by W_hh. Batch 1: no GEMM (None, None) and W =
+    W_hh^T (P, 4H), C-contiguous, the operand of numba's own products both ways; free where the
+    layer holds weight_hh column-major, as an LSTM does (``recurrent``), else a transposed copy.
+    Batch > 1: oneDNN's sgemm_compute and Wp, W_hh (W_hh^T: ``transpose``) packed for it, and W
+    None. ``keep`` (inference): keep the packing in the Packed w's ``gemm_forms`` and use it from
+    there at later calls (a frozen layer keeps its Packed, so it packs once). Training does not
+    keep it: the cache would hold it through the backward, which packs W_hh its own way, and that
+    raised a bidirectional step's peak memory by 3.5 MiB."""
     w_hh = w.source[1]
     if B == 1:
-        if not (transpose and w.lasting):
-            return None, None, w_hh
-        compute = None
-    else:
-        compute = _blas.packed_compute()
-        if compute is None:                               # engine._batch_major checked it; threads changed since?
-            raise RuntimeError("the batch-major LSTM path needs oneDNN's packed GEMM on one thread")
-    form = w.gemm_forms.get((B, transpose))
-    if form is None:
-        W = _blas.transposed(w_hh) if transpose else w_hh
-        form = W if compute is None else _blas.pack_right(W, B)
+        return None, None, _blas.c_contiguous(w_hh.T)
+    compute = _blas.packed_compute()
+    if compute is None:                                   # engine._batch_major checked it; threads changed since?
+        raise RuntimeError("the batch-major LSTM path needs oneDNN's packed GEMM on one thread")
+    Wp = w.gemm_forms.get((B, transpose))
+    if Wp is None:
+        Wp = _blas.pack_right(_blas.c_contiguous(w_hh.T if transpose else w_hh), B)
         if keep:
-            w.gemm_forms[B, transpose] = form
-    return (None, None, form) if compute is None else (compute, form, w_hh)
+            w.gemm_forms[B, transpose] = Wp
+    return compute, Wp, None

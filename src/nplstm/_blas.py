@@ -44,7 +44,7 @@ exported for its RNN primitive, found by their C++ names and checked on one prod
     gemm_packed(compute, Rp, n, M, K, X, ldx, Y, ldy, beta=0.0)
         Y (n, M) = X (n, K) @ R (K, M) + beta Y, R packed by ``pack_right(R, n)``; X, Y addresses
 
-And ``transposed(W)``: W.T as a contiguous copy through OpenBLAS's ``somatcopy``.
+And ``c_contiguous(W)``: a row-major copy of a transposed matrix through OpenBLAS's ``somatcopy``.
 """
 import ctypes
 import os
@@ -68,7 +68,7 @@ _i64, _f32 = ctypes.c_int64, ctypes.c_float               # addresses as 64-bit 
 
 
 def _openblas():
-    """NumPy's OpenBLAS: cblas_sgemm, and its cblas_somatcopy (for ``transposed``) as a global."""
+    """NumPy's OpenBLAS: cblas_sgemm, and its cblas_somatcopy (for ``c_contiguous``) as a global."""
     global _omatcopy
     libs = sorted(blas_libraries(), key=lambda lib: "numpy" not in lib.filepath)   # NumPy's own first
     for lib in libs:
@@ -89,15 +89,20 @@ def _openblas():
     return None
 
 
-def transposed(W):
-    """W.T as a C-contiguous float32 copy, through OpenBLAS's somatcopy where found (measured here
-    2.5-11x faster than NumPy's copy of a transposed view: (2048, 512) 0.3 ms against 3.5 ms)."""
-    if _omatcopy is None or W.dtype != np.float32 or W.ndim != 2 or not W.flags.c_contiguous:
-        return np.array(W.T, order="C")
-    M, N = W.shape
+def c_contiguous(W):
+    """W as a C-contiguous array: W itself where it is one (and CuPy arrays as they are); a copy
+    where it is not, through OpenBLAS's somatcopy where W is the transposed view of a C-contiguous
+    float32 matrix (measured here 2.5-11x faster than NumPy's copy: (2048, 512) 0.3 ms against
+    3.5 ms), else NumPy's."""
+    if type(W) is not np.ndarray or W.flags.c_contiguous:
+        return W
+    if _omatcopy is None or W.dtype != np.float32 or W.ndim != 2 or not W.T.flags.c_contiguous:
+        return np.ascontiguousarray(W)
+    S = W.T                                               # (M, N) row-major; W = S^T is what we copy out
+    M, N = S.shape
     out = np.empty((N, M), np.float32)
-    if W.size:
-        _omatcopy(ROW_MAJOR, TRANS, M, N, 1.0, W.ctypes.data, max(N, 1), out.ctypes.data, max(M, 1))
+    if S.size:
+        _omatcopy(ROW_MAJOR, TRANS, M, N, 1.0, S.ctypes.data, max(N, 1), out.ctypes.data, max(M, 1))
     return out
 
 

@@ -201,13 +201,12 @@ class Packed:
     them, made on first use (see ``pack``; ``_batchmajor`` reads the originals and packs W_hh for
     oneDNN instead, kept in ``gemm_forms``). Every form is made from the weights as they are then:
     a Packed must not outlive a change to them (``LSTM`` makes one per call, and its ``frozen()``
-    copy keeps them for good, over weights made read-only: ``lasting``)."""
+    copy keeps them for good, over weights made read-only)."""
     kind: str                 # a key of KINDS
     source: tuple             # (w_ih, w_hh, b_ih, b_hh): PyTorch's layout and gate order; biases may be None
     w_hr: np.ndarray | None   # (P, H)    LSTM projection, or None
     xp: object = np           # the array module of all of these: numpy, or cupy on a GPU
     gemm_forms: dict = field(default_factory=dict, repr=False, compare=False)   # _batchmajor's packings
-    lasting: bool = False     # kept for many calls (a frozen layer's): worth forms one call would not repay
 
     @cached_property
     def _packed(self):
@@ -215,6 +214,8 @@ class Packed:
         cell, (w_ih, w_hh, b_ih, b_hh), xp, H = KINDS[self.kind], self.source, self.xp, self.H
         gpu = getattr(getattr(w_ih, "device", None), "id", None)   # CuPy: which GPU the arrays live on
         perm, scale = _gate_layout(self.kind, H, w_ih.dtype, xp, gpu)
+        w_hh = _blas.c_contiguous(w_hh)                  # row-major: a float32 LSTM holds it column-major,
+                                                          # and rows gathered from that come 3-24x slower
         Wx, Wh = w_ih[perm], w_hh[perm]                  # one gather each (copies), then halved in place:
         Wx[:cell.sigmoid_gates * H] *= 0.5                # a pass over the sigmoid rows, no second copy
         Wh[:cell.sigmoid_gates * H] *= 0.5

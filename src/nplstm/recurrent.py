@@ -19,6 +19,9 @@ Weights, exactly torch's ``state_dict()``::
     bias_ih_l{k}{sfx}, bias_hh_l{k}{sfx} (G*H,)      weight_hr_l{k}{sfx} (P, H), LSTM with proj_size only
     where sfx is "" for the forward direction and "_reverse" for the backward one.
 
+``params`` holds these arrays (a float32 LSTM's weight_hh column-major: ``_Recurrent._held``);
+``state_dict()`` hands out row-major copies.
+
 Gate rows in torch's order: LSTM [i | f | g | o], GRU [r | z | n] (with b_hn inside
 r * (W_hn h + b_hn), as torch places it), RNN a single block.
 """
@@ -108,7 +111,18 @@ class _Recurrent(_xp.OnDevice):
 
     def _init_params(self):
         bound = 1 / np.sqrt(self.hidden_size)             # PyTorch: U(-1/sqrt(H), 1/sqrt(H)) for every tensor
-        return {k: self.rng.uniform(-bound, bound, shape).astype(self.dtype) for k, shape in self.param_shapes().items()}
+        return {k: self._held(k, self.rng.uniform(-bound, bound, shape).astype(self.dtype))
+                for k, shape in self.param_shapes().items()}
+
+    def _held(self, key, value):
+        """How ``params`` holds a weight: as it is, except a float32 LSTM's weight_hh (no projection)
+        on the CPU, held column-major: still (4H, P) as torch's, but a view of W_hh^T (P, 4H)
+        row-major, which the compiled loop at batch 1 multiplies by, with no transpose at each call
+        (``_batchmajor._packed``). A weight_hh put into ``params`` row-major costs that transpose."""
+        if (self.mode == "lstm" and not self.proj_size and key.startswith("weight_hh")
+                and type(value) is np.ndarray and value.dtype == np.float32):
+            return np.asfortranarray(value)
+        return value
 
     def state_dict(self):
         """A copy of the weights: {name: array on the layer's device}, torch's keys, shapes and gate order."""
@@ -132,7 +146,7 @@ class _Recurrent(_xp.OnDevice):
             elif not np.all(np.isfinite(value)):
                 problems.append(f"{key!r} contains NaN or Inf")
             else:
-                loaded[key] = _xp.to_device(value.astype(self.dtype, copy=True), self.device)
+                loaded[key] = self._held(key, _xp.to_device(value.astype(self.dtype, copy=True), self.device))
         if problems:
             raise ValueError("load_state_dict: " + "; ".join(problems))
         self.params = loaded
@@ -146,7 +160,6 @@ class _Recurrent(_xp.OnDevice):
         w = engine.pack(get("weight_ih" + sfx), get("weight_hh" + sfx), get("bias_ih" + sfx), get("bias_hh" + sfx),
                         get("weight_hr" + sfx), kind=self.mode)
         if self._kept is not None:
-            w.lasting = True
             self._kept[layer, direction] = w
         return w
 
@@ -156,14 +169,13 @@ class _Recurrent(_xp.OnDevice):
 
         Its weights are a read-only snapshot of this layer's, so what the engine prepares from
         them at the first call (PyTorch's gate rows reordered and halved, W_hh packed for
-        oneDNN's GEMM at each batch size, W_hh^T at batch 1) is kept for every later call instead
-        of being redone at each, as an ONNX Runtime session prepacks its weights once. Later
-        changes to this layer do not reach the copy: freeze again after training. The copy
-        refuses ``forward(..., train=True)``, ``load_state_dict`` and ``to``; results equal this
-        layer's (at batch 1 in float32 to rounding: the product by W_hh^T sums in another order).
+        oneDNN's GEMM at each batch size) is kept for every later call instead of being redone at
+        each, as an ONNX Runtime session prepacks its weights once. Later changes to this layer
+        do not reach the copy: freeze again after training. The copy refuses
+        ``forward(..., train=True)``, ``load_state_dict`` and ``to``; results equal this layer's.
         """
         twin = copy.copy(self)
-        params = {k: v.copy() for k, v in self.params.items()}
+        params = {k: v.copy(order="K") for k, v in self.params.items()}   # (weight_hh: still column-major)
         for v in params.values():
             if isinstance(v, np.ndarray):                 # (CuPy arrays have no read-only flag)
                 v.flags.writeable = False
@@ -180,7 +192,9 @@ class _Recurrent(_xp.OnDevice):
         """Move the weights to ``device`` ("cpu", or "cuda" with CuPy) and return the layer (see
         ``nplstm._xp.OnDevice.to``); refused on a frozen copy."""
         self._refuse_if_frozen("to")
-        return super().to(device)
+        super().to(device)
+        self.params = {k: self._held(k, v) for k, v in self.params.items()}
+        return self
 
     # ------------------------------------------------------------------ forward / backward
     def _forward(self, x, hx, lengths, train, checkpoint_every=None):
