@@ -1,10 +1,9 @@
-"""A lead for several threads, not in the library: the batch split into row blocks, one thread each.
+"""nplstm.set_num_threads(n): the batch in row blocks, one thread each (``nplstm._rowblocks``),
+against one thread's loop with BLAS given the threads instead.
 
 An LSTM's batch rows never meet, so each block of rows can run the whole sequence on its own
 core, with no barrier between steps (BLAS given several threads splits each step's GEMM
-instead, and leaves the cell on one core). This script patches ``engine.forward``/``backward``
-to do that for the compiled float32 LSTM (blocks of >= 16 rows, each on one BLAS/OpenMP
-thread; the numba loops release the GIL), then times it against the library as it is.
+instead, and leaves the cell on one core).
 
     python benchmarks/batch_split.py calls 64,128,32,50,1,0 128,256,64,100,1,0   # alone, 2 threads
     python benchmarks/batch_split.py app                                          # nplstm train
@@ -20,57 +19,14 @@ import os
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-MIN_ROWS = 16
-
 
 def install_split():
-    """Patch nplstm.engine so that forward/backward of a compiled LSTM run in row blocks."""
-    from nplstm import _blas, _threads, engine
-    forward_one, backward_one = engine.forward, engine.backward
-    pool = ThreadPoolExecutor(max_workers=(os.cpu_count() or 2) - 1)
-
-    def run_parts(fn, n):
-        def one_thread(k):
-            with _blas.one_omp_thread():                  # per calling thread
-                return fn(k)
-        with _threads.single_blas_thread():
-            futures = [pool.submit(one_thread, k) for k in range(1, n)]
-            return [one_thread(0)] + [f.result() for f in futures]
-
-    def forward(x, h0, c0, w, batch_sizes=None, reverse=False, train=True):
-        B = x.shape[1]
-        n = min(os.cpu_count() or 1, B // MIN_ROWS)
-        if not engine._compiled_lstm(w, x) or n < 2:
-            return forward_one(x, h0, c0, w, batch_sizes, reverse, train)
-        edges = [B * k // n for k in range(n + 1)]
-        bounds = list(zip(edges[:-1], edges[1:]))
-
-        def run(k):
-            r0, r1 = bounds[k]
-            sizes = None if batch_sizes is None else np.clip(np.asarray(batch_sizes) - r0, 0, r1 - r0)
-            return forward_one(np.ascontiguousarray(x[:, r0:r1]), h0[r0:r1], c0[r0:r1], w, sizes, reverse, train)
-        res = run_parts(run, n)
-        cat = [np.concatenate([r[i] for r in res], axis=1 if i == 0 else 0) for i in range(3)]
-        return (*cat, ("split", bounds, [r[3] for r in res]) if train else None)
-
-    def backward(dout, dh_n, dc_n, cache):
-        if not (isinstance(cache[0], str) and cache[0] == "split"):
-            return backward_one(dout, dh_n, dc_n, cache)
-        _, bounds, caches = cache
-
-        def run(k):
-            r0, r1 = bounds[k]
-            return backward_one(np.ascontiguousarray(dout[:, r0:r1]), None if dh_n is None else dh_n[r0:r1],
-                                None if dc_n is None else dc_n[r0:r1], caches[k])
-        res = run_parts(run, len(bounds))
-        cat = [np.concatenate([r[i] for r in res], axis=1 if i == 0 else 0) for i in range(3)]
-        grads = {k: None if v is None else v + sum(r[3][k] for r in res[1:]) for k, v in res[0][3].items()}
-        return (*cat, grads)
-    engine.forward, engine.backward = forward, backward
+    """Row blocks over every core (the library's default is 1: no split)."""
+    import nplstm
+    nplstm.set_num_threads(os.cpu_count() or 1)
 
 
 def calls(config, split):

@@ -5,7 +5,8 @@ Needs torch (``pip install torch``) and threadpoolctl; onnxruntime is optional. 
 
 All in one process, interleaved run by run, medians reported as ratios (nplstm / other):
 below 1.0 nplstm is faster. Same thread count everywhere: torch.set_num_threads(n),
-BLAS threads via threadpoolctl, ONNX Runtime intra-op threads.
+nplstm.set_num_threads(n) (row blocks), BLAS threads via threadpoolctl, ONNX Runtime intra-op
+threads.
 
     python benchmarks/bench_lstm.py                    # the grid, table to stdout
     python benchmarks/bench_lstm.py --write            # also writes benchmarks/RESULTS.md
@@ -137,7 +138,8 @@ def run_grid(grid, threads, reps=None, cell="lstm"):
     import torch
     from threadpoolctl import threadpool_limits
     torch.set_num_threads(threads)
-    rows = []
+    rows, before = [], nplstm.get_num_threads()
+    nplstm.set_num_threads(threads)
     with threadpool_limits(threads):
         for cfg in grid:
             module, ours, x, G = make_pair(cfg, cell=cell)
@@ -155,6 +157,7 @@ def run_grid(grid, threads, reps=None, cell="lstm"):
             ref = reference_step_time(cfg) if small and cell == "lstm" else None
             rows.append(dict(cfg=cfg, reps=r, train=train, infer=infer, reference=ref, cell=cell))
             print(format_row(rows[-1]), flush=True)
+    nplstm.set_num_threads(before)
     return rows
 
 

@@ -36,7 +36,9 @@ of slicing and dispatch per step, with the same results:
   once per sequence (batch 1: numba's own matrix-vector products). Its caches are tagged, and
   ``backward`` and ``activations`` read either kind;
 - otherwise (OpenBLAS) in ``_cellmath_numba``'s loops over the buffers below, which call an
-  sgemm themselves for each step's GEMM.
+  sgemm themselves for each step's GEMM;
+- and with ``nplstm.set_num_threads(n)``, over row blocks of the batch, a thread each
+  (``_rowblocks``), each block as above.
 
 Arrays: every array here comes from one module ``xp`` (``Packed.xp``, picked from the weights by
 ``nplstm._xp.array_module``): NumPy on the CPU, CuPy on a GPU, with the same code. The lengths
@@ -53,7 +55,7 @@ from functools import cached_property, lru_cache
 
 import numpy as np
 
-from . import _blas, _cellmath, _xp
+from . import _blas, _cellmath, _rowblocks, _xp
 
 __all__ = ["Packed", "pack", "forward", "backward", "forward_segments", "activations", "cell_step", "KINDS", "backends",
            "get_backend", "set_backend", "use_backend"]
@@ -294,6 +296,14 @@ def forward(x, h0, c0, w, batch_sizes=None, reverse=False, train=True):
         h_n (B, P), c_n (B, H) or None -- each row's state after its last processed step
         cache -- for ``backward`` (None unless train)
     """
+    blocks = _rowblocks.bounds(x.shape[1])                # nplstm.set_num_threads(n): row blocks, a thread each
+    if blocks is not None and _compiled_lstm(w, x):
+        return _rowblocks.forward(_forward_rows, blocks, x, h0, c0, w, batch_sizes, reverse, train)
+    return _forward_rows(x, h0, c0, w, batch_sizes, reverse, train)
+
+
+def _forward_rows(x, h0, c0, w, batch_sizes, reverse, train):
+    """``forward`` on the calling thread."""
     if _batch_major(w, x):                                # float32 LSTM, compiled: the same, batch-major
         return _batchmajor().forward(x, h0, c0, w, batch_sizes, reverse, train)
     return _forward(x, h0, c0, w, batch_sizes, reverse, train)
@@ -360,9 +370,11 @@ def backward(dout, dh_n, dc_n, cache):
         grads -- dict with keys w_ih, w_hh, b_ih, b_hh, w_hr (None without projection);
                  in PyTorch's layout and gate order
     """
-    if isinstance(cache[0], str):                         # a tagged cache: forward_segments's or _batchmajor's
-        if cache[0] == "segments":
+    if isinstance(cache[0], str):                         # a tagged cache: forward_segments's, _rowblocks's
+        if cache[0] == "segments":                        # or _batchmajor's
             return _backward_segments(dout, dh_n, dc_n, cache)
+        if cache[0] == _rowblocks.SPLIT:
+            return _rowblocks.backward(backward, dout, dh_n, dc_n, cache)
         return _batchmajor().backward(dout, dh_n, dc_n, cache)
     return _backward(dout, dh_n, dc_n, cache)
 
@@ -427,6 +439,8 @@ def activations(cache):
     the gates after their nonlinearity, "c": c_t, each (T, B, H), and "h": h_t (T, B, P)."""
     if isinstance(cache[0], str) and cache[0] == "segments":
         raise ValueError("a checkpointed cache (forward_segments) keeps no gates: run forward without checkpointing")
+    if isinstance(cache[0], str) and cache[0] == _rowblocks.SPLIT:
+        return _rowblocks.activations(activations, cache)
     if isinstance(cache[0], str):                         # _batchmajor's: (T, B, 4H), PyTorch's gate order
         _, x, A, hs, cs, _, w, _, reverse = cache
         gates = {g: A[:, :, k * w.H:(k + 1) * w.H] for k, g in enumerate("ifgo")}

@@ -1,0 +1,106 @@
+"""Several threads for the compiled float32 LSTM: the batch in row blocks, one thread each.
+
+An LSTM's batch rows never meet, so each block of rows can run the whole sequence, input GEMM,
+time loop and weight gradients, on its own core, with no barrier between steps. BLAS given
+several threads splits each step's small GEMM instead (a barrier per step) and leaves the cell
+math on one core. ``nplstm.set_num_threads(n)`` opts in: a batch of B rows then runs as
+min(n, B // MIN_ROWS) blocks, the calling thread taking the first; each block runs
+``engine.forward``/``backward`` as one thread would (BLAS and oneDNN's OpenMP on one thread;
+the compiled loops release the GIL). The results equal one thread's to rounding (a block's
+GEMMs sum their rows apart; the weight gradients are the blocks' sums).
+
+The default is 1: inside ``nplstm train`` the split lost (benchmarks/RESULTS.md), because
+OpenBLAS's idle workers spin after each multi-threaded GEMM of the rest of the model and take
+the core from the block's thread.
+"""
+import numbers
+from concurrent.futures import ThreadPoolExecutor, wait
+
+import numpy as np
+
+from . import _blas, _threads
+
+__all__ = ["set_num_threads", "get_num_threads", "bounds", "forward", "backward", "activations", "SPLIT", "MIN_ROWS"]
+
+SPLIT = "row-blocks"        # tags a split cache for engine.backward
+MIN_ROWS = 16               # rows a block needs at least (below, a GEMM per step gains little from its rows)
+_wanted = 1
+_pool = None
+
+
+def set_num_threads(n):
+    """Threads the compiled float32 LSTM splits a batch over (blocks of >= 16 rows); 1: no split."""
+    global _wanted
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral):
+        raise TypeError(f"n must be an int, got {type(n).__name__}")
+    if n < 1:
+        raise ValueError(f"n must be at least 1, got {n}")
+    _wanted = int(n)
+
+
+def get_num_threads():
+    return _wanted
+
+
+def bounds(B):
+    """The row blocks [(r0, r1), ...] of a batch of B rows, or None: one block, no split."""
+    n = min(_wanted, B // MIN_ROWS)
+    if n < 2:
+        return None
+    edges = [B * k // n for k in range(n + 1)]
+    return list(zip(edges[:-1], edges[1:]))
+
+
+def _run(fn, n):
+    """[fn(0), ..., fn(n-1)], fn(0) on this thread and the others on the pool, BLAS on one thread."""
+    global _pool
+    if _pool is None or _pool._max_workers < n - 1:
+        _pool = ThreadPoolExecutor(n - 1, thread_name_prefix="nplstm-rows")
+
+    def one(k):
+        with _blas.one_omp_thread():                      # oneDNN's OpenMP: the calling thread's setting
+            return fn(k)
+    with _threads.single_blas_thread():                   # OpenBLAS's: process-wide, so set here once
+        futures = [_pool.submit(one, k) for k in range(1, n)]
+        try:
+            first = one(0)
+        finally:
+            wait(futures)                                 # none still running once BLAS is restored
+        return [first] + [f.result() for f in futures]
+
+
+def forward(one, blocks, x, h0, c0, w, batch_sizes, reverse, train):
+    """``engine.forward`` over row blocks; ``one`` runs a block (the engine's forward of one thread)."""
+    def run(k):
+        r0, r1 = blocks[k]
+        sizes = None if batch_sizes is None else np.clip(np.asarray(batch_sizes) - r0, 0, r1 - r0)
+        return one(np.ascontiguousarray(x[:, r0:r1]), h0[r0:r1], None if c0 is None else c0[r0:r1], w, sizes,
+                   reverse, train)
+    parts = _run(run, len(blocks))
+    out = np.concatenate([p[0] for p in parts], axis=1)   # (T, B, P)
+    h_n = np.concatenate([p[1] for p in parts])           # (B, P)
+    c_n = None if c0 is None else np.concatenate([p[2] for p in parts])
+    return out, h_n, c_n, ((SPLIT, blocks, [p[3] for p in parts]) if train else None)
+
+
+def backward(one, dout, dh_n, dc_n, cache):
+    """``engine.backward`` of a split cache: each block's backward (``one``), then the sums of the
+    blocks' weight gradients."""
+    _, blocks, caches = cache
+
+    def run(k):
+        r0, r1 = blocks[k]
+        return one(np.ascontiguousarray(dout[:, r0:r1]), None if dh_n is None else dh_n[r0:r1],
+                   None if dc_n is None else dc_n[r0:r1], caches[k])
+    parts = _run(run, len(blocks))
+    dx = np.concatenate([p[0] for p in parts], axis=1)    # (T, B, I)
+    dh0 = np.concatenate([p[1] for p in parts])
+    dc0 = None if parts[0][2] is None else np.concatenate([p[2] for p in parts])
+    grads = {k: None if g is None else sum(p[3][k] for p in parts) for k, g in parts[0][3].items()}
+    return dx, dh0, dc0, grads
+
+
+def activations(one, cache):
+    """``engine.activations`` of a split cache: the blocks' activations, rows joined again."""
+    parts = [one(c) for c in cache[2]]
+    return {k: np.concatenate([p[k] for p in parts], axis=1) for k in parts[0]}

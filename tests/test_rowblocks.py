@@ -1,0 +1,97 @@
+"""nplstm.set_num_threads(n): the compiled float32 LSTM runs a batch as row blocks, one thread each,
+with the results of one thread (to rounding: each block's GEMMs sum over its own rows)."""
+import numpy as np
+import pytest
+
+import nplstm
+from nplstm import _rowblocks, engine
+
+I, H, T = 3, 5, 6              # distinct sizes; batches of 35 and more rows: blocks of >= 16
+
+
+@pytest.fixture
+def threads():
+    """set_num_threads for one test, restored after."""
+    before = nplstm.get_num_threads()
+    yield nplstm.set_num_threads
+    nplstm.set_num_threads(before)
+
+
+def everything(lstm, x, lengths, G):
+    """Tag of the first cache, then outputs, states, input and state gradients, weight gradients,
+    inference output and the first layer's activations."""
+    out, (h, c), cache = lstm.forward(x, lengths=lengths, train=True)
+    acts = {k: v.copy() for k, v in engine.activations(cache["layers"][0][0]).items()}   # (the backward writes
+    dx, (dh0, dc0), grads = lstm.backward(G, cache, (h, c))   # dL/dz over the gates)
+    return cache["layers"][0][0][0], [out, h, c, dx, dh0, dc0, *grads.values(), lstm(x, lengths=lengths)[0],
+                                      *acts.values()]
+
+
+@pytest.mark.parametrize("B, n, blocks", [(35, 2, 2), (50, 3, 3), (50, 8, 3)])
+@pytest.mark.parametrize("kw, lengths", [
+    (dict(), None),
+    (dict(num_layers=2, bidirectional=True, batch_first=True), "mixed"),
+], ids=["1", "2bi-lengths"])
+def test_row_blocks_answer_as_one_thread(threads, B, n, blocks, kw, lengths):
+    if engine.get_backend() != "numba":
+        pytest.skip("row blocks are the compiled LSTM's")
+    lstm = nplstm.LSTM(I, H, seed=0, **kw)
+    rng = np.random.default_rng(1)
+    for v in lstm.params.values():                        # non-zero biases, saturated gates
+        v[...] = rng.uniform(-0.9, 0.9, v.shape)
+    x = rng.standard_normal((B, T, I) if lstm.batch_first else (T, B, I)).astype(np.float32)
+    G = rng.standard_normal(x.shape[:2] + (lstm.num_directions * H,)).astype(np.float32)
+    lengths = None if lengths is None else rng.integers(1, T + 1, B)   # some blocks idle at some steps
+    tag, want = everything(lstm, x, lengths, G)
+    assert tag != _rowblocks.SPLIT
+    threads(n)
+    assert _rowblocks.bounds(B) is not None and len(_rowblocks.bounds(B)) == blocks   # min(n, B // 16)
+    tag, got = everything(lstm, x, lengths, G)
+    assert tag == _rowblocks.SPLIT
+    for k, (a, b) in enumerate(zip(got, want)):
+        assert a.shape == b.shape, k
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5, err_msg=str(k))
+
+
+@pytest.mark.parametrize("make, B", [
+    (lambda: nplstm.LSTM(I, H, seed=0), 31),                        # fewer than 2 x 16 rows
+    (lambda: nplstm.LSTM(I, H, dtype="float64", seed=0), 40),       # not the compiled LSTM
+    (lambda: nplstm.LSTM(I, H, proj_size=2, seed=0), 40),
+    (lambda: nplstm.GRU(I, H, seed=0), 40),
+])
+def test_what_is_not_split(threads, make, B):
+    threads(4)
+    layer = make()
+    x = np.ones((T, B, I), layer.dtype)
+    cache = layer.forward(x, train=True)[-1]
+    assert not (isinstance(cache["layers"][0][0][0], str) and cache["layers"][0][0][0] == _rowblocks.SPLIT)
+
+
+@pytest.mark.parametrize("n, error", [(0, ValueError), (-2, ValueError), (1.5, TypeError), (True, TypeError),
+                                      ("2", TypeError), (None, TypeError)])
+def test_set_num_threads_refuses_what_is_not_a_positive_int(threads, n, error):
+    with pytest.raises(error, match="n must"):
+        nplstm.set_num_threads(n)
+    assert nplstm.get_num_threads() >= 1
+
+
+def test_a_failing_block_raises_and_leaves_blas_as_it_was(threads, monkeypatch):
+    """An error in any block reaches the caller, after every block has stopped and the BLAS thread
+    setting is restored."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    if engine.get_backend() != "numba":
+        pytest.skip("row blocks are the compiled LSTM's")
+    threads(2)
+    lstm = nplstm.LSTM(I, H, seed=0)
+    real = engine._forward_rows
+
+    def second_block_fails(x, *args):
+        if x.shape[1] == 20:
+            raise RuntimeError("block failed")
+        return real(x, *args)
+    monkeypatch.setattr(engine, "_forward_rows", second_block_fails)
+    with threadpoolctl.threadpool_limits(2, user_api="blas"):
+        before = [i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"]
+        with pytest.raises(RuntimeError, match="block failed"):
+            lstm(np.ones((T, 39, I), np.float32))         # blocks of 19 and 20 rows
+        assert [i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"] == before
