@@ -98,11 +98,11 @@ def _row_infer(a, r, b, cp, c, h):
 def _matvec(W, h, z):
     """z = W h, one dot product per row of W (N, K): numba vectorizes each row's sum. Batch 1's
     backward W_hh^T dz, whose rows are 4H long."""
-    G, P = W.shape
-    for j in range(G):
+    N, K = W.shape
+    for j in range(N):
         acc = np.float32(0)
-        for p in range(P):
-            acc += W[j, p] * h[p]
+        for k in range(K):
+            acc += W[j, k] * h[k]
         z[j] = acc
 
 

@@ -55,6 +55,8 @@ def _run(fn, n):
     """[fn(0), ..., fn(n-1)], fn(0) on this thread and the others on the pool, BLAS on one thread."""
     global _pool
     if _pool is None or _pool._max_workers < n - 1:
+        if _pool is not None:
+            _pool.shutdown(wait=False)                    # its threads end once idle
         _pool = ThreadPoolExecutor(n - 1, thread_name_prefix="nplstm-rows")
 
     def one(k):

@@ -136,10 +136,18 @@ def budget_reps(cfg):
 
 def run_grid(grid, threads, reps=None, cell="lstm"):
     import torch
-    from threadpoolctl import threadpool_limits
     torch.set_num_threads(threads)
     rows, before = [], nplstm.get_num_threads()
     nplstm.set_num_threads(threads)
+    try:
+        _run_configs(grid, threads, reps, cell, rows)
+    finally:
+        nplstm.set_num_threads(before)
+    return rows
+
+
+def _run_configs(grid, threads, reps, cell, rows):
+    from threadpoolctl import threadpool_limits
     with threadpool_limits(threads):
         for cfg in grid:
             module, ours, x, G = make_pair(cfg, cell=cell)
@@ -157,8 +165,6 @@ def run_grid(grid, threads, reps=None, cell="lstm"):
             ref = reference_step_time(cfg) if small and cell == "lstm" else None
             rows.append(dict(cfg=cfg, reps=r, train=train, infer=infer, reference=ref, cell=cell))
             print(format_row(rows[-1]), flush=True)
-    nplstm.set_num_threads(before)
-    return rows
 
 
 def format_row(row):
