@@ -95,3 +95,34 @@ def test_a_failing_block_raises_and_leaves_blas_as_it_was(threads, monkeypatch):
         with pytest.raises(RuntimeError, match="block failed"):
             lstm(np.ones((T, 39, I), np.float32))         # blocks of 19 and 20 rows
         assert [i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"] == before
+
+
+@pytest.mark.parametrize("kw", [dict(), dict(lengths="mixed"), dict(checkpoint_every=4)], ids=["full", "lengths",
+                                                                                              "checkpointed"])
+def test_a_small_batch_runs_its_two_directions_at_once(threads, monkeypatch, kw):
+    """Below 2 x 16 rows a bidirectional layer runs its directions on two threads instead (forward
+    and backward, every layer), with one thread's results."""
+    if engine.get_backend() != "numba":
+        pytest.skip("directions at once are the compiled LSTM's")
+    lstm = nplstm.LSTM(I, H, num_layers=2, bidirectional=True, seed=0)
+    rng = np.random.default_rng(2)
+    for v in lstm.params.values():
+        v[...] = rng.uniform(-0.9, 0.9, v.shape)
+    B = 7
+    x = rng.standard_normal((T, B, I)).astype(np.float32)
+    G = rng.standard_normal((T, B, 2 * H)).astype(np.float32)
+    lengths = rng.integers(1, T + 1, B) if kw.pop("lengths", None) else None
+
+    def run():
+        out, (h, c), cache = lstm.forward(x, lengths=lengths, train=True, **kw)
+        dx, (dh0, dc0), grads = lstm.backward(G, cache, (h, c))
+        return [out, h, c, dx, dh0, dc0, *grads.values(), lstm(x, lengths=lengths)[0]]
+    want = run()
+    calls = []
+    real = _rowblocks.each
+    monkeypatch.setattr(_rowblocks, "each", lambda fn, n: calls.append(n) or real(fn, n))
+    threads(2)
+    got = run()
+    assert calls == [2] * 6                               # 2 layers: forward, backward, inference
+    for k, (a, b) in enumerate(zip(got, want)):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6, err_msg=str(k))

@@ -1,4 +1,5 @@
-"""Several threads for the compiled float32 LSTM: the batch in row blocks, one thread each.
+"""Several threads for the compiled float32 LSTM: the batch in row blocks, one thread each (and a
+bidirectional layer's two directions at once, where the batch is too small to split).
 
 An LSTM's batch rows never meet, so each block of rows can run the whole sequence, input GEMM,
 time loop and weight gradients, on its own core, with no barrier between steps. BLAS given
@@ -12,6 +13,10 @@ GEMMs sum their rows apart; the weight gradients are the blocks' sums).
 The default is 1: inside ``nplstm train`` the split lost (benchmarks/RESULTS.md), because
 OpenBLAS's idle workers spin after each multi-threaded GEMM of the rest of the model and take
 the core from the block's thread.
+
+The directions of a bidirectional layer never meet either (``each``, called by the layers where
+``engine.directions_at_once`` says so): a batch of fewer than 2 x 16 rows runs them on two
+threads instead of splitting its rows.
 """
 import numbers
 from concurrent.futures import ThreadPoolExecutor, wait
@@ -20,7 +25,8 @@ import numpy as np
 
 from . import _blas, _threads
 
-__all__ = ["set_num_threads", "get_num_threads", "bounds", "forward", "backward", "activations", "SPLIT", "MIN_ROWS"]
+__all__ = ["set_num_threads", "get_num_threads", "bounds", "each", "forward", "backward", "activations", "SPLIT",
+           "MIN_ROWS"]
 
 SPLIT = "row-blocks"        # tags a split cache for engine.backward
 MIN_ROWS = 16               # rows a block needs at least (below, a GEMM per step gains little from its rows)
@@ -51,8 +57,9 @@ def bounds(B):
     return list(zip(edges[:-1], edges[1:]))
 
 
-def _run(fn, n):
-    """[fn(0), ..., fn(n-1)], fn(0) on this thread and the others on the pool, BLAS on one thread."""
+def each(fn, n):
+    """[fn(0), ..., fn(n-1)] at once: fn(0) on this thread and the others on the pool, BLAS on one
+    thread. fn must not call ``each`` itself (the pool has n - 1 workers)."""
     global _pool
     if _pool is None or _pool._max_workers < n - 1:
         if _pool is not None:
@@ -78,7 +85,7 @@ def forward(one, blocks, x, h0, c0, w, batch_sizes, reverse, train):
         sizes = None if batch_sizes is None else np.clip(np.asarray(batch_sizes) - r0, 0, r1 - r0)
         return one(np.ascontiguousarray(x[:, r0:r1]), h0[r0:r1], None if c0 is None else c0[r0:r1], w, sizes,
                    reverse, train)
-    parts = _run(run, len(blocks))
+    parts = each(run, len(blocks))
     out = np.concatenate([p[0] for p in parts], axis=1)   # (T, B, P)
     h_n = np.concatenate([p[1] for p in parts])           # (B, P)
     c_n = None if c0 is None else np.concatenate([p[2] for p in parts])
@@ -94,7 +101,7 @@ def backward(one, dout, dh_n, dc_n, cache):
         r0, r1 = blocks[k]
         return one(np.ascontiguousarray(dout[:, r0:r1]), None if dh_n is None else dh_n[r0:r1],
                    None if dc_n is None else dc_n[r0:r1], caches[k])
-    parts = _run(run, len(blocks))
+    parts = each(run, len(blocks))
     dx = np.concatenate([p[0] for p in parts], axis=1)    # (T, B, I)
     dh0 = np.concatenate([p[1] for p in parts])
     dc0 = None if parts[0][2] is None else np.concatenate([p[2] for p in parts])

@@ -302,6 +302,13 @@ def forward(x, h0, c0, w, batch_sizes=None, reverse=False, train=True):
     return _forward_rows(x, h0, c0, w, batch_sizes, reverse, train)
 
 
+def directions_at_once(w, x):
+    """Whether a bidirectional layer may run its two directions at once, a thread each
+    (``_rowblocks.each``): ``nplstm.set_num_threads(n >= 2)``, a compiled LSTM, and a batch too
+    small for row blocks (which take the threads instead). w, x: one direction's arguments."""
+    return _rowblocks.get_num_threads() >= 2 and _rowblocks.bounds(x.shape[1]) is None and _compiled_lstm(w, x)
+
+
 def _forward_rows(x, h0, c0, w, batch_sizes, reverse, train):
     """``forward`` on the calling thread."""
     if _batch_major(w, x):                                # float32 LSTM, compiled: the same, batch-major

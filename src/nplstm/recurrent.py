@@ -31,7 +31,7 @@ import types
 
 import numpy as np
 
-from . import _checks, _xp, engine
+from . import _checks, _rowblocks, _xp, engine
 from ._checks import layer_dtype as _layer_dtype
 
 __all__ = ["LSTM", "GRU", "RNN", "suffix"]
@@ -214,17 +214,22 @@ class _Recurrent(_xp.OnDevice):
             x, h0, c0 = x[:, order], h0[:, order], (None if c0 is None else c0[:, order])
         h_n = xp.empty((L * D, B, P), self.dtype)
         c_n = xp.empty((L * D, B, H), self.dtype) if self.has_c else None
-        layer_caches, masks = [], []
+        layer_caches, masks, together = [], [], []       # together: each layer's directions ran at once
         inp = x
         for layer in range(L):
-            out, caches = None, []
-            for d in range(D):
+            out, caches, ws = None, [], [self._packed(layer, d) for d in range(D)]
+
+            def run(d):                                   # one direction of this layer
                 k = layer * D + d
-                args = (inp, h0[k], None if c0 is None else c0[k], self._packed(layer, d), batch_sizes, d == 1)
-                if train and checkpoint_every:                # bounded memory: recompute in the backward
-                    out_d, h_n[k], c_k, cache = engine.forward_segments(*args, every=checkpoint_every)
-                else:
-                    out_d, h_n[k], c_k, cache = engine.forward(*args, train=train)
+                args = (inp, h0[k], None if c0 is None else c0[k], ws[d], batch_sizes, d == 1)
+                if train and checkpoint_every:            # bounded memory: recompute in the backward
+                    return engine.forward_segments(*args, every=checkpoint_every)
+                return engine.forward(*args, train=train)
+            together.append(D == 2 and engine.directions_at_once(ws[0], inp))
+            for d, (out_d, h_k, c_k, cache) in enumerate(_rowblocks.each(run, D) if together[-1] else
+                                                          map(run, range(D))):
+                k = layer * D + d
+                h_n[k] = h_k
                 if c_n is not None:
                     c_n[k] = c_k
                 if D == 1 and not train and out_d.flags.c_contiguous:
@@ -248,7 +253,7 @@ class _Recurrent(_xp.OnDevice):
             inverse = xp.argsort(order)
             output, h_n = output[:, inverse], h_n[:, inverse]
             c_n = None if c_n is None else c_n[:, inverse]
-        cache = dict(layers=layer_caches, masks=masks, order=order, batch_sizes=batch_sizes,
+        cache = dict(layers=layer_caches, masks=masks, together=together, order=order, batch_sizes=batch_sizes,
                      batched=batched, shape=(T, B), mode=self.mode) if train else None
         return (self._out(output, batched), self._state_out(h_n, batched),
                 None if c_n is None else self._state_out(c_n, batched), cache)
@@ -279,11 +284,15 @@ class _Recurrent(_xp.OnDevice):
             if layer < L - 1 and cache["masks"]:
                 dout = dout * cache["masks"][layer]       # backprop through dropout
             dx = None
-            for d in range(D):
+
+            def run(d):                                   # one direction of this layer
                 k = layer * D + d
-                dx_d, dh0[k], dc_k, g = engine.backward(
-                    dout[:, :, d * P:(d + 1) * P], None if dh_n is None else dh_n[k],
-                    None if dc_n is None else dc_n[k], cache["layers"][layer][d])
+                return engine.backward(dout[:, :, d * P:(d + 1) * P], None if dh_n is None else dh_n[k],
+                                       None if dc_n is None else dc_n[k], cache["layers"][layer][d])
+            for d, (dx_d, dh_k, dc_k, g) in enumerate(_rowblocks.each(run, D) if cache["together"][layer] else
+                                                      map(run, range(D))):
+                k = layer * D + d
+                dh0[k] = dh_k
                 if dc0 is not None:
                     dc0[k] = dc_k
                 dx = dx_d if dx is None else dx + dx_d
