@@ -126,3 +126,28 @@ def test_a_small_batch_runs_its_two_directions_at_once(threads, monkeypatch, kw)
     assert calls == [2] * 6                               # 2 layers: forward, backward, inference
     for k, (a, b) in enumerate(zip(got, want)):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6, err_msg=str(k))
+
+
+def test_row_blocks_under_gradient_checkpointing(threads, monkeypatch):
+    """forward(..., checkpoint_every=k) splits each segment into row blocks, forward and recomputed."""
+    if engine.get_backend() != "numba":
+        pytest.skip("row blocks are the compiled LSTM's")
+    lstm = nplstm.LSTM(I, H, bidirectional=True, seed=3)
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((T, 40, I)).astype(np.float32)
+    G = rng.standard_normal((T, 40, 2 * H)).astype(np.float32)
+    lengths = rng.integers(1, T + 1, 40)
+
+    def run():
+        out, state, cache = lstm.forward(x, lengths=lengths, train=True, checkpoint_every=4)
+        dx, _, grads = lstm.backward(G, cache, state)
+        return [out, *state, dx, *grads.values()]
+    want = run()
+    calls = []
+    real = _rowblocks.each
+    monkeypatch.setattr(_rowblocks, "each", lambda fn, n: calls.append(n) or real(fn, n))
+    threads(2)
+    got = run()
+    assert calls == [2] * 12                              # 2 directions x 2 segments x (forward, recompute, backward)
+    for k, (a, b) in enumerate(zip(got, want)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5, err_msg=str(k))
