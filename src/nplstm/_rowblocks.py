@@ -105,7 +105,11 @@ def backward(one, dout, dh_n, dc_n, cache):
     dx = np.concatenate([p[0] for p in parts], axis=1)    # (T, B, I)
     dh0 = np.concatenate([p[1] for p in parts])
     dc0 = None if parts[0][2] is None else np.concatenate([p[2] for p in parts])
-    grads = {k: None if g is None else sum(p[3][k] for p in parts) for k, g in parts[0][3].items()}
+    grads = parts[0][3]                                   # the first block's, fresh arrays: summed into in place
+    for p in parts[1:]:
+        for k, g in grads.items():
+            if g is not None:
+                g += p[3][k]
     return dx, dh0, dc0, grads
 
 

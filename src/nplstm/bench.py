@@ -187,11 +187,12 @@ HEADER = ("| config (I,H,B,T,layers,bidir) | train nplstm/torch | infer nplstm/t
 
 
 # ---------------------------------------------------------------------------- memory
-def _memory_child(impl, cfg):
+def _memory_child(impl, cfg, threads):
     import torch
     from threadpoolctl import threadpool_limits
-    torch.set_num_threads(1)
-    threadpool_limits(1)                                  # one thread each, as in the speed tables
+    torch.set_num_threads(threads)                        # the same count each, as in the speed tables
+    nplstm.set_num_threads(threads)
+    threadpool_limits(threads)
     module, ours, x, G = make_pair(cfg)
     runners = torch_runners if impl == "torch" else nplstm_runners
     rows = min(2, x.shape[1])                             # 2 rows: the generic loop's kernels, not batch 1's
@@ -211,13 +212,13 @@ def _memory_child(impl, cfg):
     print(json.dumps({"peak_bytes": rss("VmHWM:") - base}))
 
 
-def run_memory(grid):
+def run_memory(grid, threads=1):
     rows = []
     for cfg in grid:
         peaks = {}
         for impl in ("nplstm", "torch"):
-            out = subprocess.run([sys.executable, "-m", "nplstm.bench", "--memory-child", impl, json.dumps(cfg)],
-                                 capture_output=True, text=True, check=True)
+            out = subprocess.run([sys.executable, "-m", "nplstm.bench", "--memory-child", impl, json.dumps(cfg),
+                                  str(threads)], capture_output=True, text=True, check=True)
             peaks[impl] = json.loads(out.stdout.strip().splitlines()[-1])["peak_bytes"]
         rows.append((cfg, peaks))
         print(f"{cfg}: nplstm {peaks['nplstm'] / 2**20:.1f} MiB, torch {peaks['torch'] / 2**20:.1f} MiB", flush=True)
@@ -288,33 +289,39 @@ def main(argv=None):
                     "(repeatable; default: the standard grid)")
     ap.add_argument("--results", default="benchmarks/RESULTS.md", help="file that --write updates")
     ap.add_argument("--cell", choices=sorted(CELLS), default="lstm", help="which layer to time (default: lstm)")
-    ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--threads", type=int, help="threads for every implementation (default: every core; "
+                    "with --memory, 1)")
     ap.add_argument("--reps", type=int, default=None, help="timed runs per implementation (default: by size)")
     ap.add_argument("--write", action="store_true", help="write benchmarks/RESULTS.md")
     ap.add_argument("--memory", action="store_true", help="measure peak RSS of a training step instead")
     ap.add_argument("--gemm", choices=sorted(_blas.PROVIDERS), help="sgemm provider for nplstm's float32 GEMMs (default: the fastest installed; "
                     "see nplstm._blas)")
-    ap.add_argument("--memory-child", nargs=2, help=argparse.SUPPRESS)
+    ap.add_argument("--memory-child", nargs=3, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.gemm:
         _blas.set_provider(args.gemm)
     grid = args.config or GRID
     if args.memory_child:
-        return _memory_child(args.memory_child[0], tuple(json.loads(args.memory_child[1])))
+        impl, cfg, threads = args.memory_child
+        return _memory_child(impl, tuple(json.loads(cfg)), int(threads))
     if args.memory:
-        rows = run_memory(grid)
+        threads = args.threads or 1
+        rows = run_memory(grid, threads)
         if args.write:
             lines = ["| config (I,H,B,T,layers,bidir) | nplstm MiB | torch MiB | ratio |", "|---|---|---|---|"]
             lines += [f"| {cfg} | {p['nplstm'] / 2**20:.1f} | {p['torch'] / 2**20:.1f} | "
                       f"{p['nplstm'] / max(p['torch'], 1):.2f} |" for cfg, p in rows]
-            _write_section("memory", "Peak memory of one training step (rise in RSS)",
-                           "python benchmarks/bench_lstm.py --memory --write", "\n".join(lines), 1, args.results)
-        return rows
-    print(environment(args.threads))
+            key, flag = ("memory", "") if threads == 1 else (f"memory-threads{threads}", f" --threads {threads}")
+            _write_section(key, f"Peak memory of one training step (rise in RSS), {threads} thread(s)",
+                           f"python benchmarks/bench_lstm.py --memory{flag} --write", "\n".join(lines), threads,
+                           args.results)
+        return None                                       # (sys.exit(main()): a returned list would exit 1)
+    threads = args.threads or os.cpu_count()
+    print(environment(threads))
     print(HEADER)
-    rows = run_grid(grid, args.threads, args.reps, args.cell)
+    rows = run_grid(grid, threads, args.reps, args.cell)
     if args.write:
-        write_results(rows, args.threads, args.results, args.cell, args.gemm)
+        write_results(rows, threads, args.results, args.cell, args.gemm)
 
 
 def write_results(rows, threads, path, cell="lstm", gemm=None):
