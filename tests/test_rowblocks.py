@@ -151,3 +151,30 @@ def test_row_blocks_under_gradient_checkpointing(threads, monkeypatch):
     assert calls == [2] * 12                              # 2 directions x 2 segments x (forward, recompute, backward)
     for k, (a, b) in enumerate(zip(got, want)):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5, err_msg=str(k))
+
+
+def test_a_forked_child_splits_on_its_own_threads(threads):
+    """The pool's threads do not survive a fork; a child made after a split call makes its own pool
+    (with the parent's pool it would wait forever on threads that do not exist)."""
+    if engine.get_backend() != "numba":
+        pytest.skip("row blocks are the compiled LSTM's")
+    import multiprocessing
+    if "fork" not in multiprocessing.get_all_start_methods():
+        pytest.skip("no fork on this platform")
+    threads(2)
+    lstm = nplstm.LSTM(I, H, seed=0)
+    x = np.random.default_rng(5).standard_normal((T, 40, I)).astype(np.float32)
+    want = lstm(x)[0]                                     # the parent's pool now exists
+    _inherited[:] = [lstm, x]                             # (a layer does not pickle; a forked child inherits it)
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        got = pool.apply_async(_split_call).get(timeout=60)
+    np.testing.assert_array_equal(got, want)
+
+
+_inherited = []
+
+
+def _split_call():
+    lstm, x = _inherited
+    assert _rowblocks.bounds(x.shape[1]) is not None
+    return lstm(x)[0]

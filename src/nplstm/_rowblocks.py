@@ -19,6 +19,7 @@ The directions of a bidirectional layer never meet either (``each``, called by t
 threads instead of splitting its rows.
 """
 import numbers
+import os
 from concurrent.futures import ThreadPoolExecutor, wait
 
 import numpy as np
@@ -32,6 +33,15 @@ SPLIT = "row-blocks"        # tags a split cache for engine.backward
 MIN_ROWS = 16               # rows a block needs at least (below, a GEMM per step gains little from its rows)
 _wanted = 1
 _pool = None
+
+
+def _forget_pool():
+    global _pool
+    _pool = None                                          # its threads do not survive a fork: a child starts its own
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool)
 
 
 def set_num_threads(n):
