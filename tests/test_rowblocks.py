@@ -17,6 +17,20 @@ def threads():
     nplstm.set_num_threads(before)
 
 
+@pytest.fixture
+def compiled():
+    if engine.get_backend() != "numba":
+        pytest.skip("row blocks and directions at once are the compiled LSTM's")
+
+
+@pytest.fixture
+def each_calls(monkeypatch):
+    """The n of every ``_rowblocks.each`` call: a split or directions at once, taken."""
+    calls, real = [], _rowblocks.each
+    monkeypatch.setattr(_rowblocks, "each", lambda fn, n: calls.append(n) or real(fn, n))
+    return calls
+
+
 def everything(lstm, x, lengths, G):
     """Tag of the first cache, then outputs, states, input and state gradients, weight gradients,
     inference output and the first layer's activations."""
@@ -32,9 +46,7 @@ def everything(lstm, x, lengths, G):
     (dict(), None),
     (dict(num_layers=2, bidirectional=True, batch_first=True), "mixed"),
 ], ids=["1", "2bi-lengths"])
-def test_row_blocks_answer_as_one_thread(threads, B, n, blocks, kw, lengths):
-    if engine.get_backend() != "numba":
-        pytest.skip("row blocks are the compiled LSTM's")
+def test_row_blocks_answer_as_one_thread(compiled, threads, B, n, blocks, kw, lengths):
     lstm = nplstm.LSTM(I, H, seed=0, **kw)
     rng = np.random.default_rng(1)
     for v in lstm.params.values():                        # non-zero biases, saturated gates
@@ -75,12 +87,10 @@ def test_set_num_threads_refuses_what_is_not_a_positive_int(threads, n, error):
     assert nplstm.get_num_threads() >= 1
 
 
-def test_a_failing_block_raises_and_leaves_blas_as_it_was(threads, monkeypatch):
+def test_a_failing_block_raises_and_leaves_blas_as_it_was(compiled, threads, monkeypatch):
     """An error in any block reaches the caller, after every block has stopped and the BLAS thread
     setting is restored."""
     threadpoolctl = pytest.importorskip("threadpoolctl")
-    if engine.get_backend() != "numba":
-        pytest.skip("row blocks are the compiled LSTM's")
     threads(2)
     lstm = nplstm.LSTM(I, H, seed=0)
     real = engine._forward_rows
@@ -99,11 +109,9 @@ def test_a_failing_block_raises_and_leaves_blas_as_it_was(threads, monkeypatch):
 
 @pytest.mark.parametrize("kw", [dict(), dict(lengths="mixed"), dict(checkpoint_every=4)], ids=["full", "lengths",
                                                                                               "checkpointed"])
-def test_a_small_batch_runs_its_two_directions_at_once(threads, monkeypatch, kw):
+def test_a_small_batch_runs_its_two_directions_at_once(compiled, threads, each_calls, kw):
     """Below 2 x 16 rows a bidirectional layer runs its directions on two threads instead (forward
     and backward, every layer), with one thread's results."""
-    if engine.get_backend() != "numba":
-        pytest.skip("directions at once are the compiled LSTM's")
     lstm = nplstm.LSTM(I, H, num_layers=2, bidirectional=True, seed=0)
     rng = np.random.default_rng(2)
     for v in lstm.params.values():
@@ -118,20 +126,15 @@ def test_a_small_batch_runs_its_two_directions_at_once(threads, monkeypatch, kw)
         dx, (dh0, dc0), grads = lstm.backward(G, cache, (h, c))
         return [out, h, c, dx, dh0, dc0, *grads.values(), lstm(x, lengths=lengths)[0]]
     want = run()
-    calls = []
-    real = _rowblocks.each
-    monkeypatch.setattr(_rowblocks, "each", lambda fn, n: calls.append(n) or real(fn, n))
     threads(2)
     got = run()
-    assert calls == [2] * 6                               # 2 layers: forward, backward, inference
+    assert each_calls == [2] * 6                          # 2 layers: forward, backward, inference
     for k, (a, b) in enumerate(zip(got, want)):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6, err_msg=str(k))
 
 
-def test_row_blocks_under_gradient_checkpointing(threads, monkeypatch):
+def test_row_blocks_under_gradient_checkpointing(compiled, threads, each_calls):
     """forward(..., checkpoint_every=k) splits each segment into row blocks, forward and recomputed."""
-    if engine.get_backend() != "numba":
-        pytest.skip("row blocks are the compiled LSTM's")
     lstm = nplstm.LSTM(I, H, bidirectional=True, seed=3)
     rng = np.random.default_rng(4)
     x = rng.standard_normal((T, 40, I)).astype(np.float32)
@@ -143,21 +146,16 @@ def test_row_blocks_under_gradient_checkpointing(threads, monkeypatch):
         dx, _, grads = lstm.backward(G, cache, state)
         return [out, *state, dx, *grads.values()]
     want = run()
-    calls = []
-    real = _rowblocks.each
-    monkeypatch.setattr(_rowblocks, "each", lambda fn, n: calls.append(n) or real(fn, n))
     threads(2)
     got = run()
-    assert calls == [2] * 12                              # 2 directions x 2 segments x (forward, recompute, backward)
+    assert each_calls == [2] * 12                         # 2 directions x 2 segments x (forward, recompute, backward)
     for k, (a, b) in enumerate(zip(got, want)):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5, err_msg=str(k))
 
 
-def test_a_forked_child_splits_on_its_own_threads(threads):
+def test_a_forked_child_splits_on_its_own_threads(compiled, threads):
     """The pool's threads do not survive a fork; a child made after a split call makes its own pool
     (with the parent's pool it would wait forever on threads that do not exist)."""
-    if engine.get_backend() != "numba":
-        pytest.skip("row blocks are the compiled LSTM's")
     import multiprocessing
     if "fork" not in multiprocessing.get_all_start_methods():
         pytest.skip("no fork on this platform")

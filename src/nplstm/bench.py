@@ -7,13 +7,14 @@ All in one process, interleaved run by run, medians reported as ratios (nplstm /
 below 1.0 nplstm is faster. Inference is timed in two interleaved groups, nplstm with torch and
 nplstm with ONNX Runtime: at several threads ORT's idle workers spin and take a core from
 whatever runs next (measured at 2 threads, (64,128,16,50,2,bi): nplstm 10.5 ms between torch
-runs, 16.6 with ORT in the rotation, and torch 13.8 against 15.9). Same thread count everywhere: torch.set_num_threads(n),
-nplstm.set_num_threads(n) (row blocks), BLAS threads via threadpoolctl, ONNX Runtime intra-op
-threads.
+runs, 16.6 with ORT in the rotation, and torch 13.8 against 15.9). Same thread count
+everywhere: torch.set_num_threads(n), nplstm.set_num_threads(n) (row blocks, directions at
+once), BLAS threads via threadpoolctl, ONNX Runtime intra-op threads.
 
     python benchmarks/bench_lstm.py                    # the grid, table to stdout
     python benchmarks/bench_lstm.py --write            # also writes benchmarks/RESULTS.md
     python benchmarks/bench_lstm.py --memory           # peak RSS of one training step, per implementation
+    python benchmarks/bench_lstm.py --memory --threads 2   # the same at 2 threads (default 1)
     nplstm bench --config 64,128,32,50,1,0             # one configuration of your own
 
 A training step is forward + backward with every gradient (weights and x), from a fixed
@@ -173,7 +174,8 @@ def format_row(row):
     I, H, B, T, L, bi = row["cfg"]
     tr, inf, vs = row["train"], row["infer"], row.get("vs_ort")
     ort = "n/a" if vs is None else f"{vs['nplstm'] / vs['onnxruntime']:.2f}"
-    frozen = f"{inf['frozen'] / inf['torch']:.2f} / " + ("n/a" if vs is None else f"{vs['frozen'] / vs['onnxruntime']:.2f}")
+    frozen = f"{inf['frozen'] / inf['torch']:.2f} / " + (
+        "n/a" if vs is None else f"{vs['frozen'] / vs['onnxruntime']:.2f}")
     ref = f"{row['reference'] / tr['nplstm']:.0f}x" if row["reference"] else "-"
     cell = "" if row.get("cell", "lstm") == "lstm" else row["cell"].upper() + " "
     return (f"| {cell}({I},{H},{B},{T},{L},{'yes' if bi else 'no'}) | {tr['nplstm'] / tr['torch']:.2f} | "
