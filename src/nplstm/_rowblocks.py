@@ -26,7 +26,7 @@ import numpy as np
 
 from . import _blas, _threads
 
-__all__ = ["set_num_threads", "get_num_threads", "bounds", "each", "forward", "backward", "activations", "SPLIT",
+__all__ = ["set_num_threads", "get_num_threads", "bounds", "each", "each_if", "forward", "backward", "activations", "SPLIT",
            "MIN_ROWS"]
 
 SPLIT = "row-blocks"        # tags a split cache for engine.backward
@@ -86,6 +86,11 @@ def each(fn, n):
         finally:
             wait(futures)                                 # none still running once BLAS is restored
         return [first] + [f.result() for f in futures]
+
+
+def each_if(at_once, fn, n):
+    """fn(0), ..., fn(n-1): at once (``each``) if ``at_once``, else one after the other on this thread."""
+    return each(fn, n) if at_once else map(fn, range(n))
 
 
 def forward(one, blocks, x, h0, c0, w, batch_sizes, reverse, train):

@@ -141,17 +141,17 @@ def budget_reps(cfg):
 def run_grid(grid, threads, reps=None, cell="lstm"):
     import torch
     torch.set_num_threads(threads)
-    rows, before = [], nplstm.get_num_threads()
+    before = nplstm.get_num_threads()
     nplstm.set_num_threads(threads)
     try:
-        _run_configs(grid, threads, reps, cell, rows)
+        return _run_configs(grid, threads, reps, cell)
     finally:
         nplstm.set_num_threads(before)
-    return rows
 
 
-def _run_configs(grid, threads, reps, cell, rows):
+def _run_configs(grid, threads, reps, cell):
     from threadpoolctl import threadpool_limits
+    rows = []
     with threadpool_limits(threads):
         for cfg in grid:
             module, ours, x, G = make_pair(cfg, cell=cell)
@@ -168,6 +168,7 @@ def _run_configs(grid, threads, reps, cell, rows):
             ref = reference_step_time(cfg) if small and cell == "lstm" else None
             rows.append(dict(cfg=cfg, reps=r, train=train, infer=infer, vs_ort=vs_ort, reference=ref, cell=cell))
             print(format_row(rows[-1]), flush=True)
+    return rows
 
 
 def format_row(row):

@@ -226,8 +226,7 @@ class _Recurrent(_xp.OnDevice):
                     return engine.forward_segments(*args, every=checkpoint_every)
                 return engine.forward(*args, train=train)
             together.append(D == 2 and engine.directions_at_once(ws[0], inp))
-            for d, (out_d, h_k, c_k, cache) in enumerate(_rowblocks.each(run, D) if together[-1] else
-                                                          map(run, range(D))):
+            for d, (out_d, h_k, c_k, cache) in enumerate(_rowblocks.each_if(together[-1], run, D)):
                 k = layer * D + d
                 h_n[k] = h_k
                 if c_n is not None:
@@ -289,8 +288,7 @@ class _Recurrent(_xp.OnDevice):
                 k = layer * D + d
                 return engine.backward(dout[:, :, d * P:(d + 1) * P], None if dh_n is None else dh_n[k],
                                        None if dc_n is None else dc_n[k], cache["layers"][layer][d])
-            for d, (dx_d, dh_k, dc_k, g) in enumerate(_rowblocks.each(run, D) if cache["together"][layer] else
-                                                      map(run, range(D))):
+            for d, (dx_d, dh_k, dc_k, g) in enumerate(_rowblocks.each_if(cache["together"][layer], run, D)):
                 k = layer * D + d
                 dh0[k] = dh_k
                 if dc0 is not None:
