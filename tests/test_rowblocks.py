@@ -1,5 +1,7 @@
 """nplstm.set_num_threads(n): the compiled float32 LSTM runs a batch as row blocks, one thread each,
 with the results of one thread (to rounding: each block's GEMMs sum over its own rows)."""
+import threading
+
 import numpy as np
 import pytest
 
@@ -85,6 +87,21 @@ def test_set_num_threads_refuses_what_is_not_a_positive_int(threads, n, error):
     with pytest.raises(error, match="n must"):
         nplstm.set_num_threads(n)
     assert nplstm.get_num_threads() >= 1
+
+
+def test_a_late_pool_thread_does_not_hold_up_the_call(threads):
+    """``each`` shares its calls out rather than handing each its thread: while the pool thread is
+    busy (as when another library's spinning workers hold its core), the calling thread runs every
+    call itself and returns without waiting for it."""
+    threads(2)
+    _rowblocks.each(lambda k: k, 2)                       # the pool and its one thread exist
+    release = threading.Event()
+    _rowblocks._pool.submit(release.wait, 10)             # that thread busy for up to 10 s
+    try:
+        ran_on = _rowblocks.each(lambda k: threading.get_ident(), 2)
+    finally:
+        release.set()
+    assert ran_on == [threading.get_ident()] * 2          # (before: [this thread, the pool's], 10 s later)
 
 
 def test_a_failing_block_raises_and_leaves_blas_as_it_was(compiled, threads, monkeypatch):

@@ -5,7 +5,7 @@ An LSTM's batch rows never meet, so each block of rows can run the whole sequenc
 time loop and weight gradients, on its own core, with no barrier between steps. BLAS given
 several threads splits each step's small GEMM instead (a barrier per step) and leaves the cell
 math on one core. ``nplstm.set_num_threads(n)`` opts in: a batch of B rows then runs as
-min(n, B // MIN_ROWS) blocks, the calling thread taking the first; each block runs
+min(n, B // MIN_ROWS) blocks, shared out between the calling thread and n - 1 pool threads; each block runs
 ``engine.forward``/``backward`` as one thread would (BLAS and oneDNN's OpenMP on one thread;
 the compiled loops release the GIL). The results equal one thread's to rounding (a block's
 GEMMs sum their rows apart; the weight gradients are the blocks' sums).
@@ -18,9 +18,11 @@ The directions of a bidirectional layer never meet either (``each``, called by t
 ``engine.directions_at_once`` says so): a batch of fewer than 2 x 16 rows runs them on two
 threads instead of splitting its rows.
 """
+import itertools
 import numbers
 import os
-from concurrent.futures import ThreadPoolExecutor, wait
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -68,24 +70,42 @@ def bounds(B):
 
 
 def each(fn, n):
-    """[fn(0), ..., fn(n-1)] at once: fn(0) on this thread and the others on the pool, BLAS on one
-    thread. fn must not call ``each`` itself (the pool has n - 1 workers)."""
+    """[fn(0), ..., fn(n-1)] at once, on this thread and n - 1 pool threads, BLAS on one thread.
+    Each thread takes the next call nobody has taken yet, and this thread waits for the calls,
+    not for the pool threads: one that wakes late (its core taken by another library's spinning
+    workers, say) takes fewer calls or none, so the whole lasts at worst about one thread's time
+    rather than its wake-up plus a call. fn must not call ``each`` itself (the pool has n - 1
+    workers)."""
     global _pool
     if _pool is None or _pool._max_workers < n - 1:
         if _pool is not None:
             _pool.shutdown(wait=False)                    # its threads end once idle
         _pool = ThreadPoolExecutor(n - 1, thread_name_prefix="nplstm-rows")
+    results, errors = [None] * n, [None] * n
+    done = [threading.Event() for _ in range(n)]
+    untaken = itertools.count()                           # next() is atomic (the GIL): each k is taken once
 
-    def one(k):
+    def take():
         with _blas.one_omp_thread():                      # oneDNN's OpenMP: the calling thread's setting
-            return fn(k)
+            k = next(untaken)
+            while k < n:
+                try:
+                    results[k] = fn(k)
+                except BaseException as e:                # raised on the calling thread, below
+                    errors[k] = e
+                finally:
+                    done[k].set()
+                k = next(untaken)
     with _threads.single_blas_thread():                   # OpenBLAS's: process-wide, so set here once
-        futures = [_pool.submit(one, k) for k in range(1, n)]
-        try:
-            first = one(0)
-        finally:
-            wait(futures)                                 # none still running once BLAS is restored
-        return [first] + [f.result() for f in futures]
+        for _ in range(n - 1):
+            _pool.submit(take)
+        take()
+        for d in done:
+            d.wait()                                      # none still running once BLAS is restored
+    for e in errors:
+        if e is not None:
+            raise e
+    return results
 
 
 def each_if(at_once, fn, n):

@@ -4,10 +4,10 @@ Needs torch (``pip install torch``) and threadpoolctl; onnxruntime is optional. 
 ``nplstm bench`` or ``python benchmarks/bench_lstm.py`` (the same code).
 
 All in one process, interleaved run by run, medians reported as ratios (nplstm / other):
-below 1.0 nplstm is faster. Inference is timed in two interleaved groups, nplstm with torch and
-nplstm with ONNX Runtime: at several threads ORT's idle workers spin and take a core from
-whatever runs next (measured at 2 threads, (64,128,16,50,2,bi): nplstm 10.5 ms between torch
-runs, 16.6 with ORT in the rotation, and torch 13.8 against 15.9). Same thread count
+below 1.0 nplstm is faster. Each timed run follows 0.1 s of untimed runs of the same
+implementation (``median_times``): at several threads the libraries' idle workers spin after a
+call (ONNX Runtime's for ~60 ms) and take a core from whatever runs next. Inference is timed in
+two interleaved groups, nplstm with torch and nplstm with ONNX Runtime. Same thread count
 everywhere: torch.set_num_threads(n), nplstm.set_num_threads(n) (row blocks, directions at
 once), BLAS threads via threadpoolctl, ONNX Runtime intra-op threads.
 
@@ -98,12 +98,20 @@ def onnx_runner(ours, x, threads):
     return lambda: sess.run(None, feed)
 
 
-def median_times(runners, reps, warmup=2):
+SETTLE = 0.1   # s of untimed runs before each timed one: the other libraries' spinning workers go idle
+
+
+def median_times(runners, reps, warmup=2, settle=SETTLE):
     """Interleave: each rep runs every implementation in turn. Returns medians in seconds.
 
-    Each turn starts with one untimed run: the libraries' worker threads (OpenMP for torch,
-    OpenBLAS's own) keep spinning for a while after their last parallel region, and that
-    untimed run absorbs the other library's spinning instead of charging it to this one.
+    Each turn runs its implementation untimed for ``settle`` seconds (at least once), then times
+    one run. The libraries' worker threads keep spinning for a while after their last parallel
+    region and take a core from whatever runs next; the untimed runs absorb the other library's
+    spinning instead of charging it to this one, so each is timed as a program using only it
+    would see it. Measured at 2 threads, (64,128,32,50) inference, CPU time of the other threads
+    after a call: ONNX Runtime ~55 ms over the next 60 ms, torch ~7.5 ms, nplstm 0.2 ms. (One
+    untimed run, as before 2026-12-01, covered torch's spin but not ORT's: whoever followed ORT
+    ran on one core and a half.)
     """
     for run in runners.values():
         for _ in range(warmup):
@@ -111,7 +119,10 @@ def median_times(runners, reps, warmup=2):
     times = {k: [] for k in runners}
     for _ in range(reps):
         for name, run in runners.items():
+            until = time.perf_counter() + settle
             run()
+            while time.perf_counter() < until:
+                run()
             t0 = time.perf_counter()
             run()
             times[name].append(time.perf_counter() - t0)
