@@ -90,13 +90,14 @@ def test_set_num_threads_refuses_what_is_not_a_positive_int(threads, n, error):
 
 
 def test_a_late_pool_thread_does_not_hold_up_the_call(threads):
-    """``each`` shares its calls out rather than handing each its thread: while the pool thread is
-    busy (as when another library's spinning workers hold its core), the calling thread runs every
-    call itself and returns without waiting for it."""
+    """``each`` shares its calls out rather than handing each its thread: while the pool's threads
+    are busy (as when another library's spinning workers hold their cores), the calling thread runs
+    every call itself and returns without waiting for them."""
     threads(2)
-    _rowblocks.each(lambda k: k, 2)                       # the pool and its one thread exist
+    _rowblocks.each(lambda k: k, 2)                       # the pool exists (kept from a bigger n, maybe)
     release = threading.Event()
-    _rowblocks._pool.submit(release.wait, 10)             # that thread busy for up to 10 s
+    for _ in range(_rowblocks._pool._max_workers):
+        _rowblocks._pool.submit(release.wait, 10)         # each of its threads busy for up to 10 s
     try:
         ran_on = _rowblocks.each(lambda k: threading.get_ident(), 2)
     finally:

@@ -5,9 +5,9 @@ An LSTM's batch rows never meet, so each block of rows can run the whole sequenc
 time loop and weight gradients, on its own core, with no barrier between steps. BLAS given
 several threads splits each step's small GEMM instead (a barrier per step) and leaves the cell
 math on one core. ``nplstm.set_num_threads(n)`` opts in: a batch of B rows then runs as
-min(n, B // MIN_ROWS) blocks, shared out between the calling thread and n - 1 pool threads; each block runs
-``engine.forward``/``backward`` as one thread would (BLAS and oneDNN's OpenMP on one thread;
-the compiled loops release the GIL). The results equal one thread's to rounding (a block's
+min(n, B // MIN_ROWS) blocks, shared out between the calling thread and n - 1 pool threads;
+each block runs ``engine.forward``/``backward`` as one thread would (BLAS and oneDNN's OpenMP
+on one thread; the compiled loops release the GIL). The results equal one thread's to rounding (a block's
 GEMMs sum their rows apart; the weight gradients are the blocks' sums).
 
 The default is 1: inside ``nplstm train`` the split lost (benchmarks/RESULTS.md), because

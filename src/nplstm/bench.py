@@ -109,9 +109,9 @@ def median_times(runners, reps, warmup=2, settle=SETTLE):
     region and take a core from whatever runs next; the untimed runs absorb the other library's
     spinning instead of charging it to this one, so each is timed as a program using only it
     would see it. Measured at 2 threads, (64,128,32,50) inference, CPU time of the other threads
-    after a call: ONNX Runtime ~55 ms over the next 60 ms, torch ~7.5 ms, nplstm 0.2 ms. (One
-    untimed run, as before 2026-12-01, covered torch's spin but not ORT's: whoever followed ORT
-    ran on one core and a half.)
+    after a call: ONNX Runtime ~55 ms over the next 60 ms, torch ~7.5 ms, nplstm 0.2 ms. (A
+    single untimed run covered torch's spin but not ORT's: whoever followed ORT ran on one core
+    and a half.)
     """
     for run in runners.values():
         for _ in range(warmup):
