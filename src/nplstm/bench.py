@@ -6,8 +6,7 @@ Needs torch (``pip install torch``) and threadpoolctl; onnxruntime is optional. 
 All in one process, interleaved run by run, medians reported as ratios (nplstm / other):
 below 1.0 nplstm is faster. Each timed run follows 0.1 s of untimed runs of the same
 implementation (``median_times``): at several threads the libraries' idle workers spin after a
-call (ONNX Runtime's for ~60 ms) and take a core from whatever runs next. Inference is timed in
-two interleaved groups, nplstm with torch and nplstm with ONNX Runtime. Same thread count
+call (ONNX Runtime's for ~60 ms) and take a core from whatever runs next. Same thread count
 everywhere: torch.set_num_threads(n), nplstm.set_num_threads(n) (row blocks, directions at
 once), BLAS threads via threadpoolctl, ONNX Runtime intra-op threads.
 
@@ -171,23 +170,24 @@ def _run_configs(grid, threads, reps, cell):
             r = reps or budget_reps(cfg)
             train = median_times({"nplstm": n_train, "torch": t_train}, r)
             frozen = ours.frozen()                        # prepared once, as ORT's session is
-            ours_infer = {"nplstm": n_infer, "frozen": lambda: frozen(x)}
-            infer = median_times({**ours_infer, "torch": t_infer}, r)
+            infer_runners = {"nplstm": n_infer, "frozen": lambda: frozen(x), "torch": t_infer}
             ort_run = onnx_runner(ours, x, threads) if cell == "lstm" else None
-            vs_ort = None if ort_run is None else median_times({**ours_infer, "onnxruntime": ort_run}, r)
+            if ort_run is not None:
+                infer_runners["onnxruntime"] = ort_run
+            infer = median_times(infer_runners, r)
             small = cfg[2] * cfg[3] * cfg[1] <= 32 * 50 * 128
             ref = reference_step_time(cfg) if small and cell == "lstm" else None
-            rows.append(dict(cfg=cfg, reps=r, train=train, infer=infer, vs_ort=vs_ort, reference=ref, cell=cell))
+            rows.append(dict(cfg=cfg, reps=r, train=train, infer=infer, reference=ref, cell=cell))
             print(format_row(rows[-1]), flush=True)
     return rows
 
 
 def format_row(row):
     I, H, B, T, L, bi = row["cfg"]
-    tr, inf, vs = row["train"], row["infer"], row.get("vs_ort")
-    ort = "n/a" if vs is None else f"{vs['nplstm'] / vs['onnxruntime']:.2f}"
+    tr, inf = row["train"], row["infer"]
+    ort = f"{inf['nplstm'] / inf['onnxruntime']:.2f}" if "onnxruntime" in inf else "n/a"
     frozen = f"{inf['frozen'] / inf['torch']:.2f} / " + (
-        "n/a" if vs is None else f"{vs['frozen'] / vs['onnxruntime']:.2f}")
+        f"{inf['frozen'] / inf['onnxruntime']:.2f}" if "onnxruntime" in inf else "n/a")
     ref = f"{row['reference'] / tr['nplstm']:.0f}x" if row["reference"] else "-"
     cell = "" if row.get("cell", "lstm") == "lstm" else row["cell"].upper() + " "
     return (f"| {cell}({I},{H},{B},{T},{L},{'yes' if bi else 'no'}) | {tr['nplstm'] / tr['torch']:.2f} | "
