@@ -1,6 +1,8 @@
 """nplstm.set_num_threads(n): the compiled float32 LSTM runs a batch as row blocks, one thread each,
 with the results of one thread (to rounding: each block's GEMMs sum over its own rows)."""
+import os
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -96,13 +98,64 @@ def test_a_late_pool_thread_does_not_hold_up_the_call(threads):
     threads(2)
     _rowblocks.each(lambda k: k, 2)                       # the pool exists (kept from a bigger n, maybe)
     release = threading.Event()
-    for _ in range(_rowblocks._pool._max_workers):
-        _rowblocks._pool.submit(release.wait, 10)         # each of its threads busy for up to 10 s
+    for w in _rowblocks._workers:
+        w.post(lambda: release.wait(10))                  # each of its threads busy for up to 10 s
     try:
         ran_on = _rowblocks.each(lambda k: threading.get_ident(), 2)
     finally:
         release.set()
     assert ran_on == [threading.get_ident()] * 2          # (before: [this thread, the pool's], 10 s later)
+
+
+@pytest.mark.parametrize("spin", [True, False], ids=["spinning", "sleeping at once"])
+def test_the_pool_runs_calls_on_its_threads(monkeypatch, spin):
+    """The pool's thread does take calls: with each call long enough for it to wake, both threads
+    ran one (each call waits until the other has started, up to 10 s). Also where the waits cannot
+    spin (no numba, or no sched_yield) and sleep on their condition at once."""
+    if not spin:
+        monkeypatch.setattr(_rowblocks, "_spin", False)
+    time.sleep(0.05)                                      # the pool's thread, if any, past its spin: asleep
+    started = [threading.Event(), threading.Event()]
+
+    def call(k):
+        started[k].set()
+        started[1 - k].wait(10)
+        return threading.get_ident()
+    ran_on = _rowblocks.each(call, 2)
+    assert len(set(ran_on)) == 2 and threading.get_ident() in ran_on   # (on one thread: 10 s, then this one twice)
+
+
+def test_calls_from_several_threads_at_once_all_return_right():
+    """Several Python threads call ``each`` at once, and each call calls it again: every result is
+    right, whichever thread ran it."""
+    results, go = {}, threading.Barrier(3)
+
+    def user(u):
+        go.wait()
+        results[u] = [_rowblocks.each(lambda k: (u, k, _rowblocks.each(lambda j: j * 10, 2)), 2) for _ in range(50)]
+    users = [threading.Thread(target=user, args=(u,)) for u in range(3)]
+    for t in users:
+        t.start()
+    for t in users:
+        t.join(30)
+    assert {u: r[0] for u, r in results.items()} == {u: [(u, 0, [0, 10]), (u, 1, [0, 10])] for u in range(3)}
+    assert all(r == [r[0]] * 50 for r in results.values())
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/task"), reason="reads a thread's CPU time from /proc")
+def test_an_idle_pool_thread_sleeps_after_spinning_a_while():
+    """A pool thread waiting for work spins for ~1 ms (``SPIN`` rounds), then sleeps: half a second
+    after a call it has used next to no CPU time."""
+    _rowblocks.each(lambda k: k, 2)
+    time.sleep(0.1)                                       # past the spin (~1 ms here)
+
+    def cpu_ns(w):                                        # schedstat's first field: ns spent on a CPU
+        with open(f"/proc/self/task/{w.thread.native_id}/schedstat") as f:
+            return int(f.read().split()[0])
+    before = [cpu_ns(w) for w in _rowblocks._workers]
+    time.sleep(0.5)
+    used = [cpu_ns(w) - b for w, b in zip(_rowblocks._workers, before)]
+    assert max(used) < 20e6, used                         # ns; spinning on, it would be ~0.5 s
 
 
 def test_a_failing_block_raises_and_leaves_blas_as_it_was(compiled, threads, monkeypatch):
