@@ -226,7 +226,7 @@ def test_row_blocks_under_gradient_checkpointing(compiled, threads, each_calls):
 
 def test_a_forked_child_splits_on_its_own_threads(compiled, threads):
     """The pool's threads do not survive a fork; a child made after a split call makes its own pool
-    (with the parent's pool it would wait forever on threads that do not exist)."""
+    (with the parent's, its calling thread would run every block itself)."""
     import multiprocessing
     if "fork" not in multiprocessing.get_all_start_methods():
         pytest.skip("no fork on this platform")
@@ -246,4 +246,6 @@ _inherited = []
 def _split_call():
     lstm, x = _inherited
     assert _rowblocks.bounds(x.shape[1]) is not None
-    return lstm(x)[0]
+    out = lstm(x)[0]
+    assert _rowblocks._workers and all(w.thread.is_alive() for w in _rowblocks._workers)
+    return out
