@@ -33,7 +33,7 @@ import time
 import numpy as np
 
 import nplstm
-from nplstm import _blas
+from nplstm import _blas, _rowblocks
 
 # (input, hidden, batch, T, layers, bidirectional)
 GRID = [(32, 64, 1, 100, 1, False), (64, 128, 32, 50, 1, False), (128, 256, 64, 100, 1, False),
@@ -209,12 +209,14 @@ def _memory_child(impl, cfg, threads):
     threadpool_limits(threads)
     module, ours, x, G = make_pair(cfg)
     runners = torch_runners if impl == "torch" else nplstm_runners
-    rows = min(2, x.shape[1])                             # 2 rows: the generic loop's kernels, not batch 1's
+    # Warm up on a 2-step input with few rows only: that pays one-time costs (numba's compiler and
+    # cache loads, oneDNN's set-up) without leaving this size's pages in the allocator, which would
+    # make the peak read near zero for both. 2 rows run the generic loop's kernels, not batch 1's;
+    # at several threads 2 x MIN_ROWS rows split, so that the thread pools start here too. The
+    # figure is the first full step's rise in RSS.
+    rows = min(2 if threads == 1 else 2 * _rowblocks.MIN_ROWS, x.shape[1])
     runners(module if impl == "torch" else ours, x[:2, :rows], G[:2, :rows])[0]()
     run = runners(module if impl == "torch" else ours, x, G)[0]
-    # Warm up on a 2-step, 2-row input only: that pays one-time costs (numba's compiler and
-    # cache loads, oneDNN's set-up) without leaving this size's pages in the allocator, which
-    # would make the peak read near zero for both. The figure is the first full step's rise in RSS.
 
     def rss(field):
         with open("/proc/self/status") as f:
