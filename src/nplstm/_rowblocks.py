@@ -200,10 +200,7 @@ def forward(one, blocks, x, h0, c0, w, batch_sizes, reverse, train):
         return one(np.ascontiguousarray(x[:, r0:r1]), h0[r0:r1], None if c0 is None else c0[r0:r1], w, sizes,
                    reverse, train)
     parts = each(run, len(blocks))
-    out = np.concatenate([p[0] for p in parts], axis=1)   # (T, B, P)
-    h_n = np.concatenate([p[1] for p in parts])           # (B, P)
-    c_n = None if c0 is None else np.concatenate([p[2] for p in parts])
-    return out, h_n, c_n, ((SPLIT, blocks, [p[3] for p in parts]) if train else None)
+    return (*_joined(parts), (SPLIT, blocks, [p[3] for p in parts]) if train else None)
 
 
 def backward(one, dout, dh_n, dc_n, cache):
@@ -216,15 +213,19 @@ def backward(one, dout, dh_n, dc_n, cache):
         return one(np.ascontiguousarray(dout[:, r0:r1]), None if dh_n is None else dh_n[r0:r1],
                    None if dc_n is None else dc_n[r0:r1], caches[k])
     parts = each(run, len(blocks))
-    dx = np.concatenate([p[0] for p in parts], axis=1)    # (T, B, I)
-    dh0 = np.concatenate([p[1] for p in parts])
-    dc0 = None if parts[0][2] is None else np.concatenate([p[2] for p in parts])
     grads = parts[0][3]                                   # the first block's, fresh arrays: summed into in place
     for p in parts[1:]:
         for k, g in grads.items():
             if g is not None:
                 g += p[3][k]
-    return dx, dh0, dc0, grads
+    return (*_joined(parts), grads)
+
+
+def _joined(parts):
+    """The blocks' first three results with their rows joined again: a (T, B, .) sequence (out or
+    dx), then two (B, .) states (h and c, or their gradients; None stays None)."""
+    return (np.concatenate([p[0] for p in parts], axis=1), np.concatenate([p[1] for p in parts]),
+            None if parts[0][2] is None else np.concatenate([p[2] for p in parts]))
 
 
 def activations(one, cache):
