@@ -444,11 +444,12 @@ def _backward(dout, dh_n, dc_n, cache):
 def activations(cache):
     """What an LSTM training cache of ``forward`` holds, in time order, as views: {"i", "f", "g", "o"}:
     the gates after their nonlinearity, "c": c_t, each (T, B, H), and "h": h_t (T, B, P)."""
-    if isinstance(cache[0], str) and cache[0] == "segments":
+    tag = cache[0] if isinstance(cache[0], str) else None   # tagged as in ``backward``
+    if tag == "segments":
         raise ValueError("a checkpointed cache (forward_segments) keeps no gates: run forward without checkpointing")
-    if isinstance(cache[0], str) and cache[0] == _rowblocks.SPLIT:
+    if tag == _rowblocks.SPLIT:
         return _rowblocks.activations(activations, cache)
-    if isinstance(cache[0], str):                         # _batchmajor's: (T, B, 4H), PyTorch's gate order
+    if tag is not None:                                   # _batchmajor's: (T, B, 4H), PyTorch's gate order
         _, x, A, hs, cs, _, w, _, reverse = cache
         gates = {g: A[:, :, k * w.H:(k + 1) * w.H] for k, g in enumerate("ifgo")}
         c, h = cs, hs
