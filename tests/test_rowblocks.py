@@ -29,10 +29,22 @@ def compiled():
 
 @pytest.fixture
 def each_calls(monkeypatch):
-    """The n of every ``_rowblocks.each`` call: a split or directions at once, taken."""
-    calls, real = [], _rowblocks.each
-    monkeypatch.setattr(_rowblocks, "each", lambda fn, n: calls.append(n) or real(fn, n))
+    """How many calls each split or directions-at-once ran at once: as Python calls
+    (``_rowblocks.each``) or as GIL-free rows (``run_rows``)."""
+    calls, each, run_rows = [], _rowblocks.each, _rowblocks.run_rows
+    monkeypatch.setattr(_rowblocks, "each", lambda fn, n: calls.append(n) or each(fn, n))
+    monkeypatch.setattr(_rowblocks, "run_rows", lambda table: calls.append(len(table)) or run_rows(table))
     return calls
+
+
+@pytest.fixture
+def rows_ran_here(monkeypatch):
+    """How many GIL-free rows the calling thread ran at each ``run_rows`` (the pool's threads ran the rest)."""
+    if not _rowblocks.gil_free():
+        pytest.skip("GIL-free rows need numba, sched_yield and oneDNN's packed GEMM")
+    here, run_rows = [], _rowblocks.run_rows
+    monkeypatch.setattr(_rowblocks, "run_rows", lambda table: here.append(run_rows(table)) or here[-1])
+    return here
 
 
 def everything(lstm, x, lengths, G):
@@ -142,6 +154,72 @@ def test_calls_from_several_threads_at_once_all_return_right():
     assert all(r == [r[0]] * 50 for r in results.values())
 
 
+def long_split_call(lstm, B=40):
+    """A split inference call whose blocks each take ~10 ms or more: time for any pool thread to wake."""
+    x = np.random.default_rng(6).standard_normal((3000, B, lstm.input_size)).astype(np.float32)
+    return lambda: lstm(x)[0]
+
+
+def test_an_asleep_pool_thread_wakes_for_gil_free_rows(compiled, threads, rows_ran_here):
+    """A split forward posts its blocks as GIL-free rows; the pool's thread, asleep, is woken and
+    runs one while the calling thread runs the other, with one thread's results. (Up to five
+    tries: on a loaded machine the pool thread may wake after the caller has taken both.)"""
+    lstm = nplstm.LSTM(3, 64, seed=0)
+    call = long_split_call(lstm)
+    want = call()
+    threads(2)
+    call()                                                # the pool exists, its wait compiled (or loaded)
+    for _ in range(5):
+        time.sleep(0.05)                                  # past its spin: asleep
+        got = call()
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+        if rows_ran_here[-1] == 1:
+            break
+    assert rows_ran_here[-1] == 1, rows_ran_here          # (a pool thread left asleep: [.., 2, 2, 2, 2, 2])
+
+
+def test_a_busy_pool_thread_leaves_its_rows_to_the_caller(compiled, threads, rows_ran_here):
+    """While the pool's thread runs a Python job, the calling thread claims every row itself and
+    returns without waiting for it."""
+    lstm = nplstm.LSTM(3, 64, seed=0)
+    call = long_split_call(lstm)
+    threads(2)
+    _rowblocks.each(lambda k: k, 2)
+    release = threading.Event()
+    for w in _rowblocks._workers:
+        w.post(lambda: release.wait(10))
+    try:
+        t0 = time.perf_counter()
+        call()
+        took = time.perf_counter() - t0
+    finally:
+        release.set()
+    assert rows_ran_here == [2] and took < 5
+
+
+def test_split_calls_from_several_threads_at_once_all_return_right(compiled, threads):
+    """Several Python threads make split calls at once: one table at a time sits in the pool's
+    mailboxes, the other callers run their rows themselves, and every result is right."""
+    lstm = nplstm.LSTM(3, 7, num_layers=2, bidirectional=True, seed=0)
+    xs = [np.random.default_rng(u).standard_normal((9, 40 - 8 * u, 3)).astype(np.float32) for u in range(3)]
+    want = [lstm(x)[0] for x in xs]                       # 40, 32 rows: split; 24: directions at once
+    threads(2)
+    results, go = {}, threading.Barrier(3)
+
+    def user(u):
+        go.wait()
+        results[u] = [lstm(xs[u])[0] for _ in range(30)]
+    users = [threading.Thread(target=user, args=(u,)) for u in range(3)]
+    for t in users:
+        t.start()
+    for t in users:
+        t.join(60)
+    for u in range(3):
+        assert len(results[u]) == 30
+        for got in results[u]:
+            np.testing.assert_allclose(got, want[u], rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.skipif(not os.path.exists("/proc/self/task"), reason="reads a thread's CPU time from /proc")
 def test_an_idle_pool_thread_sleeps_after_spinning_a_while():
     """A pool thread waiting for work spins for ~1 ms (``SPIN`` rounds), then sleeps: half a second
@@ -159,10 +237,11 @@ def test_an_idle_pool_thread_sleeps_after_spinning_a_while():
 
 
 def test_a_failing_block_raises_and_leaves_blas_as_it_was(compiled, threads, monkeypatch):
-    """An error in any block reaches the caller, after every block has stopped and the BLAS thread
-    setting is restored."""
+    """An error in any block run as a Python call (``each``: not GIL-free rows, which cannot raise)
+    reaches the caller, after every block has stopped and the BLAS thread setting is restored."""
     threadpoolctl = pytest.importorskip("threadpoolctl")
     threads(2)
+    monkeypatch.setattr(_rowblocks, "gil_free", lambda: False)
     lstm = nplstm.LSTM(I, H, seed=0)
     real = engine._forward_rows
 

@@ -39,7 +39,7 @@ LLVM from vectorizing the loop.
 import numba
 import numpy as np
 
-from . import _blas, _threads
+from . import _blas, _rowblocks, _threads
 from ._cellmath_numba import _cell_grad, _gates_and_c
 from .engine import _sizes
 from ._ftanh import HALF, ftanh
@@ -229,15 +229,61 @@ def _forward(x, h0, c0, w, batch_sizes, reverse, train, matmul):
     w_ih, w_hh, b_ih, b_hh = w.source
     G = w_hh.shape[0]
     A = matmul(x.reshape(T * B, I), w_ih.T).reshape(T, B, G)   # one GEMM; the bias is added in the loop
-    compute, Wp, W = _packed(w, B, transpose=True, keep=not train)   # W_hh^T, the same at every step
-    H, P = G // 4, h0.shape[1]
-    hs = np.empty((T + 1, B, P), np.float32)
-    cs = np.empty((T + 1, B, H), np.float32)
-    tc = np.empty((T if train else 1, B, H), np.float32)   # tanh(c_t), for the backward
+    compute, Wp, W = _packed(w, B, transpose=True, forms=None if train else w.gemm_forms)   # W_hh^T, every step
+    hs, cs, tc = _states(T, B, G // 4, h0.shape[1], train)
     forward_sequence(compute, Wp, W, A, b_ih, b_hh, h0, c0, hs, cs, tc, _sizes(batch_sizes), reverse, train)
+    return _result(x, A, hs, cs, tc, w, batch_sizes, reverse, train)
+
+
+def _states(T, B, H, P, train):
+    """hs (T+1, B, P), cs (T+1, B, H) and tc: tanh(c_t) of every step (T, B, H) for the backward,
+    or one step's (1, B, H) in inference. Filled by the loop: arrays made inside numba would cost
+    ~1 us each to hand back to Python."""
+    return (np.empty((T + 1, B, P), np.float32), np.empty((T + 1, B, H), np.float32),
+            np.empty((T if train else 1, B, H), np.float32))
+
+
+def _result(x, A, hs, cs, tc, w, batch_sizes, reverse, train):
+    """``forward``'s return values; out (T, B, P) and h_n are views of the states (no copy)."""
+    T = x.shape[0]
     out, last = (hs[:T], 0) if reverse else (hs[1:], T)
     cache = (BATCH_MAJOR, x, A, hs, cs, tc, w, batch_sizes, reverse) if train else None
     return out, hs[last], cs[last], cache
+
+
+def forward_at_once(calls, train):
+    """``forward`` of several calls at once (``engine.forward_at_once``), c = (x, h0, c0, w,
+    batch_sizes, reverse): each prepared here as a row of a ``_gilfree`` table, then run on this
+    thread and the pool's without the GIL (``_rowblocks.run_rows``). Batch > 1 and oneDNN's packed
+    GEMM on this thread (``_blas.one_omp_thread``). A call's x may be some rows of a C-contiguous
+    input, a view: its row copies them out itself, on its thread."""
+    forms = {}                                            # per call's weights: equal blocks share one packing
+    jobs = [_prepare(*c, train, forms.setdefault(id(c[3]), {})) for c in calls]
+    _rowblocks.run_rows(np.array([row for row, _ in jobs]))
+    return [_result(*kept[1:7], *c[4:6], train) for c, (_, kept) in zip(calls, jobs)]
+
+
+def _prepare(x, h0, c0, w, batch_sizes, reverse, train, forms):
+    """A ``_gilfree`` row for ``forward(x, h0, ...)`` and the arrays it points into, which the
+    caller keeps alive until the row is done: (row, (x, xb, A, hs, cs, tc, w, ...))."""
+    from . import _gilfree as g
+    T, B, I = x.shape
+    w_ih, w_hh, b_ih, b_hh = w.source
+    G, P = w_hh.shape[0], h0.shape[1]
+    if not (x.flags.c_contiguous or x.strides[1:] == (4 * I, 4) and x.strides[0] % (4 * I) == 0):
+        x = np.ascontiguousarray(x)
+    xb = x if x.flags.c_contiguous else np.empty((T, B, I), np.float32)   # the block's rows, copied by the row
+    zeros = np.zeros(G, np.float32)                       # bias=False
+    w_ih, b_ih, b_hh = (np.ascontiguousarray(a) for a in (w_ih, zeros if b_ih is None else b_ih,
+                                                           zeros if b_hh is None else b_hh))
+    _, Wp, _ = _packed(w, B, transpose=True, forms=w.gemm_forms if not train else forms)
+    h0, c0 = np.ascontiguousarray(h0), np.ascontiguousarray(c0)
+    A = np.empty((T, B, G), np.float32)
+    hs, cs, tc = _states(T, B, G // 4, P, train)
+    sizes = _sizes(batch_sizes)
+    row = g.new_row(x, xb, w_ih, b_ih, b_hh, Wp, h0, c0, A, hs, cs, tc, 0 if sizes is None else sizes.ctypes.data,
+                    reverse, train)
+    return row, (x, xb, A, hs, cs, tc, w, w_ih, b_ih, b_hh, Wp, h0, c0, sizes)
 
 
 def backward(dout, dh_n, dc_n, cache):
@@ -254,7 +300,7 @@ def _backward(dout, dh_n, dc_n, cache, matmul):
     G, P = w_hh.shape
     dh = np.zeros((B, P), np.float32) if dh_n is None else np.array(dh_n, np.float32)   # carries, own copies
     dc = np.zeros((B, G // 4), np.float32) if dc_n is None else np.array(dc_n, np.float32)
-    compute, Wp, W = _packed(w, B, transpose=False)       # W_hh (batch 1: W_hh^T)
+    compute, Wp, W = _packed(w, B, transpose=False, forms=None)   # W_hh (batch 1: W_hh^T)
     backward_loop(compute, Wp, W, A, tc, cs, dout, dh, dc, _sizes(batch_sizes), reverse)
     Z = A.reshape(T * B, G)                               # dL/dz of every step, a row per (t, b)
     h_prev = (hs[1:] if reverse else hs[:T]).reshape(T * B, P)   # h_{t-1} of each step, no copy
@@ -266,24 +312,25 @@ def _backward(dout, dh_n, dc_n, cache, matmul):
     return dx, dh, dc, grads
 
 
-def _packed(w, B, transpose, keep=False):
+def _packed(w, B, transpose, forms):
     """(compute, Wp, W): how the loops multiply by W_hh. Batch 1: no GEMM (None, None) and W =
     W_hh^T (P, 4H), C-contiguous, the operand of numba's own products both ways; free where the
     layer holds weight_hh column-major, as an LSTM does (``recurrent``), else a transposed copy.
     Batch > 1: oneDNN's sgemm_compute and Wp, W_hh (W_hh^T: ``transpose``) packed for it, and W
-    None. ``keep`` (inference): keep the packing in the Packed w's ``gemm_forms`` and use it from
-    there at later calls (a frozen layer keeps its Packed, so it packs once). Training does not
-    keep it: the cache would hold it through the backward, which packs W_hh its own way, and that
-    raised a bidirectional step's peak memory by 3.5 MiB."""
+    None. ``forms``: a dict to keep the packing in and take it from at later uses, or None. The
+    forward in inference passes the Packed w's ``gemm_forms`` (a frozen layer keeps its Packed,
+    so it packs once). Training does not keep it there: the cache would hold it through the
+    backward, which packs W_hh its own way, and that raised a bidirectional step's peak memory
+    by 3.5 MiB."""
     w_hh = w.source[1]
     if B == 1:
         return None, None, _blas.c_contiguous(w_hh.T)
     compute = _blas.packed_compute()
     if compute is None:                                   # engine._batch_major checked it; threads changed since?
         raise RuntimeError("the batch-major LSTM path needs oneDNN's packed GEMM on one thread")
-    Wp = w.gemm_forms.get((B, transpose))
+    Wp = None if forms is None else forms.get((B, transpose))
     if Wp is None:
         Wp = _blas.pack_right(_blas.c_contiguous(w_hh.T if transpose else w_hh), B)
-        if keep:
-            w.gemm_forms[B, transpose] = Wp
+        if forms is not None:
+            forms[B, transpose] = Wp
     return compute, Wp, None

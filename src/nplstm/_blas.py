@@ -191,6 +191,19 @@ def packing_preferred():
     return _packing is not None and _preferred == "onednn" and gemm() is not None
 
 
+def onednn_functions():
+    """(dnnl_sgemm, sgemm_compute) where oneDNN and its packing were found, else None, whatever the
+    calling thread's OpenMP count: what ``_gilfree``'s rows run with, on threads set to one
+    (``one_omp_thread_for_good``)."""
+    return None if _packing is None or "onednn" not in PROVIDERS else (PROVIDERS["onednn"], _packing[2])
+
+
+def one_omp_thread_for_good():
+    """oneDNN's OpenMP on one thread for the calling thread from now on (a pool thread's setting)."""
+    if _omp_threads is not None and _omp_threads() > 1:
+        _omp_set_threads(1)
+
+
 def omp_threads():
     """oneDNN's OpenMP thread count now, for the calling thread (1 where oneDNN is absent)."""
     return 1 if _omp_threads is None else _omp_threads()

@@ -19,10 +19,16 @@ The directions of a bidirectional layer never meet either (``each``, called by t
 threads instead of splitting its rows.
 
 The pool's threads (``_Worker``) spin for about a millisecond between jobs, yielding their core
-at each round, and then sleep: a layer's next ``each`` (a multi-layer call makes one per layer,
+at each round, and then sleep: a layer's next call (a multi-layer call makes one per layer,
 its backward another) finds them awake.
+
+Two kinds of job: Python callables (``each``: the backward, and every path but one), and the
+batch-major forward's GIL-free rows (``run_rows``, ``_gilfree``), which a spinning pool thread
+runs in compiled code without taking the GIL, so it starts at once instead of waiting for the
+calling thread to let the GIL go.
 """
 import ctypes
+import functools
 import itertools
 import numbers
 import os
@@ -32,8 +38,8 @@ import numpy as np
 
 from . import _blas, _threads
 
-__all__ = ["set_num_threads", "get_num_threads", "bounds", "each", "each_if", "forward", "backward", "activations", "SPLIT",
-           "MIN_ROWS", "SPIN"]
+__all__ = ["set_num_threads", "get_num_threads", "bounds", "each", "each_if", "run_rows", "gil_free", "forward",
+           "backward", "activations", "SPLIT", "MIN_ROWS", "SPIN"]
 
 SPLIT = "row-blocks"        # tags a split cache for engine.backward
 MIN_ROWS = 16               # rows a block needs at least (below, a GEMM per step gains little from its rows)
@@ -41,11 +47,13 @@ SPIN = 2000                 # rounds a waiting thread spins before it sleeps: ~1
 _wanted = 1
 _workers = []               # the pool: n - 1 ``_Worker`` threads, grown on demand
 _finished = threading.Condition()   # notified as each call of an ``each`` ends
+_posting = threading.Lock()          # held while a table of GIL-free rows sits in the pool's mailboxes
 
 
 def _forget_pool():
-    global _workers, _finished
-    _workers, _finished = [], threading.Condition()      # threads (and a lock's holder) do not survive a fork
+    global _workers, _finished, _posting
+    _workers, _finished, _posting = [], threading.Condition(), threading.Lock()   # threads (and a lock's
+                                                                                  # holder) do not survive a fork
 
 
 if hasattr(os, "register_at_fork"):
@@ -109,6 +117,21 @@ def _spinner():
     return _spin
 
 
+@functools.lru_cache(maxsize=None)
+def _gilfree():
+    """The ``_gilfree`` module (compiled on first use), or None without numba."""
+    try:
+        from . import _gilfree
+    except ImportError:
+        return None
+    return _gilfree
+
+
+def gil_free():
+    """Whether ``run_rows`` can run: numba and sched_yield (``_spinner``), oneDNN with its packing."""
+    return bool(_spinner()) and _gilfree() is not None and _blas.onednn_functions() is not None
+
+
 def _wait(cond, flags, value):
     """Return once no element of ``flags`` equals ``value``; they change under ``cond``, notified."""
     spin = _spinner()
@@ -121,16 +144,20 @@ def _wait(cond, flags, value):
 
 class _Worker:
     """A pool thread. Waiting for a job, it spins for ~1 ms (``SPIN``) before it sleeps, as OpenMP's
-    and ONNX Runtime's workers do, so that the next ``each`` of a call finds it awake. Measured
-    here, from ``each``'s start to the start of the pool thread's call, medians: 73 us back to
-    back, against 105 us from the ThreadPoolExecutor used before (whose thread slept); 215
-    against 573 us after 3 ms idle, both asleep. On a bidirectional 2-layer call at 2 threads
-    (B = 16): 0.80-0.96 of the time with the sleeping pool (benchmarks/RESULTS.md)."""
+    and ONNX Runtime's workers do, so that the next call finds it awake. Measured here, from
+    ``each``'s start to the start of the pool thread's call, medians: 73 us back to back, against
+    105 us from the ThreadPoolExecutor used before (whose thread slept); 215 against 573 us after
+    3 ms idle, both asleep. On a bidirectional 2-layer call at 2 threads (B = 16): 0.80-0.96 of
+    the time with the sleeping pool (benchmarks/RESULTS.md). While it spins it also runs the
+    GIL-free rows posted to its ``mailbox`` (``_gilfree.serve``)."""
 
     def __init__(self):
         self.cond = threading.Condition()
         self.posted = np.zeros(1, np.int64)               # jobs posted so far (an array: the spin reads it)
         self.job = None
+        self.mailbox = np.zeros(4, np.int64)              # _gilfree's ACTIVE, TABLE, ROWS, LOCK
+        self.serving = False                              # tables offered: wait in _gilfree.serve (compiled
+        self.sleeping = False                             # at the first, ~15 s without numba's cache)
         self.thread = threading.Thread(target=self._run, name="nplstm-rows", daemon=True)
         self.thread.start()
 
@@ -140,13 +167,41 @@ class _Worker:
             self.posted[0] += 1
             self.cond.notify()
 
+    def offer(self, table):
+        """Post a table of GIL-free rows (``run_rows`` retracts it)."""
+        g, m = _gilfree(), self.mailbox
+        m[g.TABLE], m[g.ROWS] = table.ctypes.data, table.shape[0]
+        m[g.ACTIVE] = 1                                   # last: the table is in place when it is seen
+        self.serving = True
+        with self.cond:
+            if self.sleeping:
+                self.cond.notify()
+
     def _run(self):
+        _blas.one_omp_thread_for_good()                   # oneDNN's GEMMs of this thread's jobs: on it alone
         seen = 0
         while True:
-            _wait(self.cond, self.posted, seen)
+            self._wait_for_job(seen)
             with self.cond:
                 seen, job = int(self.posted[0]), self.job
             job()                                         # (``each``'s take: it catches its blocks' errors)
+
+    def _wait_for_job(self, seen):
+        """Return once ``posted`` moves past ``seen``: spin ~1 ms, running GIL-free rows as they
+        come, then sleep until a job or a table arrives; again."""
+        spin = _spinner()
+        while True:
+            if self.serving and gil_free():
+                _gilfree().serve(self.mailbox, self.posted, seen, *_blas.onednn_functions(), spin[1], SPIN)
+            elif spin:
+                spin[0](self.posted, seen, SPIN, spin[1])
+            with self.cond:
+                self.sleeping = True
+                while self.posted[0] == seen and not self.mailbox[0]:   # (mailbox[0]: ACTIVE)
+                    self.cond.wait()
+                self.sleeping = False
+                if self.posted[0] != seen:
+                    return
 
 
 def each(fn, n):
@@ -187,19 +242,43 @@ def each(fn, n):
     return results
 
 
+def run_rows(table):
+    """Run a ``_gilfree`` table's rows at once: this thread and up to n - 1 pool threads claim them
+    (compare-and-swap: each row runs once, on whichever thread claims it first; a late pool thread
+    claims none) and run them without the GIL. Returns once every row is done and no pool thread
+    reads the table any longer; returns how many rows this thread ran. One table at a time: a
+    call made while another's table is posted runs its rows on its own thread."""
+    g, fns, pause = _gilfree(), _blas.onednn_functions(), _spinner()[1]
+    n = min(_wanted, table.shape[0])
+    if n < 2 or not _posting.acquire(blocking=False):
+        return g.drain(table, *fns)
+    try:
+        while len(_workers) < n - 1:
+            _workers.append(_Worker())
+        helpers = _workers[:n - 1]
+        for w in helpers:
+            w.offer(table)
+        ran = g.drain(table, *fns)
+        g.wait_done(table, pause)                         # the rows others took: running, so they end
+        for w in helpers:
+            g.retract(w.mailbox, pause)
+        return ran
+    finally:
+        _posting.release()
+
+
 def each_if(at_once, fn, n):
     """fn(0), ..., fn(n-1): at once (``each``) if ``at_once``, else one after the other on this thread."""
     return each(fn, n) if at_once else map(fn, range(n))
 
 
-def forward(one, blocks, x, h0, c0, w, batch_sizes, reverse, train):
-    """``engine.forward`` over row blocks; ``one`` runs a block (the engine's forward of one thread)."""
-    def run(k):
-        r0, r1 = blocks[k]
-        sizes = None if batch_sizes is None else np.clip(np.asarray(batch_sizes) - r0, 0, r1 - r0)
-        return one(np.ascontiguousarray(x[:, r0:r1]), h0[r0:r1], None if c0 is None else c0[r0:r1], w, sizes,
-                   reverse, train)
-    parts = each(run, len(blocks))
+def forward(at_once, blocks, x, h0, c0, w, batch_sizes, reverse, train):
+    """``engine.forward`` over row blocks; ``at_once`` runs the blocks' calls (``engine.forward_at_once``)."""
+    x = np.ascontiguousarray(x)                           # a block's x: a view of its rows
+    calls = [(x[:, r0:r1], h0[r0:r1], None if c0 is None else c0[r0:r1], w,
+              None if batch_sizes is None else np.clip(np.asarray(batch_sizes) - r0, 0, r1 - r0), reverse)
+             for r0, r1 in blocks]
+    parts = at_once(calls, train)
     return (*_joined(parts), (SPLIT, blocks, [p[3] for p in parts]) if train else None)
 
 

@@ -38,7 +38,8 @@ of slicing and dispatch per step, with the same results:
 - otherwise (OpenBLAS) in ``_cellmath_numba``'s loops over the buffers below, which call an
   sgemm themselves for each step's GEMM;
 - and with ``nplstm.set_num_threads(n)``, over row blocks of the batch, a thread each
-  (``_rowblocks``), each block as above.
+  (``_rowblocks``), each block as above; the batch-major forward's blocks (and a small batch's
+  two directions) as GIL-free rows, which the pool's threads run in compiled code (``_gilfree``).
 
 Arrays: every array here comes from one module ``xp`` (``Packed.xp``, picked from the weights by
 ``nplstm._xp.array_module``): NumPy on the CPU, CuPy on a GPU, with the same code. The lengths
@@ -298,8 +299,31 @@ def forward(x, h0, c0, w, batch_sizes=None, reverse=False, train=True):
     """
     blocks = _rowblocks.bounds(x.shape[1])                # nplstm.set_num_threads(n): row blocks, a thread each
     if blocks is not None and _compiled_lstm(w, x):
-        return _rowblocks.forward(_forward_rows, blocks, x, h0, c0, w, batch_sizes, reverse, train)
+        return _rowblocks.forward(forward_at_once, blocks, x, h0, c0, w, batch_sizes, reverse, train)
     return _forward_rows(x, h0, c0, w, batch_sizes, reverse, train)
+
+
+def forward_each(calls, train, at_once=False, every=None):
+    """[forward(*c, train=train) for c in calls], c = (x, h0, c0, w, batch_sizes, reverse): one
+    after the other, or at once, a thread each (``forward_at_once``); ``forward_segments`` instead
+    with ``every`` (training only)."""
+    if every is not None:
+        return _rowblocks.each_if(at_once, lambda k: forward_segments(*calls[k], every=every), len(calls))
+    if at_once:
+        return forward_at_once(calls, train)
+    return [forward(*c, train=train) for c in calls]
+
+
+def forward_at_once(calls, train):
+    """``forward`` of several calls at once on the pool's threads (``_rowblocks``): row blocks, or a
+    layer's two directions. Where each takes the batch-major path with oneDNN's packed GEMM (batch
+    > 1), as GIL-free rows (``_batchmajor.forward_at_once``), which a pool thread starts without
+    waiting for the GIL; else as Python calls (``_rowblocks.each``). A call's x may be a view."""
+    with _blas.one_omp_thread():
+        if _rowblocks.gil_free() and all(c[0].shape[1] > 1 and _batch_major(c[3], c[0]) for c in calls):
+            return _batchmajor().forward_at_once(calls, train)
+    return _rowblocks.each(lambda k: _forward_rows(np.ascontiguousarray(calls[k][0]), *calls[k][1:], train),
+                           len(calls))
 
 
 def directions_at_once(w, x):

@@ -218,15 +218,11 @@ class _Recurrent(_xp.OnDevice):
         inp = x
         for layer in range(L):
             out, caches, ws = None, [], [self._packed(layer, d) for d in range(D)]
-
-            def run(d):                                   # one direction of this layer
-                k = layer * D + d
-                args = (inp, h0[k], None if c0 is None else c0[k], ws[d], batch_sizes, d == 1)
-                if train and checkpoint_every:            # bounded memory: recompute in the backward
-                    return engine.forward_segments(*args, every=checkpoint_every)
-                return engine.forward(*args, train=train)
+            calls = [(inp, h0[k], None if c0 is None else c0[k], ws[d], batch_sizes, d == 1)   # one per direction
+                     for d, k in enumerate(range(layer * D, layer * D + D))]
             together.append(D == 2 and engine.directions_at_once(ws[0], inp))
-            for d, (out_d, h_k, c_k, cache) in enumerate(_rowblocks.each_if(together[-1], run, D)):
+            every = checkpoint_every if train else None   # bounded memory: recompute in the backward
+            for d, (out_d, h_k, c_k, cache) in enumerate(engine.forward_each(calls, train, together[-1], every)):
                 k = layer * D + d
                 h_n[k] = h_k
                 if c_n is not None:

@@ -1,0 +1,165 @@
+"""GIL-free forward jobs for the row-block pool: a batch-major LSTM forward (``_batchmajor``) that a
+pool thread runs in compiled code, from a row of numbers, without ever taking the GIL.
+
+Why. ``_rowblocks.each`` hands a pool thread a Python callable. The pool thread waits for it
+spinning without the GIL, but to start it must take the GIL, which the calling thread holds
+while it prepares its own block: the pool thread sleeps in the GIL's wait until the caller
+releases it, wakes 0.1-0.4 ms into the call, runs its own Python, and only then its block
+(timelines in benchmarks/RESULTS.md). Here the calling thread prepares every block first
+(``_batchmajor.prepare``: buffers, packed weights), writes each as one row of a table (its sizes
+and the addresses of its arrays), and posts the table to the pool's mailboxes. A pool thread,
+spinning in ``serve``, claims rows and runs them (``run_row``: the input GEMM, then the time
+loop) in compiled code; so does the calling thread (``drain``), and it waits for every row
+before it reads the results. The caller keeps the arrays alive until then.
+
+A row, int64 (``FIELDS`` of them; the names below index it)::
+
+    STATE                      POSTED, then TAKEN by the one thread that won its compare-and-swap, then DONE
+    T, B, I, G, P, B_FULL, R0  sizes; the block is rows R0:R0+B of an input of B_FULL rows
+    REVERSE, TRAIN, TC_T       flags; tc's first axis (T if training, else 1)
+    X_FULL, X                  addresses: the layer's input (T, B_FULL, I) and the block's copy of
+                               its rows (T, B, I), the same address where B == B_FULL (no copy)
+    W_IH, B_IH, B_HH           (G, I), (G,), (G,)  PyTorch's layout (zeros for bias=False)
+    WP, WP_BYTES               W_hh^T packed for oneDNN (``_blas.pack_right``)
+    H0, C0, A, HS, CS, TC      (B, P), (B, H), (T, B, G), (T+1, B, P), (T+1, B, H), (TC_T, B, H)
+    SIZES                      (T,) int64 batch_sizes of the block, or 0: every row at every step
+
+A pool thread's mailbox, int64: ACTIVE (1 while a table is posted), TABLE (its address), ROWS,
+and LOCK (1 while the thread reads the table). The caller retracts a table once every row is
+done: it clears ACTIVE, then waits for LOCK to clear, so that no pool thread reads the table
+after the caller has let it go. Both sides take LOCK and clear ACTIVE with compare-and-swap,
+which orders every read and write around it (x86's ``lock cmpxchg``; LLVM's seq_cst).
+"""
+import numba
+import numpy as np
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+from . import _blas
+from ._batchmajor import forward_sequence
+
+(STATE, T_, B_, I_, G_, P_, B_FULL, R0, REVERSE, TRAIN, TC_T, X_FULL, X, W_IH, B_IH, B_HH, WP, WP_BYTES, H0, C0,
+ A_, HS, CS, TC, SIZES) = range(25)
+FIELDS = 25
+POSTED, TAKEN, DONE = 1, 2, 3
+ACTIVE, TABLE, ROWS, LOCK = range(4)                     # a mailbox's fields
+MAILBOX = 4
+
+_jit = numba.njit(cache=True, nogil=True)
+
+
+def _pointer(numba_type):
+    """A compiled cast from an address (int64) to a pointer to ``numba_type``, for numba.carray."""
+    @intrinsic
+    def cast(typingctx, address):
+        sig = types.CPointer(numba_type)(types.int64)
+
+        def codegen(context, builder, signature, args):
+            return builder.inttoptr(args[0], context.get_value_type(signature.return_type))
+        return sig, codegen
+    return cast
+
+
+_f32, _u8, _i64 = _pointer(types.float32), _pointer(types.uint8), _pointer(types.int64)
+
+
+@intrinsic
+def _cas(typingctx, array, index, expected, new):
+    """array[index] = new if it equals expected, atomically; returns the value found (1-D int64)."""
+    if not (isinstance(array, types.Array) and array.dtype == types.int64 and array.ndim == 1):
+        return None
+    sig = types.int64(array, types.intp, types.int64, types.int64)
+
+    def codegen(context, builder, signature, args):
+        arr = context.make_array(signature.args[0])(context, builder, args[0])
+        ptr = cgutils.get_item_pointer(context, builder, signature.args[0], arr, [args[1]])
+        return builder.extract_value(builder.cmpxchg(ptr, args[2], args[3], "seq_cst", "seq_cst"), 0)
+    return sig, codegen
+
+
+@_jit
+def new_row(x_full, x, w_ih, b_ih, b_hh, wp, h0, c0, a, hs, cs, tc, sizes, reverse, train):
+    """A posted row for these arrays (``_batchmajor.prepare`` made them; x_full: the block's rows
+    of the layer's input, a view; sizes: the address of the int64 batch_sizes, or 0). Here, and
+    not in Python, where an array's address costs ~3 us (``.ctypes``), a tenth of a row's setup."""
+    T, B, I = x.shape
+    row = np.zeros(FIELDS, np.int64)
+    row[STATE], row[T_], row[B_], row[I_], row[G_], row[P_] = POSTED, T, B, I, w_ih.shape[0], h0.shape[1]
+    row[B_FULL], row[REVERSE], row[TRAIN], row[TC_T] = x_full.strides[0] // (4 * I), reverse, train, tc.shape[0]
+    row[X_FULL], row[X], row[W_IH], row[B_IH], row[B_HH] = (x_full.ctypes.data, x.ctypes.data, w_ih.ctypes.data,
+                                                            b_ih.ctypes.data, b_hh.ctypes.data)
+    row[WP], row[WP_BYTES], row[H0], row[C0] = wp.ctypes.data, wp.size, h0.ctypes.data, c0.ctypes.data
+    row[A_], row[HS], row[CS], row[TC], row[SIZES] = a.ctypes.data, hs.ctypes.data, cs.ctypes.data, tc.ctypes.data, sizes
+    return row
+
+
+@_jit
+def run_row(row, gemm, compute):
+    """One block's forward: copy its rows of x (if a part), the input GEMM, the time loop."""
+    T, B, I, G, P = row[T_], row[B_], row[I_], row[G_], row[P_]
+    H = G // 4
+    x = numba.carray(_f32(row[X]), (T, B, I))
+    if row[X] != row[X_FULL]:                             # a row block: its rows of the whole input
+        r0 = row[R0]
+        x[:] = numba.carray(_f32(row[X_FULL]), (T, row[B_FULL], I))[:, r0:r0 + B]
+    _blas.sgemm(gemm, False, True, T * B, G, I, row[X], I, row[W_IH], I, row[A_], G)   # A = x W_ih^T
+    args = (compute, numba.carray(_u8(row[WP]), (row[WP_BYTES],)), None, numba.carray(_f32(row[A_]), (T, B, G)),
+            numba.carray(_f32(row[B_IH]), (G,)), numba.carray(_f32(row[B_HH]), (G,)),
+            numba.carray(_f32(row[H0]), (B, P)), numba.carray(_f32(row[C0]), (B, H)),
+            numba.carray(_f32(row[HS]), (T + 1, B, P)), numba.carray(_f32(row[CS]), (T + 1, B, H)),
+            numba.carray(_f32(row[TC]), (row[TC_T], B, H)))
+    reverse, train = row[REVERSE] != 0, row[TRAIN] != 0
+    if row[SIZES] != 0:
+        forward_sequence(*args, numba.carray(_i64(row[SIZES]), (T,)), reverse, train)
+    else:
+        forward_sequence(*args, None, reverse, train)
+
+
+@_jit
+def drain(table, gemm, compute):
+    """Claim every row still posted and run it; returns how many this thread ran."""
+    ran = 0
+    for r in range(table.shape[0]):
+        row = table[r]
+        if row[STATE] == POSTED and _cas(row, STATE, POSTED, TAKEN) == POSTED:
+            run_row(row, gemm, compute)
+            _cas(row, STATE, TAKEN, DONE)                # (atomic: the results are written before it)
+            ran += 1
+    return ran
+
+
+@_jit
+def wait_done(table, pause):
+    """Spin until every row is DONE (each round yields the core: ``pause`` is sched_yield). Every
+    row is taken by then, so each is running and ends."""
+    for r in range(table.shape[0]):
+        while table[r, STATE] != DONE:
+            pause()
+
+
+@_jit
+def retract(mailbox, pause):
+    """Take a posted table back: no pool thread reads it once this returns."""
+    _cas(mailbox, ACTIVE, 1, 0)
+    while mailbox[LOCK] != 0:
+        pause()
+
+
+@_jit
+def serve(mailbox, posted, seen, gemm, compute, pause, rounds):
+    """A pool thread's wait: run the rows of tables posted to ``mailbox`` as they come; return once
+    ``posted`` moves past ``seen`` (a Python job: ``_rowblocks.each``) or after ``rounds`` idle
+    rounds (``pause`` each: sched_yield)."""
+    idle = 0
+    while idle < rounds and posted[0] == seen:
+        if mailbox[ACTIVE] != 0 and _cas(mailbox, LOCK, 0, 1) == 0:
+            ran = 0
+            if mailbox[ACTIVE] != 0:                      # not retracted meanwhile: the table is alive
+                ran = drain(numba.carray(_i64(mailbox[TABLE]), (mailbox[ROWS], FIELDS)), gemm, compute)
+            _cas(mailbox, LOCK, 1, 0)
+            if ran:
+                idle = 0
+                continue
+        pause()
+        idle += 1
