@@ -6,7 +6,7 @@ spinning without the GIL, but to start it must take the GIL, which the calling t
 while it prepares its own block: the pool thread sleeps in the GIL's wait until the caller
 releases it, wakes 0.1-0.4 ms into the call, runs its own Python, and only then its block
 (timelines in benchmarks/RESULTS.md). Here the calling thread prepares every block first
-(``_batchmajor.prepare``: buffers, packed weights), writes each as one row of a table (its sizes
+(``_batchmajor._prepare``: buffers, packed weights), writes each as one row of a table (its sizes
 and the addresses of its arrays), and posts the table to the pool's mailboxes. A pool thread,
 spinning in ``serve``, claims rows and runs them (``run_row``: the input GEMM, then the time
 loop) in compiled code; so does the calling thread (``drain``), and it waits for every row
@@ -15,10 +15,12 @@ before it reads the results. The caller keeps the arrays alive until then.
 A row, int64 (``FIELDS`` of them; the names below index it)::
 
     STATE                      POSTED, then TAKEN by the one thread that won its compare-and-swap, then DONE
-    T, B, I, G, P, B_FULL, R0  sizes; the block is rows R0:R0+B of an input of B_FULL rows
+    T, B, I, G, P, B_FULL      sizes; the block is B rows of an input of B_FULL rows
     REVERSE, TRAIN, TC_T       flags; tc's first axis (T if training, else 1)
-    X_FULL, X                  addresses: the layer's input (T, B_FULL, I) and the block's copy of
-                               its rows (T, B, I), the same address where B == B_FULL (no copy)
+    X_FULL, X                  addresses: the block's first row in the layer's input (T, B_FULL, I),
+                               and the block's copy of its rows (T, B, I); the same where B == B_FULL
+                               (no copy). (Read from X_FULL as (T, B_FULL, I), the array runs past
+                               the input's end by the rows before the block; only [:, :B] is read.)
     W_IH, B_IH, B_HH           (G, I), (G,), (G,)  PyTorch's layout (zeros for bias=False)
     WP, WP_BYTES               W_hh^T packed for oneDNN (``_blas.pack_right``)
     H0, C0, A, HS, CS, TC      (B, P), (B, H), (T, B, G), (T+1, B, P), (T+1, B, H), (TC_T, B, H)
@@ -39,9 +41,9 @@ from numba.extending import intrinsic
 from . import _blas
 from ._batchmajor import forward_sequence
 
-(STATE, T_, B_, I_, G_, P_, B_FULL, R0, REVERSE, TRAIN, TC_T, X_FULL, X, W_IH, B_IH, B_HH, WP, WP_BYTES, H0, C0,
- A_, HS, CS, TC, SIZES) = range(25)
-FIELDS = 25
+(STATE, T_, B_, I_, G_, P_, B_FULL, REVERSE, TRAIN, TC_T, X_FULL, X, W_IH, B_IH, B_HH, WP, WP_BYTES, H0, C0,
+ A_, HS, CS, TC, SIZES) = range(24)
+FIELDS = 24
 POSTED, TAKEN, DONE = 1, 2, 3
 ACTIVE, TABLE, ROWS, LOCK = range(4)                     # a mailbox's fields
 MAILBOX = 4
@@ -80,7 +82,7 @@ def _cas(typingctx, array, index, expected, new):
 
 @_jit
 def new_row(x_full, x, w_ih, b_ih, b_hh, wp, h0, c0, a, hs, cs, tc, sizes, reverse, train):
-    """A posted row for these arrays (``_batchmajor.prepare`` made them; x_full: the block's rows
+    """A posted row for these arrays (``_batchmajor._prepare`` made them; x_full: the block's rows
     of the layer's input, a view; sizes: the address of the int64 batch_sizes, or 0). Here, and
     not in Python, where an array's address costs ~3 us (``.ctypes``), a tenth of a row's setup."""
     T, B, I = x.shape
@@ -101,8 +103,7 @@ def run_row(row, gemm, compute):
     H = G // 4
     x = numba.carray(_f32(row[X]), (T, B, I))
     if row[X] != row[X_FULL]:                             # a row block: its rows of the whole input
-        r0 = row[R0]
-        x[:] = numba.carray(_f32(row[X_FULL]), (T, row[B_FULL], I))[:, r0:r0 + B]
+        x[:] = numba.carray(_f32(row[X_FULL]), (T, row[B_FULL], I))[:, :B]
     _blas.sgemm(gemm, False, True, T * B, G, I, row[X], I, row[W_IH], I, row[A_], G)   # A = x W_ih^T
     args = (compute, numba.carray(_u8(row[WP]), (row[WP_BYTES],)), None, numba.carray(_f32(row[A_]), (T, B, G)),
             numba.carray(_f32(row[B_IH]), (G,)), numba.carray(_f32(row[B_HH]), (G,)),

@@ -218,8 +218,8 @@ class _Recurrent(_xp.OnDevice):
         inp = x
         for layer in range(L):
             out, caches, ws = None, [], [self._packed(layer, d) for d in range(D)]
-            calls = [(inp, h0[k], None if c0 is None else c0[k], ws[d], batch_sizes, d == 1)   # one per direction
-                     for d, k in enumerate(range(layer * D, layer * D + D))]
+            calls = [(inp, h0[layer * D + d], None if c0 is None else c0[layer * D + d], ws[d], batch_sizes, d == 1)
+                     for d in range(D)]                   # one per direction
             together.append(D == 2 and engine.directions_at_once(ws[0], inp))
             every = checkpoint_every if train else None   # bounded memory: recompute in the backward
             for d, (out_d, h_k, c_k, cache) in enumerate(engine.forward_each(calls, train, together[-1], every)):
