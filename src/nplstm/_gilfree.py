@@ -29,8 +29,9 @@ A row, int64 (``FIELDS`` of them; the names below index it)::
 A pool thread's mailbox, int64: ACTIVE (1 while a table is posted), TABLE (its address), ROWS,
 and LOCK (1 while the thread reads the table). The caller retracts a table once every row is
 done: it clears ACTIVE, then waits for LOCK to clear, so that no pool thread reads the table
-after the caller has let it go. Both sides take LOCK and clear ACTIVE with compare-and-swap,
-which orders every read and write around it (x86's ``lock cmpxchg``; LLVM's seq_cst).
+after the caller has let it go. LOCK is taken, ACTIVE cleared and (by the pool thread, holding
+LOCK, before it reads TABLE and ROWS) confirmed with compare-and-swap, which orders every read
+and write around it (x86's ``lock cmpxchg``; LLVM's seq_cst).
 """
 import numba
 import numpy as np
@@ -92,7 +93,8 @@ def new_row(x_full, x, w_ih, b_ih, b_hh, wp, h0, c0, a, hs, cs, tc, sizes, rever
     row[X_FULL], row[X], row[W_IH], row[B_IH], row[B_HH] = (x_full.ctypes.data, x.ctypes.data, w_ih.ctypes.data,
                                                             b_ih.ctypes.data, b_hh.ctypes.data)
     row[WP], row[WP_BYTES], row[H0], row[C0] = wp.ctypes.data, wp.size, h0.ctypes.data, c0.ctypes.data
-    row[A_], row[HS], row[CS], row[TC], row[SIZES] = a.ctypes.data, hs.ctypes.data, cs.ctypes.data, tc.ctypes.data, sizes
+    row[A_], row[HS], row[CS], row[TC] = a.ctypes.data, hs.ctypes.data, cs.ctypes.data, tc.ctypes.data
+    row[SIZES] = sizes
     return row
 
 
@@ -156,7 +158,8 @@ def serve(mailbox, posted, seen, gemm, compute, pause, rounds):
     while idle < rounds and posted[0] == seen:
         if mailbox[ACTIVE] != 0 and _cas(mailbox, LOCK, 0, 1) == 0:
             ran = 0
-            if mailbox[ACTIVE] != 0:                      # not retracted meanwhile: the table is alive
+            if _cas(mailbox, ACTIVE, 1, 1) == 1:         # not retracted meanwhile: the table is alive
+                                                          # (atomic: TABLE and ROWS are read after it)
                 ran = drain(numba.carray(_i64(mailbox[TABLE]), (mailbox[ROWS], FIELDS)), gemm, compute)
             _cas(mailbox, LOCK, 1, 0)
             if ran:

@@ -14,9 +14,9 @@ The default is 1: inside ``nplstm train`` the split lost (benchmarks/RESULTS.md)
 OpenBLAS's idle workers spin after each multi-threaded GEMM of the rest of the model and take
 the core from the block's thread.
 
-The directions of a bidirectional layer never meet either (``each``, called by the layers where
-``engine.directions_at_once`` says so): a batch of fewer than 2 x 16 rows runs them on two
-threads instead of splitting its rows.
+The directions of a bidirectional layer never meet either (``engine.forward_each`` and the
+layers' backward, where ``engine.directions_at_once`` says so): a batch of fewer than 2 x 16
+rows runs them on two threads instead of splitting its rows.
 
 The pool's threads (``_Worker``) spin for about a millisecond between jobs, yielding their core
 at each round, and then sleep: a layer's next call (a multi-layer call makes one per layer,

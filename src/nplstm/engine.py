@@ -328,7 +328,7 @@ def forward_at_once(calls, train):
 
 def directions_at_once(w, x):
     """Whether a bidirectional layer may run its two directions at once, a thread each
-    (``_rowblocks.each``): ``nplstm.set_num_threads(n >= 2)``, a compiled LSTM, and a batch too
+    (``forward_at_once``, ``_rowblocks.each``): ``nplstm.set_num_threads(n >= 2)``, a compiled LSTM, and a batch too
     small for row blocks (which take the threads instead). w, x: one direction's arguments."""
     return _rowblocks.get_num_threads() >= 2 and _rowblocks.bounds(x.shape[1]) is None and _compiled_lstm(w, x)
 
