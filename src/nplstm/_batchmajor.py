@@ -257,15 +257,17 @@ def forward_at_once(calls, train):
     thread and the pool's without the GIL (``_rowblocks.run_rows``). Batch > 1 and oneDNN's packed
     GEMM on this thread (``_blas.one_omp_thread``). A call's x may be some rows of a C-contiguous
     input, a view: its row copies them out itself, on its thread."""
-    forms = {}                                            # per call's weights: equal blocks share one packing
-    jobs = [_prepare(*c, train, forms.setdefault(id(c[3]), {})) for c in calls]
-    _rowblocks.run_rows(np.array([row for row, _ in jobs]))
-    return [_result(*kept[1:7], *c[4:6], train) for c, (_, kept) in zip(calls, jobs)]
+    packings = {}                                         # training: one per weights for this call only
+    jobs = [_prepare(*c, train, c[3].gemm_forms if not train else packings.setdefault(id(c[3]), {}))
+            for c in calls]                               # (equal blocks share one packing either way)
+    _rowblocks.run_rows(np.array([row for row, _, _ in jobs]))
+    return [_result(*result) for _, _, result in jobs]
 
 
 def _prepare(x, h0, c0, w, batch_sizes, reverse, train, forms):
-    """A ``_gilfree`` row for ``forward(x, h0, ...)`` and the arrays it points into, which the
-    caller keeps alive until the row is done: (row, (x, xb, A, hs, cs, tc, w, ...))."""
+    """A ``_gilfree`` row for ``forward(x, h0, ...)``; the arrays it points into, which the caller
+    keeps alive until the row is done; and ``_result``'s arguments once it is. ``forms``: where
+    W_hh's packing is kept (``_packed``)."""
     from . import _gilfree as g
     T, B, I = x.shape
     w_ih, w_hh, b_ih, b_hh = w.source
@@ -276,14 +278,14 @@ def _prepare(x, h0, c0, w, batch_sizes, reverse, train, forms):
     zeros = np.zeros(G, np.float32)                       # bias=False
     w_ih, b_ih, b_hh = (np.ascontiguousarray(a) for a in (w_ih, zeros if b_ih is None else b_ih,
                                                            zeros if b_hh is None else b_hh))
-    _, Wp, _ = _packed(w, B, transpose=True, forms=w.gemm_forms if not train else forms)
+    _, Wp, _ = _packed(w, B, transpose=True, forms=forms)
     h0, c0 = np.ascontiguousarray(h0), np.ascontiguousarray(c0)
     A = np.empty((T, B, G), np.float32)
     hs, cs, tc = _states(T, B, G // 4, P, train)
     sizes = _sizes(batch_sizes)
     row = g.new_row(x, xb, w_ih, b_ih, b_hh, Wp, h0, c0, A, hs, cs, tc, 0 if sizes is None else sizes.ctypes.data,
                     reverse, train)
-    return row, (x, xb, A, hs, cs, tc, w, w_ih, b_ih, b_hh, Wp, h0, c0, sizes)
+    return row, (x, w_ih, b_ih, b_hh, Wp, h0, c0, sizes), (xb, A, hs, cs, tc, w, batch_sizes, reverse, train)
 
 
 def backward(dout, dh_n, dc_n, cache):

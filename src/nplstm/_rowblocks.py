@@ -204,6 +204,13 @@ class _Worker:
                     return
 
 
+def _helpers(n):
+    """The pool threads that join this thread in a call on n threads: n - 1, the pool grown to them."""
+    while len(_workers) < n - 1:
+        _workers.append(_Worker())
+    return _workers[:n - 1]
+
+
 def each(fn, n):
     """[fn(0), ..., fn(n-1)] at once, on this thread and n - 1 pool threads, BLAS on one thread.
     Each thread takes the next call nobody has taken yet, and this thread waits for the calls,
@@ -212,8 +219,7 @@ def each(fn, n):
     rather than its wake-up plus a call. The same makes calls from several Python threads at
     once, or from inside fn, safe: a pool thread busy elsewhere, or handed a newer call's work
     before it looked, takes none of this call's."""
-    while len(_workers) < n - 1:
-        _workers.append(_Worker())
+    helpers = _helpers(n)
     results, errors = [None] * n, [None] * n
     done = np.zeros(n, np.int64)                          # 1 once call k has ended
     untaken = itertools.count()                           # next() is atomic (the GIL): each k is taken once
@@ -232,7 +238,7 @@ def each(fn, n):
                         _finished.notify_all()
                 k = next(untaken)
     with _threads.single_blas_thread():                   # OpenBLAS's: process-wide, so set here once
-        for w in _workers[:n - 1]:
+        for w in helpers:
             w.post(take)
         take()
         _wait(_finished, done, 0)                         # none still running once BLAS is restored
@@ -253,9 +259,7 @@ def run_rows(table):
     if n < 2 or not _posting.acquire(blocking=False):
         return g.drain(table, *fns)
     try:
-        while len(_workers) < n - 1:
-            _workers.append(_Worker())
-        helpers = _workers[:n - 1]
+        helpers = _helpers(n)
         for w in helpers:
             w.offer(table)
         ran = g.drain(table, *fns)
