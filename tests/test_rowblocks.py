@@ -57,12 +57,15 @@ def everything(lstm, x, lengths, G):
                                       *acts.values()]
 
 
-@pytest.mark.parametrize("B, n, blocks", [(35, 2, 2), (50, 3, 3), (50, 8, 3)])
+@pytest.mark.parametrize("B, n, blocks, python_jobs", [(35, 2, 2, False), (50, 3, 3, False), (50, 8, 3, False),
+                                                      (35, 2, 2, True)])
 @pytest.mark.parametrize("kw, lengths", [
     (dict(), None),
     (dict(num_layers=2, bidirectional=True, batch_first=True), "mixed"),
 ], ids=["1", "2bi-lengths"])
-def test_row_blocks_answer_as_one_thread(compiled, threads, B, n, blocks, kw, lengths):
+def test_row_blocks_answer_as_one_thread(compiled, threads, monkeypatch, B, n, blocks, python_jobs, kw, lengths):
+    if python_jobs:                                       # the blocks as Python calls, not GIL-free rows
+        monkeypatch.setattr(_rowblocks, "gil_free", lambda: False)
     lstm = nplstm.LSTM(I, H, seed=0, **kw)
     rng = np.random.default_rng(1)
     for v in lstm.params.values():                        # non-zero biases, saturated gates

@@ -243,31 +243,35 @@ def _states(T, B, H, P, train):
             np.empty((T if train else 1, B, H), np.float32))
 
 
-def _result(x, A, hs, cs, tc, w, batch_sizes, reverse, train):
-    """``forward``'s return values; out (T, B, P) and h_n are views of the states (no copy)."""
+def _result(x, A, hs, cs, tc, w, batch_sizes, reverse, train, into=None):
+    """``forward``'s return values; out (T, B, P) and h_n are views of the states (no copy), or
+    ``into`` (out, h_n, c_n) where the results were landed."""
     T = x.shape[0]
     out, last = (hs[:T], 0) if reverse else (hs[1:], T)
     cache = (BATCH_MAJOR, x, A, hs, cs, tc, w, batch_sizes, reverse) if train else None
-    return out, hs[last], cs[last], cache
+    return (*(into or (out, hs[last], cs[last])), cache)
 
 
-def forward_at_once(calls, train):
+def forward_at_once(calls, train, into=None):
     """``forward`` of several calls at once (``engine.forward_at_once``), c = (x, h0, c0, w,
     batch_sizes, reverse): each prepared here as a row of a ``_gilfree`` table, then run on this
     thread and the pool's without the GIL (``_rowblocks.run_rows``). Batch > 1 and oneDNN's packed
     GEMM on this thread (``_blas.one_omp_thread``). A call's x may be some rows of a C-contiguous
-    input, a view: its row copies them out itself, on its thread."""
+    input, a view: its row copies them out itself, on its thread. ``into``: for each call, views
+    (out, h_n, c_n) where its row lands its results, on its thread, or None."""
     packings = {}                                         # training: one per weights for this call only
-    jobs = [_prepare(*c, train, c[3].gemm_forms if not train else packings.setdefault(id(c[3]), {}))
-            for c in calls]                               # (equal blocks share one packing either way)
+    jobs = [_prepare(*c, train, c[3].gemm_forms if not train else packings.setdefault(id(c[3]), {}),
+                     None if into is None else into[k])   # (equal blocks share one packing either way)
+            for k, c in enumerate(calls)]
     _rowblocks.run_rows(np.array([row for row, _, _ in jobs]))
     return [_result(*result) for _, _, result in jobs]
 
 
-def _prepare(x, h0, c0, w, batch_sizes, reverse, train, forms):
+def _prepare(x, h0, c0, w, batch_sizes, reverse, train, forms, into):
     """A ``_gilfree`` row for ``forward(x, h0, ...)``; the arrays it points into, which the caller
     keeps alive until the row is done; and ``_result``'s arguments once it is. ``forms``: where
-    W_hh's packing is kept (``_packed``)."""
+    W_hh's packing is kept (``_packed``); ``into``: (out, h_n, c_n) to land the results in, or None
+    (out: a view with contiguous rows, such as a block of rows or a direction's columns)."""
     from . import _gilfree as g
     T, B, I = x.shape
     w_ih, w_hh, b_ih, b_hh = w.source
@@ -284,8 +288,8 @@ def _prepare(x, h0, c0, w, batch_sizes, reverse, train, forms):
     hs, cs, tc = _states(T, B, G // 4, P, train)
     sizes = _sizes(batch_sizes)
     row = g.new_row(x, xb, w_ih, b_ih, b_hh, Wp, h0, c0, A, hs, cs, tc, 0 if sizes is None else sizes.ctypes.data,
-                    reverse, train)
-    return row, (x, w_ih, b_ih, b_hh, Wp, h0, c0, sizes), (xb, A, hs, cs, tc, w, batch_sizes, reverse, train)
+                    reverse, train, *(into or (None, None, None)))
+    return row, (x, w_ih, b_ih, b_hh, Wp, h0, c0, sizes), (xb, A, hs, cs, tc, w, batch_sizes, reverse, train, into)
 
 
 def backward(dout, dh_n, dc_n, cache):

@@ -25,6 +25,9 @@ A row, int64 (``FIELDS`` of them; the names below index it)::
     WP, WP_BYTES               W_hh^T packed for oneDNN (``_blas.pack_right``)
     H0, C0, A, HS, CS, TC      (B, P), (B, H), (T, B, G), (T+1, B, P), (T+1, B, H), (TC_T, B, H)
     SIZES                      (T,) int64 batch_sizes of the block, or 0: every row at every step
+    OUT, OUT_ROWS, OUT_LD      where the row lands its results, or OUT 0: its block of the caller's
+    HN, CN                     joined output (T, B, P), read as (T, OUT_ROWS, OUT_LD)[:, :B, :P]
+                               like X_FULL, and h_n (B, P), c_n (B, H) (``_rowblocks.forward``)
 
 A pool thread's mailbox, int64: ACTIVE (1 while a table is posted), TABLE (its address), ROWS,
 and LOCK (1 while the thread reads the table). The caller retracts a table once every row is
@@ -43,8 +46,8 @@ from . import _blas
 from ._batchmajor import forward_sequence
 
 (STATE, T_, B_, I_, G_, P_, B_FULL, REVERSE, TRAIN, TC_T, X_FULL, X, W_IH, B_IH, B_HH, WP, WP_BYTES, H0, C0,
- A_, HS, CS, TC, SIZES) = range(24)
-FIELDS = 24
+ A_, HS, CS, TC, SIZES, OUT, OUT_ROWS, OUT_LD, HN, CN) = range(29)
+FIELDS = 29
 POSTED, TAKEN, DONE = 1, 2, 3
 ACTIVE, TABLE, ROWS, LOCK = range(4)                     # a mailbox's fields
 MAILBOX = 4
@@ -82,10 +85,11 @@ def _cas(typingctx, array, index, expected, new):
 
 
 @_jit
-def new_row(x_full, x, w_ih, b_ih, b_hh, wp, h0, c0, a, hs, cs, tc, sizes, reverse, train):
+def new_row(x_full, x, w_ih, b_ih, b_hh, wp, h0, c0, a, hs, cs, tc, sizes, reverse, train, out, h_n, c_n):
     """A posted row for these arrays (``_batchmajor._prepare`` made them; x_full: the block's rows
-    of the layer's input, a view; sizes: the address of the int64 batch_sizes, or 0). Here, and
-    not in Python, where an array's address costs ~3 us (``.ctypes``), a tenth of a row's setup."""
+    of the layer's input, a view; sizes: the address of the int64 batch_sizes, or 0; out, h_n,
+    c_n: views where the row lands its results, or None). Here, and not in Python, where an
+    array's address costs ~3 us (``.ctypes``), a tenth of a row's setup."""
     T, B, I = x.shape
     row = np.zeros(FIELDS, np.int64)
     row[STATE], row[T_], row[B_], row[I_], row[G_], row[P_] = POSTED, T, B, I, w_ih.shape[0], h0.shape[1]
@@ -95,6 +99,9 @@ def new_row(x_full, x, w_ih, b_ih, b_hh, wp, h0, c0, a, hs, cs, tc, sizes, rever
     row[WP], row[WP_BYTES], row[H0], row[C0] = wp.ctypes.data, wp.size, h0.ctypes.data, c0.ctypes.data
     row[A_], row[HS], row[CS], row[TC] = a.ctypes.data, hs.ctypes.data, cs.ctypes.data, tc.ctypes.data
     row[SIZES] = sizes
+    if out is not None:
+        row[OUT], row[OUT_ROWS], row[OUT_LD] = out.ctypes.data, out.strides[0] // out.strides[1], out.strides[1] // 4
+        row[HN], row[CN] = h_n.ctypes.data, c_n.ctypes.data
     return row
 
 
@@ -107,16 +114,23 @@ def run_row(row, gemm, compute):
     if row[X] != row[X_FULL]:                             # a row block: its rows of the whole input
         x[:] = numba.carray(_f32(row[X_FULL]), (T, row[B_FULL], I))[:, :B]
     _blas.sgemm(gemm, False, True, T * B, G, I, row[X], I, row[W_IH], I, row[A_], G)   # A = x W_ih^T
+    hs, cs = numba.carray(_f32(row[HS]), (T + 1, B, P)), numba.carray(_f32(row[CS]), (T + 1, B, H))
     args = (compute, numba.carray(_u8(row[WP]), (row[WP_BYTES],)), None, numba.carray(_f32(row[A_]), (T, B, G)),
             numba.carray(_f32(row[B_IH]), (G,)), numba.carray(_f32(row[B_HH]), (G,)),
             numba.carray(_f32(row[H0]), (B, P)), numba.carray(_f32(row[C0]), (B, H)),
-            numba.carray(_f32(row[HS]), (T + 1, B, P)), numba.carray(_f32(row[CS]), (T + 1, B, H)),
-            numba.carray(_f32(row[TC]), (row[TC_T], B, H)))
+            hs, cs, numba.carray(_f32(row[TC]), (row[TC_T], B, H)))
     reverse, train = row[REVERSE] != 0, row[TRAIN] != 0
     if row[SIZES] != 0:
         forward_sequence(*args, numba.carray(_i64(row[SIZES]), (T,)), reverse, train)
     else:
         forward_sequence(*args, None, reverse, train)
+    if row[OUT] != 0:                                     # land the results in the caller's joined arrays,
+        first, last = (0, 0) if reverse else (1, T)       # on this thread (the rows copy at once)
+        out = numba.carray(_f32(row[OUT]), (T, row[OUT_ROWS], row[OUT_LD]))
+        for t in range(T):
+            out[t, :B, :P] = hs[first + t]
+        numba.carray(_f32(row[HN]), (B, P))[:] = hs[last]
+        numba.carray(_f32(row[CN]), (B, H))[:] = cs[last]
 
 
 @_jit

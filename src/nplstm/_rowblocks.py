@@ -277,13 +277,18 @@ def each_if(at_once, fn, n):
 
 
 def forward(at_once, blocks, x, h0, c0, w, batch_sizes, reverse, train):
-    """``engine.forward`` over row blocks; ``at_once`` runs the blocks' calls (``engine.forward_at_once``)."""
+    """``engine.forward`` over row blocks; ``at_once`` runs the blocks' calls (``engine.forward_at_once``),
+    and each lands its rows of out, h_n and c_n in the joined arrays on its own thread."""
     x = np.ascontiguousarray(x)                           # a block's x: a view of its rows
+    T, B, _ = x.shape
+    out, h, c = (np.empty((T, B, h0.shape[1]), x.dtype), np.empty(h0.shape, x.dtype),
+                 None if c0 is None else np.empty(c0.shape, x.dtype))
     calls = [(x[:, r0:r1], h0[r0:r1], None if c0 is None else c0[r0:r1], w,
               None if batch_sizes is None else np.clip(np.asarray(batch_sizes) - r0, 0, r1 - r0), reverse)
              for r0, r1 in blocks]
-    parts = at_once(calls, train)
-    return (*_joined(parts), (SPLIT, blocks, [p[3] for p in parts]) if train else None)
+    into = [(out[:, r0:r1], h[r0:r1], None if c is None else c[r0:r1]) for r0, r1 in blocks]
+    parts = at_once(calls, train, into)
+    return out, h, c, (SPLIT, blocks, [p[3] for p in parts]) if train else None
 
 
 def backward(one, dout, dh_n, dc_n, cache):
@@ -305,8 +310,8 @@ def backward(one, dout, dh_n, dc_n, cache):
 
 
 def _joined(parts):
-    """The blocks' first three results with their rows joined again: a (T, B, .) sequence (out or
-    dx), then two (B, .) states (h and c, or their gradients; None stays None)."""
+    """The blocks' first three results with their rows joined again: a (T, B, .) sequence (dx), then
+    two (B, .) states (their gradients; None stays None)."""
     return (np.concatenate([p[0] for p in parts], axis=1), np.concatenate([p[1] for p in parts]),
             None if parts[0][2] is None else np.concatenate([p[2] for p in parts]))
 

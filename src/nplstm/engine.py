@@ -314,16 +314,26 @@ def forward_each(calls, train, at_once=False, every=None):
     return [forward(*c, train=train) for c in calls]
 
 
-def forward_at_once(calls, train):
+def forward_at_once(calls, train, into=None):
     """``forward`` of several calls at once on the pool's threads (``_rowblocks``): row blocks, or a
     layer's two directions. Where each takes the batch-major path with oneDNN's packed GEMM (batch
     > 1), as GIL-free rows (``_batchmajor.forward_at_once``), which a pool thread starts without
-    waiting for the GIL; else as Python calls (``_rowblocks.each``). A call's x may be a view."""
+    waiting for the GIL; else as Python calls (``_rowblocks.each``). A call's x may be a view.
+    ``into``: for each call, views (out, h_n, c_n) where the thread that ran it copies its results
+    (and returns them), or None."""
     with _blas.one_omp_thread():
         if _rowblocks.gil_free() and all(c[0].shape[1] > 1 and _batch_major(c[3], c[0]) for c in calls):
-            return _batchmajor().forward_at_once(calls, train)
-    return _rowblocks.each(lambda k: _forward_rows(np.ascontiguousarray(calls[k][0]), *calls[k][1:], train),
-                           len(calls))
+            return _batchmajor().forward_at_once(calls, train, into)
+
+    def run(k):
+        out, h, c, cache = _forward_rows(np.ascontiguousarray(calls[k][0]), *calls[k][1:], train)
+        if into is None:
+            return out, h, c, cache
+        for result, view in zip((out, h, c), into[k]):    # land the results (c: None for GRU/RNN)
+            if view is not None:
+                view[...] = result
+        return (*into[k], cache)
+    return _rowblocks.each(run, len(calls))
 
 
 def directions_at_once(w, x):
