@@ -126,9 +126,7 @@ def run_row(row, gemm, compute):
         forward_sequence(*args, None, reverse, train)
     if row[OUT] != 0:                                     # land the results in the caller's joined arrays,
         first, last = (0, 0) if reverse else (1, T)       # on this thread (the rows copy at once)
-        out = numba.carray(_f32(row[OUT]), (T, row[OUT_ROWS], row[OUT_LD]))
-        for t in range(T):
-            out[t, :B, :P] = hs[first + t]
+        numba.carray(_f32(row[OUT]), (T, row[OUT_ROWS], row[OUT_LD]))[:, :B, :P] = hs[first:first + T]
         numba.carray(_f32(row[HN]), (B, P))[:] = hs[last]
         numba.carray(_f32(row[CN]), (B, H))[:] = cs[last]
 
