@@ -41,13 +41,12 @@ import numpy as np
 
 from . import _blas, _rowblocks, _threads
 from ._cellmath_numba import _cell_grad, _gates_and_c
-from .engine import _sizes
+from .engine import BATCH_MAJOR, _sizes
 from ._ftanh import HALF, ftanh
 
 _jit = numba.njit(cache=True, nogil=True, fastmath=True, error_model="numpy")
 _inline = numba.njit(inline="always", fastmath=True, error_model="numpy")
 gemm_packed = numba.njit(inline="always")(_blas.gemm_packed)   # callable from the loops below
-BATCH_MAJOR = "batch-major"                               # tags this path's caches for engine.backward
 
 
 @_inline

@@ -63,6 +63,17 @@ __all__ = ["Packed", "pack", "forward", "backward", "forward_segments", "activat
 
 _backend = _cellmath.DEFAULT
 
+# A cache made by another path than ``_forward`` starts with a tag naming it, so that ``backward``
+# and ``activations`` hand it back to that path (``_tag``); the engine's own cache is untagged.
+SEGMENTS = "segments"                 # forward_segments: bounded memory
+BATCH_MAJOR = "batch-major"           # _batchmajor: the batch-major float32 loop
+# _rowblocks.SPLIT ("row-blocks"):      the batch in row blocks, a thread each
+
+
+def _tag(cache):
+    """The tag a cache starts with, or None (the engine's own)."""
+    return cache[0] if isinstance(cache[0], str) else None
+
 
 def backends():
     """Names of the available implementations of a step's elementwise math ("numpy", and "numba" if installed)."""
@@ -411,11 +422,12 @@ def backward(dout, dh_n, dc_n, cache):
         grads -- dict with keys w_ih, w_hh, b_ih, b_hh, w_hr (None without projection);
                  in PyTorch's layout and gate order
     """
-    if isinstance(cache[0], str):                         # a tagged cache: forward_segments's, _rowblocks's
-        if cache[0] == "segments":                        # or _batchmajor's
-            return _backward_segments(dout, dh_n, dc_n, cache)
-        if cache[0] == _rowblocks.SPLIT:
-            return _rowblocks.backward(backward, dout, dh_n, dc_n, cache)
+    tag = _tag(cache)
+    if tag == SEGMENTS:
+        return _backward_segments(dout, dh_n, dc_n, cache)
+    if tag == _rowblocks.SPLIT:
+        return _rowblocks.backward(backward, dout, dh_n, dc_n, cache)
+    if tag == BATCH_MAJOR:
         return _batchmajor().backward(dout, dh_n, dc_n, cache)
     return _backward(dout, dh_n, dc_n, cache)
 
@@ -478,12 +490,12 @@ def _backward(dout, dh_n, dc_n, cache):
 def activations(cache):
     """What an LSTM training cache of ``forward`` holds, in time order, as views: {"i", "f", "g", "o"}:
     the gates after their nonlinearity, "c": c_t, each (T, B, H), and "h": h_t (T, B, P)."""
-    tag = cache[0] if isinstance(cache[0], str) else None   # tagged as in ``backward``
-    if tag == "segments":
+    tag = _tag(cache)
+    if tag == SEGMENTS:
         raise ValueError("a checkpointed cache (forward_segments) keeps no gates: run forward without checkpointing")
     if tag == _rowblocks.SPLIT:
         return _rowblocks.activations(activations, cache)
-    if tag is not None:                                   # _batchmajor's: (T, B, 4H), PyTorch's gate order
+    if tag == BATCH_MAJOR:                                # (T, B, 4H), PyTorch's gate order
         _, x, A, hs, cs, _, w, _, reverse = cache
         gates = {g: A[:, :, k * w.H:(k + 1) * w.H] for k, g in enumerate("ifgo")}
         c, h = cs, hs
@@ -511,7 +523,7 @@ def forward_segments(x, h0, c0, w, batch_sizes=None, reverse=False, every=1000):
         starts.append((h.copy(), None if c is None else c.copy()))
         seg = None if batch_sizes is None else batch_sizes[t0:t1]
         out[t0:t1], h, c, _ = forward(x[t0:t1], h, c, w, seg, reverse, train=False)
-    cache = ("segments", x, w, batch_sizes, reverse, order, starts)
+    cache = (SEGMENTS, x, w, batch_sizes, reverse, order, starts)
     return out, h, c, cache
 
 

@@ -1,0 +1,121 @@
+"""Where one inference call's time goes, against ONNX Runtime: the per-step GEMM, and the call's timeline.
+
+Float32, one thread, medians; what it prints backs the "what bounds it" column of RESULTS.md.
+
+1. The recurrent GEMM of one step, h (B, P) @ W_hh^T (P, 4H), 50 times: ours (oneDNN's
+   sgemm_compute on W_hh packed once, called from a numba loop, as ``_batchmajor`` does) against
+   ONNX Runtime's MatMul (MLAS, its constant weight prepacked by the session) in a graph of 50
+   MatMul -> Slice links, less a one-link graph's time. Interleaved in one process.
+2. A ``frozen()`` call's timeline: timestamps at the entry and exit of the engine's calls (the
+   input GEMM, the compiled time loop), so that what is left is Python around them.
+3. The whole call against ORT's LSTM op (``bench.onnx_runner``), interleaved.
+
+    python benchmarks/call_anatomy.py                 # I,H,B,T = 64,128,16,50
+    python benchmarks/call_anatomy.py --config 64,128,32,50
+"""
+import argparse
+import time
+
+import numba
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+import nplstm
+from nplstm import _blas, bench, engine
+from nplstm import _batchmajor as bm
+
+
+@numba.njit
+def _steps(compute, Wp, B, G, P, h, R, steps):
+    for _ in range(steps):
+        bm.gemm_packed(compute, Wp, B, G, P, h.ctypes.data, P, R.ctypes.data, G)
+
+
+def _chain(P, G, B, links, W):
+    """An ORT session computing h -> (h W)[:, :P], ``links`` times over."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+    consts = [numpy_helper.from_array(W, "W")] + [numpy_helper.from_array(np.array([v], np.int64), n)
+                                                  for n, v in (("start", 0), ("end", P), ("axis", 1))]
+    nodes, cur = [], "h"
+    for k in range(links):
+        nodes += [helper.make_node("MatMul", [cur, "W"], [f"r{k}"]),
+                  helper.make_node("Slice", [f"r{k}", "start", "end", "axis"], [f"h{k}"])]
+        cur = f"h{k}"
+    graph = helper.make_graph(nodes, "chain", [helper.make_tensor_value_info("h", TensorProto.FLOAT, [B, P])],
+                              [helper.make_tensor_value_info(cur, TensorProto.FLOAT, [B, P])], consts)
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = opts.inter_op_num_threads = 1
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+
+
+def step_gemm(P, G, B, steps=50, reps=200):
+    """(ours, ORT's) microseconds a step."""
+    rng = np.random.default_rng(0)
+    W = (rng.standard_normal((P, G)) * 0.05).astype(np.float32)   # h W, W = W_hh^T (P, 4H)
+    h, R = rng.standard_normal((B, P)).astype(np.float32), np.empty((B, G), np.float32)
+    Wp, compute = _blas._pack(_blas._packing, W, B), _blas._packing[2]
+    long, one = _chain(P, G, B, steps, W), _chain(P, G, B, 1, W)
+    runs = {"ours": lambda: _steps(compute, Wp, B, G, P, h, R, steps),
+            "ort": lambda: long.run(None, {"h": h}), "ort1": lambda: one.run(None, {"h": h})}
+    m = bench.median_times(runs, reps, settle=0)
+    return m["ours"] / steps * 1e6, (m["ort"] - m["ort1"]) / (steps - 1) * 1e6
+
+
+def timeline(I, H, B, T, calls=300):
+    """Medians (us) of the spans of a frozen() call between the engine's calls (wrapped here)."""
+    layer = nplstm.LSTM(I, H, seed=0).frozen()
+    x = np.random.default_rng(0).standard_normal((T, B, I)).astype(np.float32)
+    marks = {}
+
+    def stamped(name, fn):
+        def call(*args):
+            marks[name + ">"] = time.perf_counter()
+            out = fn(*args)
+            marks[name + "<"] = time.perf_counter()
+            return out
+        return call
+    sequence, threads_for = bm.forward_sequence, bm._threads_for
+    bm.forward_sequence = stamped("loop", sequence)
+    bm._threads_for = lambda n: (threads_for(n)[0], stamped("gemm", threads_for(n)[1]))
+    try:
+        spans = []
+        for k in range(calls + 50):
+            t0 = time.perf_counter()
+            layer(x)
+            t1 = time.perf_counter()
+            if k >= 50:                                   # (the first: warm-up)
+                m = marks
+                spans.append([m["gemm>"] - t0, m["gemm<"] - m["gemm>"], m["loop>"] - m["gemm<"],
+                              m["loop<"] - m["loop>"], t1 - m["loop<"], t1 - t0])
+    finally:
+        bm.forward_sequence, bm._threads_for = sequence, threads_for
+    return dict(zip(["Python before the input GEMM", "input GEMM (ctypes call included)",
+                     "Python between", "time loop (numba call included)", "Python after", "whole call"],
+                    np.median(np.array(spans), axis=0) * 1e6))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default="64,128,16,50", help="I,H,B,T")
+    I, H, B, T = (int(v) for v in parser.parse_args().config.split(","))
+    nplstm.set_num_threads(1)
+    with threadpool_limits(1), _blas.use("onednn"), _blas.one_omp_thread():
+        if not engine._batch_major(nplstm.LSTM(I, H).frozen()._packed(0, 0), np.zeros((1, B, I), np.float32)):
+            raise SystemExit("needs numba and oneDNN's packed GEMM (the batch-major path)")
+        ours, ort = step_gemm(H, 4 * H, B)
+        print(f"one step's GEMM ({B}x{H}) @ ({H}x{4 * H}): ours {ours:.2f} us, ORT's MatMul {ort:.2f} us "
+              f"(ratio {ours / ort:.2f})")
+        for name, us in timeline(I, H, B, T).items():
+            print(f"{name:36s} {us:8.1f} us")
+        lstm = nplstm.LSTM(I, H, seed=0)
+        x = np.random.default_rng(0).standard_normal((T, B, I)).astype(np.float32)
+        frozen = lstm.frozen()
+        m = bench.median_times({"frozen": lambda: frozen(x), "ort": bench.onnx_runner(lstm, x, 1)}, 100)
+        print(f"whole call, interleaved: frozen() {m['frozen'] * 1e6:.1f} us, ORT's LSTM {m['ort'] * 1e6:.1f} us "
+              f"(ratio {m['frozen'] / m['ort']:.2f})")
+
+
+if __name__ == "__main__":
+    main()
