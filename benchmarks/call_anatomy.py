@@ -14,6 +14,7 @@ Float32, one thread, medians; what it prints backs the "what bounds it" column o
     python benchmarks/call_anatomy.py --config 64,128,32,50
 """
 import argparse
+import importlib.util
 import time
 
 import numba
@@ -100,6 +101,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="64,128,16,50", help="I,H,B,T")
     I, H, B, T = (int(v) for v in parser.parse_args().config.split(","))
+    if not all(importlib.util.find_spec(m) for m in ("onnx", "onnxruntime")):
+        raise SystemExit("needs onnx and onnxruntime: pip install 'nplstm[onnx]'")
     nplstm.set_num_threads(1)
     with threadpool_limits(1), _blas.use("onednn"), _blas.one_omp_thread():
         if not engine._batch_major(nplstm.LSTM(I, H).frozen()._packed(0, 0), np.zeros((1, B, I), np.float32)):
