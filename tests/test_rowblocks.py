@@ -106,15 +106,25 @@ def test_set_num_threads_refuses_what_is_not_a_positive_int(threads, n, error):
     assert nplstm.get_num_threads() >= 1
 
 
+def busy_pool():
+    """Keep each of the pool's threads busy in a Python job, for up to 10 s or until the returned
+    event is set; returns once every thread is in it (a job posted before its thread takes it is
+    replaced by the next post, so the job is not enough: it must have started)."""
+    release, started = threading.Event(), [threading.Event() for _ in _rowblocks._workers]
+    for w, s in zip(_rowblocks._workers, started):
+        w.post(lambda s=s: (s.set(), release.wait(10)))
+    for s in started:
+        assert s.wait(10)
+    return release
+
+
 def test_a_late_pool_thread_does_not_hold_up_the_call(threads):
     """``each`` shares its calls out rather than handing each its thread: while the pool's threads
     are busy (as when another library's spinning workers hold their cores), the calling thread runs
     every call itself and returns without waiting for them."""
     threads(2)
     _rowblocks.each(lambda k: k, 2)                       # the pool exists (kept from a bigger n, maybe)
-    release = threading.Event()
-    for w in _rowblocks._workers:
-        w.post(lambda: release.wait(10))                  # each of its threads busy for up to 10 s
+    release = busy_pool()
     try:
         ran_on = _rowblocks.each(lambda k: threading.get_ident(), 2)
     finally:
@@ -188,9 +198,7 @@ def test_a_busy_pool_thread_leaves_its_rows_to_the_caller(compiled, threads, row
     call = long_split_call(lstm)
     threads(2)
     _rowblocks.each(lambda k: k, 2)
-    release = threading.Event()
-    for w in _rowblocks._workers:
-        w.post(lambda: release.wait(10))
+    release = busy_pool()
     try:
         t0 = time.perf_counter()
         call()
