@@ -56,7 +56,7 @@ def step_gemm(P, G, B, steps=50, reps=200):
     rng = np.random.default_rng(0)
     W = (rng.standard_normal((P, G)) * 0.05).astype(np.float32)   # h W, W = W_hh^T (P, 4H)
     h, R = rng.standard_normal((B, P)).astype(np.float32), np.empty((B, G), np.float32)
-    Wp, compute = _blas._pack(_blas._packing, W, B), _blas._packing[2]
+    Wp, compute = _blas.pack_right(W, B), _blas.packed_compute()   # (main: oneDNN, on one OpenMP thread)
     long, one = _chain(P, G, B, steps, W), _chain(P, G, B, 1, W)
     runs = {"ours": lambda: _steps(compute, Wp, B, G, P, h, R, steps),
             "ort": lambda: long.run(None, {"h": h}), "ort1": lambda: one.run(None, {"h": h})}
@@ -77,16 +77,18 @@ def timeline(I, H, B, T, calls=300):
             marks[name + "<"] = time.perf_counter()
             return out
         return call
+    def threads_stamped(n):
+        threads, matmul = threads_for(n)
+        return threads, stamped("gemm", matmul)
     sequence, threads_for = bm.forward_sequence, bm._threads_for
-    bm.forward_sequence = stamped("loop", sequence)
-    bm._threads_for = lambda n: (threads_for(n)[0], stamped("gemm", threads_for(n)[1]))
+    bm.forward_sequence, bm._threads_for = stamped("loop", sequence), threads_stamped
     try:
         spans = []
         for k in range(calls + 50):
             t0 = time.perf_counter()
             layer(x)
             t1 = time.perf_counter()
-            if k >= 50:                                   # (the first: warm-up)
+            if k >= 50:                                   # (the first 50: warm-up)
                 m = marks
                 spans.append([m["gemm>"] - t0, m["gemm<"] - m["gemm>"], m["loop>"] - m["gemm<"],
                               m["loop<"] - m["loop>"], t1 - m["loop<"], t1 - t0])
