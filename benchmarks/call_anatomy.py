@@ -1,6 +1,6 @@
 """Where one inference call's time goes, against ONNX Runtime: the per-step GEMM, and the call's timeline.
 
-Float32, one thread, medians; what it prints backs the "what bounds it" column of RESULTS.md.
+Float32, one thread (but see ``--threads``), medians; what it prints backs the "what bounds it" column of RESULTS.md.
 
 1. The recurrent GEMM of one step, h (B, P) @ W_hh^T (P, 4H), 50 times: ours (oneDNN's
    sgemm_compute on W_hh packed once, called from a numba loop, as ``_batchmajor`` does) against
@@ -10,8 +10,14 @@ Float32, one thread, medians; what it prints backs the "what bounds it" column o
    input GEMM, the compiled time loop), so that what is left is Python around them.
 3. The whole call against ORT's LSTM op (``bench.onnx_runner``), interleaved.
 
+With ``--threads n`` (n >= 2) it times row blocks instead (``nplstm._rowblocks``), for the plain
+layer and ``frozen()``: timestamps where the calling thread starts and ends its own block
+(``_gilfree.drain``) and stops waiting for the pool's (``wait_done``); then both calls against
+ORT's on n threads, interleaved.
+
     python benchmarks/call_anatomy.py                 # I,H,B,T = 64,128,16,50
     python benchmarks/call_anatomy.py --config 64,128,32,50
+    python benchmarks/call_anatomy.py --config 64,128,32,50 --threads 2
 """
 import argparse
 import importlib.util
@@ -22,7 +28,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 import nplstm
-from nplstm import _blas, bench, engine
+from nplstm import _blas, _rowblocks, bench, engine
 from nplstm import _batchmajor as bm
 
 
@@ -99,12 +105,66 @@ def timeline(I, H, B, T, calls=300):
                     np.median(np.array(spans), axis=0) * 1e6))
 
 
+def rows_timeline(layer, x, calls=300):
+    """Medians (us) of a row-block call's spans, from stamps where the calling thread's block
+    starts and ends (``_gilfree.drain``) and where it stops waiting for the pool's (``wait_done``)."""
+    g, marks = _rowblocks._gilfree(), {}
+    drain, wait_done = g.drain, g.wait_done
+
+    def stamped_drain(*args):
+        marks["row>"] = time.perf_counter()
+        ran = drain(*args)
+        marks["row<"] = time.perf_counter()
+        return ran
+
+    def stamped_wait(*args):
+        wait_done(*args)
+        marks["wait<"] = time.perf_counter()
+    g.drain, g.wait_done = stamped_drain, stamped_wait
+    try:
+        spans = []
+        for k in range(calls + 50):
+            marks.clear()
+            t0 = time.perf_counter()
+            layer(x)
+            t1 = time.perf_counter()
+            if k >= 50 and "wait<" in marks:              # (the first 50: warm-up; a call that split)
+                m = marks
+                spans.append([m["row>"] - t0, m["row<"] - m["row>"], m["wait<"] - m["row<"], t1 - m["wait<"], t1 - t0])
+    finally:
+        g.drain, g.wait_done = drain, wait_done
+    if not spans:
+        raise SystemExit("the call ran no row blocks (a batch of fewer than 2 x 16 rows, or no GIL-free path)")
+    return dict(zip(["Python before this thread's block", "this thread's block", "waiting for the pool's",
+                     "Python after", "whole call"], np.median(np.array(spans), axis=0) * 1e6))
+
+
+def row_blocks(I, H, B, T, threads):
+    lstm = nplstm.LSTM(I, H, seed=0)
+    x = np.random.default_rng(0).standard_normal((T, B, I)).astype(np.float32)
+    frozen = lstm.frozen()
+    with threadpool_limits(threads):
+        for name, layer in (("plain layer", lstm), ("frozen()", frozen)):
+            print(f"{name}, {threads} threads:")
+            for span, us in rows_timeline(layer, x).items():
+                print(f"  {span:34s} {us:8.1f} us")
+        m = bench.median_times({"plain": lambda: lstm(x), "frozen": lambda: frozen(x),
+                                "ort": bench.onnx_runner(lstm, x, threads)}, 100)
+    print(f"whole call, interleaved: plain {m['plain'] * 1e6:.1f} us, frozen() {m['frozen'] * 1e6:.1f} us, "
+          f"ORT's LSTM {m['ort'] * 1e6:.1f} us (ratios {m['plain'] / m['ort']:.2f}, {m['frozen'] / m['ort']:.2f})")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="64,128,16,50", help="I,H,B,T")
-    I, H, B, T = (int(v) for v in parser.parse_args().config.split(","))
+    parser.add_argument("--threads", type=int, default=1, help="n >= 2: the row blocks' timeline on n threads")
+    args = parser.parse_args()
+    I, H, B, T = (int(v) for v in args.config.split(","))
     if not all(importlib.util.find_spec(m) for m in ("onnx", "onnxruntime")):
         raise SystemExit("needs onnx and onnxruntime: pip install 'nplstm[onnx]'")
+    if args.threads > 1:
+        nplstm.set_num_threads(args.threads)
+        return row_blocks(I, H, B, T, args.threads)
     nplstm.set_num_threads(1)
     with threadpool_limits(1), _blas.use("onednn"), _blas.one_omp_thread():
         if not engine._batch_major(nplstm.LSTM(I, H).frozen()._packed(0, 0), np.zeros((1, B, I), np.float32)):

@@ -187,7 +187,32 @@ def test_small_and_transposed_products_go_to_numpy(monkeypatch):
 
 
 def test_a_failing_pack_is_an_error_not_a_silent_none():
-    """Only "no packing here" is None; a status from oneDNN (say, out of memory) raises, naming it."""
-    failing = (lambda *args: 3, lambda *args: 0, None)    # sgemm_pack_get_size reporting dnnl_status_t 3
+    """Only "no packing here" is None; a status from oneDNN (say, out of memory) raises, naming it.
+    A failing size is not kept: the next call asks again."""
+    statuses = iter([3, 0])                               # sgemm_pack_get_size: dnnl_status_t 3, then success
+    flaky = (lambda *args: next(statuses), lambda *args: 0, None)
     with pytest.raises(RuntimeError, match="sgemm_pack of a 4x3 matrix failed with dnnl_status_t 3"):
-        _blas._pack(failing, np.ones((4, 3), np.float32), 2)
+        _blas._pack(flaky, np.ones((4, 3), np.float32), 2)
+    assert _blas._pack(flaky, np.ones((4, 3), np.float32), 2) is not None
+
+
+def test_the_packed_size_is_asked_once_per_shape():
+    """A plain layer packs W_hh at every call; oneDNN's sgemm_pack_get_size, as long as the pack
+    itself there, is asked once per (R's shape, rows) and its answer kept. The packs still multiply
+    right."""
+    need_packing()
+    size_of, pack, compute = _blas._packing
+    asked = []
+
+    def counting(*args):
+        asked.append(args)
+        return size_of(*args)
+    fns, rng = (counting, pack, compute), np.random.default_rng(5)
+    R, X = rng.standard_normal((6, 7), dtype=np.float32), rng.standard_normal((4, 6), dtype=np.float32)
+    with threadpool_limits(1), _blas.use("onednn"):
+        packs = [_blas._pack(fns, R, 3), _blas._pack(fns, R, 3), _blas._pack(fns, R, 4), _blas._pack(fns, R.T, 3)]
+    assert len(asked) == 3                                # (6x7, 3 rows) once; 4 rows; R^T (7x6)
+    for Rp, n, want in zip(packs, (3, 3, 4), (R, R, R)):
+        Y = np.empty((n, 7), np.float32)
+        _blas.gemm_packed(compute, Rp, n, 7, 6, X.ctypes.data, 6, Y.ctypes.data, 7)
+        np.testing.assert_allclose(Y, X[:n].astype(np.float64) @ want, rtol=1e-5, atol=1e-5)

@@ -271,7 +271,7 @@ def _prepare(x, h0, c0, w, batch_sizes, reverse, train, forms, into):
     keeps alive until the row is done; and ``_result``'s arguments once it is. ``forms``: where
     W_hh's packing is kept (``_packed``); ``into``: (out, h_n, c_n) to land the results in, or None
     (out: a view with contiguous rows, such as a block of rows or a direction's columns)."""
-    from . import _gilfree as g
+    g = _rowblocks._gilfree()                            # (imported on first use: it imports this module)
     T, B, I = x.shape
     w_ih, w_hh, b_ih, b_hh = w.source
     G, P = w_hh.shape[0], h0.shape[1]
