@@ -159,9 +159,10 @@ def _pack(fns, R, n):
     size_of, pack, _ = fns
     K, M = R.shape
     R = np.ascontiguousarray(R, np.float32)               # (its "T" case crashed oneDNN 2023.2 at small sizes)
-    flags, dims = _pack_arguments(M, n, K)
+    flags = np.array([ord("A"), _N, _N], np.uint8)        # R row-major is R^T column-major: "A", as it is
+    dims = np.array([M, n, K, M, K], np.int64)            # M, N, K, lda, ldb (X's, any: not read)
     f, d = flags.ctypes.data, dims.ctypes.data
-    status, size = _packed_size(size_of, M, n, K)
+    status, size = _packed_size(size_of, f, d, (M, n, K))
     if not status:
         buf = np.empty(size + 64, np.uint8)
         buf = buf[-buf.ctypes.data % 64:][:size]          # 64-byte aligned, as oneDNN's own allocations are
@@ -171,24 +172,17 @@ def _pack(fns, R, n):
     return buf
 
 
-def _pack_arguments(M, n, K):
-    flags = np.array([ord("A"), _N, _N], np.uint8)        # R row-major is R^T column-major: "A", as it is
-    dims = np.array([M, n, K, M, K], np.int64)            # M, N, K, lda, ldb (X's, any: not read)
-    return flags, dims
-
-
 _packed_sizes = {}     # (id(size_of), M, n, K) -> (size_of, bytes): ``_packed_size``'s, successes only
 
 
-def _packed_size(size_of, M, n, K):
-    """(status, bytes) of oneDNN's packing of R (K, M) for n rows, asked once per shape: a plain
-    layer packs W_hh at every call, and ``sgemm_pack_get_size`` took 13-84 us of it in the call
-    (2 threads, (64,128,32,50); benchmarks/RESULTS.md, tenth round), as long as the pack itself."""
-    key = id(size_of), M, n, K                            # (its entry keeps size_of alive: the id stays its)
+def _packed_size(size_of, f, d, shape):
+    """(status, bytes) of oneDNN's packing of R (K, M) for n rows (shape: (M, n, K); f, d: the
+    addresses of ``_pack``'s flags and dims), asked once per shape: a plain layer packs W_hh at
+    every call, and ``sgemm_pack_get_size`` took 13-84 us of it in the call (2 threads,
+    (64,128,32,50); benchmarks/RESULTS.md, tenth round), as long as the pack itself."""
+    key = id(size_of), *shape                             # (its entry keeps size_of alive: the id stays its)
     if key not in _packed_sizes:
-        flags, dims = _pack_arguments(M, n, K)
         size, recommended = np.zeros(1, np.uint64), np.zeros(1, np.uint8)
-        f, d = flags.ctypes.data, dims.ctypes.data
         status = size_of(f, f + 1, f + 2, d, d + 8, d + 16, d + 24, d + 32, size.ctypes.data, recommended.ctypes.data)
         if status:
             return status, 0
