@@ -70,24 +70,27 @@ def step_gemm(P, G, B, steps=50, reps=200):
     return m["ours"] / steps * 1e6, (m["ort"] - m["ort1"]) / (steps - 1) * 1e6
 
 
+def stamped(marks, name, fn):
+    """fn, writing the times of its entry and exit into marks[name + ">"] and marks[name + "<"]."""
+    def call(*args):
+        marks[name + ">"] = time.perf_counter()
+        out = fn(*args)
+        marks[name + "<"] = time.perf_counter()
+        return out
+    return call
+
+
 def timeline(I, H, B, T, calls=300):
     """Medians (us) of the spans of a frozen() call between the engine's calls (wrapped here)."""
     layer = nplstm.LSTM(I, H, seed=0).frozen()
     x = np.random.default_rng(0).standard_normal((T, B, I)).astype(np.float32)
     marks = {}
 
-    def stamped(name, fn):
-        def call(*args):
-            marks[name + ">"] = time.perf_counter()
-            out = fn(*args)
-            marks[name + "<"] = time.perf_counter()
-            return out
-        return call
     def threads_stamped(n):
         threads, matmul = threads_for(n)
-        return threads, stamped("gemm", matmul)
+        return threads, stamped(marks, "gemm", matmul)
     sequence, threads_for = bm.forward_sequence, bm._threads_for
-    bm.forward_sequence, bm._threads_for = stamped("loop", sequence), threads_stamped
+    bm.forward_sequence, bm._threads_for = stamped(marks, "loop", sequence), threads_stamped
     try:
         spans = []
         for k in range(calls + 50):
@@ -109,18 +112,12 @@ def rows_timeline(layer, x, calls=300):
     """Medians (us) of a row-block call's spans, from stamps where the calling thread's block
     starts and ends (``_gilfree.drain``) and where it stops waiting for the pool's (``wait_done``)."""
     g, marks = _rowblocks._gilfree(), {}
+    # The pool thread's compiled wait (serve) calls drain: compile it now, while drain is numba's,
+    # or the pool thread, compiling it at its first table, finds the wrapper below there and dies.
+    g.serve(np.zeros(g.MAILBOX, np.int64), np.zeros(1, np.int64), 1, *_blas.onednn_functions(),
+            _rowblocks._spinner()[1], 0)                  # (posted 0 != seen 1: it returns at once)
     drain, wait_done = g.drain, g.wait_done
-
-    def stamped_drain(*args):
-        marks["row>"] = time.perf_counter()
-        ran = drain(*args)
-        marks["row<"] = time.perf_counter()
-        return ran
-
-    def stamped_wait(*args):
-        wait_done(*args)
-        marks["wait<"] = time.perf_counter()
-    g.drain, g.wait_done = stamped_drain, stamped_wait
+    g.drain, g.wait_done = stamped(marks, "row", drain), stamped(marks, "wait", wait_done)
     try:
         spans = []
         for k in range(calls + 50):
