@@ -13,7 +13,8 @@ Float32, one thread (but see ``--threads``), medians; what it prints backs the "
 With ``--threads n`` (n >= 2) it times row blocks instead (``nplstm._rowblocks``), for the plain
 layer and ``frozen()``: timestamps where the calling thread starts and ends its own block
 (``_gilfree.drain``) and stops waiting for the pool's (``wait_done``); then both calls against
-ORT's on n threads, interleaved.
+ORT's on n threads, interleaved, with a third: the same rows prepared once, the floor of a call
+with no layer Python (``floor_call``).
 
     python benchmarks/call_anatomy.py                 # I,H,B,T = 64,128,16,50
     python benchmarks/call_anatomy.py --config 64,128,32,50
@@ -136,6 +137,36 @@ def rows_timeline(layer, x, calls=300):
                      "Python after", "whole call"], np.median(np.array(spans), axis=0) * 1e6))
 
 
+def floor_call(layer, x):
+    """A call of one-layer ``layer`` (frozen) on x's shape with no Python above ``run_rows``: its row
+    blocks prepared once into a table, of which each call rewrites only the addresses of x and of
+    fresh out, h_n and c_n. What a call would cost if the layer's Python took no time: the floor
+    of any leaner call path (a compiled call plan, say)."""
+    g, (T, B, I), H = _rowblocks._gilfree(), x.shape, layer.hidden_size
+    w, blocks = layer._packed(0, 0), _rowblocks.bounds(B)
+    zeros, out, h, c = np.zeros((B, H), np.float32), *(np.empty(s, np.float32) for s in ((T, B, H), (B, H), (B, H)))
+    with _blas.one_omp_thread():
+        jobs = [bm._prepare(x[:, r0:r1], zeros[r0:r1], zeros[r0:r1], w, None, False, False, w.gemm_forms,
+                            (out[:, r0:r1], h[r0:r1], c[r0:r1])) for r0, r1 in blocks]
+    table, first = np.array([row for row, _, _ in jobs]), np.array([r0 for r0, _ in blocks])
+
+    def call(x):
+        out, h, c = np.empty((T, B, H), np.float32), np.empty((B, H), np.float32), np.empty((B, H), np.float32)
+        table[:, g.STATE] = g.POSTED
+        table[:, g.X_FULL] = x.ctypes.data + first * 4 * I
+        for field, a in ((g.OUT, out), (g.HN, h), (g.CN, c)):
+            table[:, field] = a.ctypes.data + first * 4 * H
+        with _blas.one_omp_thread():
+            _rowblocks.run_rows(table)
+        return out, h, c
+    call.jobs = jobs                                      # the arrays the rows point into, kept alive
+    other = np.ascontiguousarray(x[::-1])                 # another input than the one the rows were made on
+    ours, (h_n, c_n) = layer(other)
+    if not all(np.array_equal(a, b) for a, b in zip(call(other), (ours, h_n[0], c_n[0]))):
+        raise SystemExit("the prebuilt table's call does not reproduce the layer's")
+    return call
+
+
 def row_blocks(I, H, B, T, threads):
     lstm = nplstm.LSTM(I, H, seed=0)
     x = np.random.default_rng(0).standard_normal((T, B, I)).astype(np.float32)
@@ -145,10 +176,12 @@ def row_blocks(I, H, B, T, threads):
             print(f"{name}, {threads} threads:")
             for span, us in rows_timeline(layer, x).items():
                 print(f"  {span:34s} {us:8.1f} us")
-        m = bench.median_times({"plain": lambda: lstm(x), "frozen": lambda: frozen(x),
+        floor = floor_call(frozen, x)
+        m = bench.median_times({"plain": lambda: lstm(x), "frozen": lambda: frozen(x), "floor": lambda: floor(x),
                                 "ort": bench.onnx_runner(lstm, x, threads)}, 100)
     print(f"whole call, interleaved: plain {m['plain'] * 1e6:.1f} us, frozen() {m['frozen'] * 1e6:.1f} us, "
-          f"ORT's LSTM {m['ort'] * 1e6:.1f} us (ratios {m['plain'] / m['ort']:.2f}, {m['frozen'] / m['ort']:.2f})")
+          f"no layer Python (prebuilt rows) {m['floor'] * 1e6:.1f} us, ORT's LSTM {m['ort'] * 1e6:.1f} us "
+          f"(ratios {m['plain'] / m['ort']:.2f}, {m['frozen'] / m['ort']:.2f}, {m['floor'] / m['ort']:.2f})")
 
 
 def main():

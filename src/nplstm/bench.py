@@ -4,9 +4,10 @@ Needs torch (``pip install torch``) and threadpoolctl; onnxruntime is optional. 
 ``nplstm bench`` or ``python benchmarks/bench_lstm.py`` (the same code).
 
 All in one process, interleaved run by run, medians reported as ratios (nplstm / other):
-below 1.0 nplstm is faster. Each timed run follows 0.1 s of untimed runs of the same
-implementation (``median_times``): at several threads the libraries' idle workers spin after a
-call (ONNX Runtime's for ~60 ms) and take a core from whatever runs next. Same thread count
+below 1.0 nplstm is faster. Each timed run follows a wait until the other libraries' threads
+sleep, then 0.1 s of untimed runs of the same implementation (``median_times``): at several
+threads the libraries' idle workers spin after a call (ONNX Runtime's for ~55 ms of CPU, longer
+in wall time while others run) and take a core from whatever runs next. Same thread count
 everywhere: torch.set_num_threads(n), nplstm.set_num_threads(n) (row blocks, directions at
 once), BLAS threads via threadpoolctl, ONNX Runtime intra-op threads.
 
@@ -28,6 +29,7 @@ import os
 import platform
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -97,20 +99,61 @@ def onnx_runner(ours, x, threads):
     return lambda: sess.run(None, feed)
 
 
-SETTLE = 0.1   # s of untimed runs before each timed one: the other libraries' spinning workers go idle
+SETTLE = 0.1   # s of untimed runs before each timed one, once the other libraries' workers are asleep (wait_quiet)
+QUIET = 0.005  # s: a window in which the process's other threads used no CPU means they are asleep
+
+
+def _others_cpu_ns(exclude=()):
+    """CPU time (ns) used so far by this process's threads other than the calling one (and the
+    native ids in ``exclude``), from Linux's /proc/self/task/*/schedstat; None where that is
+    missing (then nothing is waited for)."""
+    me, total = threading.get_native_id(), 0
+    try:
+        tids = [int(t) for t in os.listdir("/proc/self/task")]
+        with open(f"/proc/self/task/{me}/schedstat") as f:
+            f.read()
+    except (OSError, ValueError):
+        return None
+    for tid in tids:
+        if tid != me and tid not in exclude:
+            try:
+                with open(f"/proc/self/task/{tid}/schedstat") as f:
+                    total += int(f.read().split()[0])
+            except (OSError, ValueError, IndexError):     # a thread that ended meanwhile
+                pass
+    return total
+
+
+def wait_quiet(window=QUIET, limit=0.5):
+    """Sleep until the process's other threads use no CPU for a whole ``window`` (they spin after a
+    parallel call and then sleep), or for ``limit`` s at most; returns the seconds waited. Measured
+    here at 2 threads ((64,128,32,50) inference, ``benchmarks/settle_check.py``): ONNX Runtime's
+    worker spins for ~55 ms of CPU after its last call, and with nplstm's two threads busy on the
+    same two cores that took it 57-160 ms of wall time (10th-90th percentile), now and then longer:
+    a fixed 0.1 s of untimed runs left it spinning into the next library's timed run."""
+    t0 = time.perf_counter()
+    before = _others_cpu_ns()
+    while before is not None and time.perf_counter() - t0 < limit:
+        time.sleep(window)
+        after = _others_cpu_ns()
+        if after <= before:                               # (less: a thread ended)
+            break
+        before = after
+    return time.perf_counter() - t0
 
 
 def median_times(runners, reps, warmup=2, settle=SETTLE):
     """Interleave: each rep runs every implementation in turn. Returns medians in seconds.
 
-    Each turn runs its implementation untimed for ``settle`` seconds (at least once), then times
-    one run. The libraries' worker threads keep spinning for a while after their last parallel
-    region and take a core from whatever runs next; the untimed runs absorb the other library's
-    spinning instead of charging it to this one, so each is timed as a program using only it
-    would see it. Measured at 2 threads, (64,128,32,50) inference, CPU time of the other threads
-    after a call: ONNX Runtime ~55 ms over the next 60 ms, torch ~7.5 ms, nplstm 0.2 ms. (A
-    single untimed run covered torch's spin but not ORT's: whoever followed ORT ran on one core
-    and a half.)
+    Each turn first waits until the other threads of the process are asleep (``wait_quiet``),
+    then runs its implementation untimed for ``settle`` seconds (at least once), then times one
+    run. The libraries' worker threads keep spinning for a while after their last parallel region
+    and take a core from whatever runs next; the wait lets the previous library's go to sleep,
+    and the untimed runs wake this one's, so each is timed as a program using only it would see
+    it. Measured at 2 threads, (64,128,32,50) inference, CPU time of the other threads after a
+    call: ONNX Runtime ~55 ms over the next 60 ms, torch ~7.5 ms, nplstm 0.2 ms. (A single
+    untimed run covered torch's spin but not ORT's: whoever followed ORT ran on one core and a
+    half. 0.1 s of untimed runs covered it most of the time, not always.) ``settle=0``: neither.
     """
     for run in runners.values():
         for _ in range(warmup):
@@ -118,6 +161,8 @@ def median_times(runners, reps, warmup=2, settle=SETTLE):
     times = {k: [] for k in runners}
     for _ in range(reps):
         for name, run in runners.items():
+            if settle > 0:
+                wait_quiet()
             until = time.perf_counter() + settle
             run()
             while time.perf_counter() < until:
