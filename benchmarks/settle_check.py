@@ -43,12 +43,13 @@ def after_ort(lstm, x, ort, bursts=30, bucket_ms=25):
             ort()
         t0 = time.perf_counter()
         pool = {w.thread.native_id for w in _rowblocks._workers}   # nplstm's: not ORT's
-        others, busy = bench._others_cpu_ns(pool), 0.0
+        cpu = bench._others_cpu_ns(pool)
+        others, busy = (None if cpu is None else sum(cpu.values())), 0.0
         while (start := time.perf_counter()) - t0 < 0.4:
             frozen(x)
             times.setdefault(int((start - t0) * 1000) // bucket_ms * bucket_ms, []).append(time.perf_counter() - start)
             if others is not None:
-                now = bench._others_cpu_ns(pool)
+                now = sum(bench._others_cpu_ns(pool).values())
                 busy, others = (time.perf_counter() - t0 if now > others + 1e6 else busy), now
         quiet.append(busy * 1e3)
     steady = np.median(np.concatenate([v for k, v in times.items() if k >= 200]))

@@ -100,14 +100,15 @@ def onnx_runner(ours, x, threads):
 
 
 SETTLE = 0.1   # s of untimed runs before each timed one, once the other libraries' workers are asleep (wait_quiet)
-QUIET = 0.005  # s: a window in which the process's other threads used no CPU means they are asleep
+QUIET = 0.005  # s: a window in which no other thread of the process ran for more than IDLE of it
+IDLE = 0.05    # (a spinning worker runs for all of it; a timer thread waking now and then, a sliver)
 
 
 def _others_cpu_ns(exclude=()):
-    """CPU time (ns) used so far by this process's threads other than the calling one (and the
-    native ids in ``exclude``), from Linux's /proc/self/task/*/schedstat; None where that is
-    missing (then nothing is waited for)."""
-    me, total = threading.get_native_id(), 0
+    """{native thread id: CPU time used so far, ns} of this process's threads other than the
+    calling one (and the ids in ``exclude``), from Linux's /proc/self/task/*/schedstat; None
+    where that is missing (then nothing is waited for)."""
+    me, used = threading.get_native_id(), {}
     try:
         tids = [int(t) for t in os.listdir("/proc/self/task")]
         with open(f"/proc/self/task/{me}/schedstat") as f:
@@ -118,25 +119,26 @@ def _others_cpu_ns(exclude=()):
         if tid != me and tid not in exclude:
             try:
                 with open(f"/proc/self/task/{tid}/schedstat") as f:
-                    total += int(f.read().split()[0])
+                    used[tid] = int(f.read().split()[0])
             except (OSError, ValueError, IndexError):     # a thread that ended meanwhile
                 pass
-    return total
+    return used
 
 
 def wait_quiet(window=QUIET, limit=0.5):
-    """Sleep until the process's other threads use no CPU for a whole ``window`` (they spin after a
-    parallel call and then sleep), or for ``limit`` s at most; returns the seconds waited. Measured
-    here at 2 threads ((64,128,32,50) inference, ``benchmarks/settle_check.py``): ONNX Runtime's
-    worker spins for ~55 ms of CPU after its last call, and with nplstm's two threads busy on the
-    same two cores that took it 57-160 ms of wall time (10th-90th percentile), now and then longer:
-    a fixed 0.1 s of untimed runs left it spinning into the next library's timed run."""
+    """Sleep until no other thread of the process runs for more than ``IDLE`` of a ``window``
+    (libraries' workers spin after a parallel call, then sleep), or for ``limit`` s at most;
+    returns the seconds waited. Measured here at 2 threads ((64,128,32,50) inference,
+    ``benchmarks/settle_check.py``): ONNX Runtime's worker spins for ~55 ms of CPU after its last
+    call, and with nplstm's two threads busy on the same two cores that took it 57-160 ms of wall
+    time (10th-90th percentiles of four runs), now and then longer: a fixed 0.1 s of untimed runs
+    left it spinning into the next library's timed run."""
     t0 = time.perf_counter()
     before = _others_cpu_ns()
     while before is not None and time.perf_counter() - t0 < limit:
         time.sleep(window)
         after = _others_cpu_ns()
-        if after <= before:                               # (less: a thread ended)
+        if all(ns - before.get(tid, 0) <= IDLE * window * 1e9 for tid, ns in after.items()):
             break
         before = after
     return time.perf_counter() - t0
