@@ -35,7 +35,7 @@ def setup(config, threads):
 
 
 def after_ort(lstm, x, ort, bursts=30, bucket_ms=25):
-    frozen, times, quiet = lstm.frozen(), {}, []
+    frozen, times, spin_ends = lstm.frozen(), {}, []
     for _ in range(50):
         ort(), frozen(x)
     for _ in range(bursts):
@@ -51,14 +51,14 @@ def after_ort(lstm, x, ort, bursts=30, bucket_ms=25):
             if others is not None:
                 now = sum(bench._others_cpu_ns(pool).values())
                 busy, others = (time.perf_counter() - t0 if now > others + 1e6 else busy), now
-        quiet.append(busy * 1e3)
+        spin_ends.append(busy * 1e3)
     steady = np.median(np.concatenate([v for k, v in times.items() if k >= 200]))
     for k in sorted(times):
         v = np.array(times[k])
         print(f"  {k:3d}-{k + bucket_ms} ms after ORT's last call: frozen() median {np.median(v) * 1e6:6.0f} us, "
               f"{np.mean(v > 1.3 * steady):.2f} of calls over 1.3 x the steady median")
     print("  the last call during which ORT's threads used over 1 ms of CPU ended, ms after ORT's last call "
-          f"(10th/50th/90th percentile, max): {np.percentile(quiet, [10, 50, 90, 100]).round(0)}")
+          f"(10th/50th/90th percentile, max): {np.percentile(spin_ends, [10, 50, 90, 100]).round(0)}")
 
 
 def ratios(lstm, x, ort, wait):
