@@ -42,20 +42,20 @@ def _l2(a, n):
     return s
 
 
-def _timed(fn, together):
-    """Seconds fn() took alone, or the slower of two copies started at once."""
+def _timed(fn, copies):
+    """Seconds the slowest of ``copies`` runs of fn() took, each on a new thread, started at once
+    (alone too: every copy runs with a new thread's settings, such as OpenMP's thread count)."""
     times = []
 
     def run():
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
-    other = threading.Thread(target=run) if together else None
-    if other:
-        other.start()
-    run()
-    if other:
-        other.join()
+    threads = [threading.Thread(target=run) for _ in range(copies)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
     return max(times)
 
 
@@ -76,13 +76,13 @@ def main(argv=None):
     with threadpool_limits(1):
         nplstm.set_num_threads(1)                        # each copy: one thread, one block
         for fn in kernels.values():                       # compile, warm up
-            fn()
-        times = {(k, together): [] for k in kernels for together in (False, True)}
+            _timed(fn, 1)
+        times = {(k, copies): [] for k in kernels for copies in (1, 2)}
         for _ in range(args.reps):
-            for (name, together), ts in times.items():
-                ts.append(_timed(kernels[name], together))
+            for (name, copies), ts in times.items():
+                ts.append(_timed(kernels[name], copies))
     for name in kernels:
-        alone, both = (np.median(times[name, t]) for t in (False, True))
+        alone, both = (np.median(times[name, copies]) for copies in (1, 2))
         print(f"{name:6s} alone {alone * 1e3:7.2f} ms, two at once {both * 1e3:7.2f} ms: {both / alone:.3f}")
 
 
