@@ -117,43 +117,81 @@ def test_float32_layer_matches_float64(cls):
 @pytest.mark.parametrize("kind,bi,layers,lengths", [("gru", True, 2, True), ("gru", False, 1, False),
                                                     ("rnn_tanh", True, 2, True), ("rnn_relu", False, 2, True)])
 def test_matches_torch(kind, bi, layers, lengths, dtype, tol):
+    check_against_torch(kind, (I, H, B, T, layers, bi, True, False), LENGTHS if lengths else None, dtype, tol)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", range(9))
+def test_random_configurations_match_torch(seed):
+    """Random sizes (up to ~70), batches (1-33), batch_first, bias, lengths and 1-2 threads
+    (nplstm.set_num_threads), weights from PyTorch's U(-1/sqrt(H), 1/sqrt(H)); tolerances scale
+    with each result's size."""
+    rng = np.random.default_rng(seed)
+    kind = ("gru", "rnn_tanh", "rnn_relu")[seed % 3]
+    h = int(rng.integers(2, 70))
+    config = (int(rng.integers(1, 40)), h, int(rng.choice([1, 2, 3, 5, 16, 17, 33])), int(rng.integers(1, 25)),
+              int(rng.integers(1, 4)), bool(rng.integers(2)), bool(rng.random() < 0.85), bool(rng.integers(2)))
+    lengths = rng.integers(1, config[3] + 1, config[2]) if rng.random() < 0.4 else None
+    dtype, threads = ("float32", "float64")[int(rng.random() < 0.3)], int(rng.integers(1, 3))
+    before = nplstm.get_num_threads()
+    nplstm.set_num_threads(threads)
+    try:
+        check_against_torch(kind, config, lengths, dtype, 1e-9 if dtype == "float64" else 2e-5, threads=threads,
+                            scaled=True, bound=h ** -0.5)
+    finally:
+        nplstm.set_num_threads(before)
+
+
+def check_against_torch(kind, config, lengths, dtype, tol, threads=None, scaled=False, bound=0.6):
+    """Forward and backward against torch.nn.GRU/RNN on the same weights, every parameter from
+    U(-bound, bound); config (I, H, B, T, layers, bidirectional, bias, batch_first); tolerance tol
+    (x10 for parameter gradients), times max |expected| if scaled."""
     torch = pytest.importorskip("torch")
+    from threadpoolctl import threadpool_limits
+    I, H, B, T, layers, bi, bias, bf = config
     torch.manual_seed(0)
-    tdtype = getattr(torch, dtype)
+    kw = dict(bias=bias, batch_first=bf, bidirectional=bi)
     if kind == "gru":
-        module, ours = torch.nn.GRU(I, H, layers, bidirectional=bi), nplstm.GRU(I, H, layers, bidirectional=bi, dtype=dtype)
+        module, ours = torch.nn.GRU(I, H, layers, **kw), nplstm.GRU(I, H, layers, dtype=dtype, **kw)
     else:
         nl = kind[4:]
-        module = torch.nn.RNN(I, H, layers, nonlinearity=nl, bidirectional=bi)
-        ours = nplstm.RNN(I, H, layers, nonlinearity=nl, bidirectional=bi, dtype=dtype)
-    module = module.to(tdtype)
+        module = torch.nn.RNN(I, H, layers, nonlinearity=nl, **kw)
+        ours = nplstm.RNN(I, H, layers, nonlinearity=nl, dtype=dtype, **kw)
+    module = module.to(getattr(torch, dtype))
     with torch.no_grad():
         for p in module.parameters():
-            p.uniform_(-0.6, 0.6)
+            p.uniform_(-bound, bound)
     ours.load_state_dict({k: v.numpy() for k, v in module.state_dict().items()})
     rng = np.random.default_rng(5)
     D = 2 if bi else 1
-    x = rng.standard_normal((T, B, I)).astype(dtype)
+    x = rng.standard_normal((B, T, I) if bf else (T, B, I)).astype(dtype)
     h0 = rng.standard_normal((layers * D, B, H)).astype(dtype)
-    lens = np.array(LENGTHS) if lengths else None
-    G, G_h = rng.standard_normal((T, B, D * H)).astype(dtype), rng.standard_normal(h0.shape).astype(dtype)
-    if lens is not None:
+    lens = None if lengths is None else np.array(lengths)
+    G = rng.standard_normal((B, T, D * H) if bf else (T, B, D * H)).astype(dtype)
+    G_h = rng.standard_normal(h0.shape).astype(dtype)
+    if lens is not None:                                  # torch's padded output is 0 there; give no gradient
         for b, n in enumerate(lens):
-            G[n:, b] = 0
+            (G[b, n:] if bf else G[n:, b])[...] = 0
     xt, h0t = torch.tensor(x, requires_grad=True), torch.tensor(h0, requires_grad=True)
     if lens is None:
         out_t, h_t = module(xt, h0t)
     else:
-        packed = torch.nn.utils.rnn.pack_padded_sequence(xt, torch.tensor(lens), enforce_sorted=False)
+        packed = torch.nn.utils.rnn.pack_padded_sequence(xt, torch.tensor(lens), batch_first=bf, enforce_sorted=False)
         out_t, h_t = module(packed, h0t)
-        out_t, _ = torch.nn.utils.rnn.pad_packed_sequence(out_t, total_length=T)
+        out_t, _ = torch.nn.utils.rnn.pad_packed_sequence(out_t, batch_first=bf, total_length=T)
     ((out_t * torch.tensor(G)).sum() + (h_t * torch.tensor(G_h)).sum()).backward()
-    out, h_n, cache = ours.forward(x, h0, lengths=lens, train=True)
-    dx, dh0, grads = ours.backward(G, cache, G_h)
+    with threadpool_limits(threads):
+        out, h_n, cache = ours.forward(x, h0, lengths=lens, train=True)
+        dx, dh0, grads = ours.backward(G, cache, G_h)
+
+    def close(got, want, name, factor=1):
+        want = want.detach().numpy()
+        atol = tol * factor * (max(1.0, float(np.abs(want).max())) if scaled else 1)
+        np.testing.assert_allclose(got, want, rtol=0, atol=atol, err_msg=name)
     for name, got, want in (("output", out, out_t), ("h_n", h_n, h_t), ("dx", dx, xt.grad), ("dh0", dh0, h0t.grad)):
-        np.testing.assert_allclose(got, want.detach().numpy(), rtol=0, atol=tol, err_msg=name)
+        close(got, want, name)
     for k, p in module.named_parameters():
-        np.testing.assert_allclose(grads[k], p.grad.numpy(), rtol=0, atol=10 * tol, err_msg=k)
+        close(grads[k], p.grad, k, factor=10)
 
 
 @pytest.mark.parametrize("call,exc,word", [
