@@ -151,6 +151,24 @@ def test_onnx_export_matches_onnxruntime_and_imports_back(config, lengths, state
         np.testing.assert_array_equal(back.params[k], v, err_msg=k)
 
 
+def test_float64_export_keeps_its_dtype_and_imports_back(tmp_path):
+    """ONNX Runtime's LSTM kernel refuses double, so the oracle here is the ONNX graph itself: its
+    declared types, then the weights and numbers after importing it back."""
+    lstm = randomized(nplstm.LSTM(3, 5, num_layers=2, bidirectional=True, dtype="float64", seed=1))
+    path = tmp_path / "lstm64.onnx"
+    interop.export_onnx(lstm, path, lengths=True, state=True)
+    model = onnx.load(str(path))
+    declared = {v.name: v.type.tensor_type.elem_type for v in list(model.graph.input) + list(model.graph.output)}
+    assert {k: v for k, v in declared.items() if k != "sequence_lens"} == \
+        dict.fromkeys(["X", "h0", "c0", "Y", "Y_h", "Y_c"], onnx.TensorProto.DOUBLE)
+    assert {t.data_type for t in model.graph.initializer if t.name.startswith(("W", "R", "B"))} == \
+        {onnx.TensorProto.DOUBLE}
+    back = interop.import_onnx(path)
+    assert back.dtype == np.float64
+    for k, v in lstm.state_dict().items():
+        np.testing.assert_array_equal(back.params[k], v, err_msg=k)
+
+
 def test_char_model_onnx_graph(tmp_path):
     model = CharModel(ModelConfig(vocab_size=7, embed=3, hidden=5, layers=2), seed=0)
     interop.export_onnx(model, tmp_path / "char.onnx")

@@ -145,6 +145,8 @@ def onnx_model_bytes(module, opset=14, lengths=False, state=False):
     input ``sequence_lens`` (B,); with ``state``, inputs ``h0``/``c0`` (L*D, B, H). Outputs ``Y``
     (shaped like nplstm's output), ``Y_h`` and ``Y_c`` (L*D, B, H) like h_n and c_n. Layers are
     chained ``LSTM`` nodes. Char model graph: int64 ``tokens`` (T, B) -> ``logits`` (T, B, V).
+    The graph keeps the layer's dtype (float64: DOUBLE); ONNX Runtime's CPU LSTM kernel runs
+    float32 only.
     """
     module = _on_host(module)
     import onnx
