@@ -143,9 +143,9 @@ def test_random_configurations_match_torch(seed):
 
 
 def check_against_torch(kind, config, lengths, dtype, tol, threads=None, scaled=False, bound=0.6):
-    """Forward and backward against torch.nn.GRU/RNN on the same weights, every parameter from
-    U(-bound, bound); config (I, H, B, T, layers, bidirectional, bias, batch_first); tolerance tol
-    (x10 for parameter gradients), times max |expected| if scaled."""
+    """Forward and backward (and a frozen() copy's inference) against torch.nn.GRU/RNN on the same
+    weights, every parameter from U(-bound, bound); config (I, H, B, T, layers, bidirectional,
+    bias, batch_first); tolerance tol (x10 for parameter gradients), times max |expected| if scaled."""
     torch = pytest.importorskip("torch")
     from threadpoolctl import threadpool_limits
     I, H, B, T, layers, bi, bias, bf = config
@@ -183,12 +183,14 @@ def check_against_torch(kind, config, lengths, dtype, tol, threads=None, scaled=
     with threadpool_limits(threads):
         out, h_n, cache = ours.forward(x, h0, lengths=lens, train=True)
         dx, dh0, grads = ours.backward(G, cache, G_h)
+        frozen_out, frozen_h_n = ours.frozen()(x, h0, lengths=lens)
 
     def close(got, want, name, factor=1):
         want = want.detach().numpy()
         atol = tol * factor * (max(1.0, float(np.abs(want).max())) if scaled else 1)
         np.testing.assert_allclose(got, want, rtol=0, atol=atol, err_msg=name)
-    for name, got, want in (("output", out, out_t), ("h_n", h_n, h_t), ("dx", dx, xt.grad), ("dh0", dh0, h0t.grad)):
+    for name, got, want in (("output", out, out_t), ("h_n", h_n, h_t), ("dx", dx, xt.grad), ("dh0", dh0, h0t.grad),
+                            ("frozen output", frozen_out, out_t), ("frozen h_n", frozen_h_n, h_t)):
         close(got, want, name)
     for k, p in module.named_parameters():
         close(grads[k], p.grad, k, factor=10)
