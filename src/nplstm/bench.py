@@ -104,18 +104,17 @@ QUIET = 0.005  # s: a window in which no other thread of the process ran for mor
 IDLE = 0.05    # (a spinning worker runs for all of it; a timer thread waking now and then, a sliver)
 
 
+_SCHEDSTAT = os.path.exists("/proc/self/schedstat")    # Linux, its scheduler statistics compiled in
+
+
 def _others_cpu_ns(exclude=()):
     """{native thread id: CPU time used so far, ns} of this process's threads other than the
     calling one (and the ids in ``exclude``), from Linux's /proc/self/task/*/schedstat; None
     where that is missing (then nothing is waited for)."""
-    me, used = threading.get_native_id(), {}
-    try:
-        tids = [int(t) for t in os.listdir("/proc/self/task")]
-        with open(f"/proc/self/task/{me}/schedstat") as f:
-            f.read()
-    except (OSError, ValueError):
+    if not _SCHEDSTAT:
         return None
-    for tid in tids:
+    me, used = threading.get_native_id(), {}
+    for tid in map(int, os.listdir("/proc/self/task")):
         if tid != me and tid not in exclude:
             try:
                 with open(f"/proc/self/task/{tid}/schedstat") as f:
