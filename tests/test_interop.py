@@ -151,6 +151,18 @@ def test_onnx_export_matches_onnxruntime_and_imports_back(config, lengths, state
         np.testing.assert_array_equal(back.params[k], v, err_msg=k)
 
 
+@pytest.mark.parametrize("opset,ir", [(14, 7), (17, 8)])
+def test_onnx_export_declares_the_oldest_ir_version_its_opset_allows(opset, ir):
+    """IR versions per opset from ONNX's Versioning.md. The installed onnx writes its own newest IR
+    by default (14 for onnx 1.23), which older runtimes refuse: ONNX Runtime 1.23, the last for
+    Python 3.10, loads IR 11 at most."""
+    data = interop.onnx_model_bytes(randomized(nplstm.LSTM(3, 5, seed=1)), opset=opset)
+    assert onnx.load_from_string(data).ir_version == ir
+    x = np.random.default_rng(0).standard_normal((6, 4, 3)).astype(np.float32)
+    y, _, _ = ort.InferenceSession(data, providers=["CPUExecutionProvider"]).run(None, {"X": x})
+    assert y.shape == (6, 4, 5)
+
+
 def test_float64_export_keeps_its_dtype_and_imports_back(tmp_path):
     """ONNX Runtime's LSTM kernel refuses double, so the oracle here is the ONNX graph itself: its
     declared types, then the weights and numbers after importing it back."""
@@ -227,7 +239,9 @@ def test_import_foreign_bidirectional_graph_matches_onnxruntime(tmp_path):
          helper.make_tensor_value_info("lens", TensorProto.INT32, ["B"])],
         [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ("Y", "Y_h", "Y_c")], inits)
     path = tmp_path / "foreign.onnx"
-    path.write_bytes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)]).SerializeToString())
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)])
+    model.ir_version = 7                                  # opset 14's, which every ONNX Runtime since 1.8 loads
+    path.write_bytes(model.SerializeToString())
     x = rng.standard_normal((5, 3, I)).astype(np.float32)
     lens = np.array([5, 2, 4], np.int32)
     y, y_h, y_c = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"X": x, "lens": lens})

@@ -180,6 +180,9 @@ def onnx_model_bytes(module, opset=14, lengths=False, state=False):
         raise TypeError(f"module must be an nplstm.LSTM or a char model, got {type(module).__name__}")
     model = helper.make_model(helper.make_graph(g.nodes, "nplstm", g.inputs, g.outputs, g.inits),
                               opset_imports=[helper.make_opsetid("", opset)], producer_name="nplstm")
+    # the oldest IR version the opset allows, not the installed onnx's newest: onnx 1.23 writes IR 14
+    # by default, which ONNX Runtime 1.23 (the last for Python 3.10) refuses ("max supported IR version: 11")
+    model.ir_version = helper.find_min_ir_version_for(model.opset_import)
     onnx.checker.check_model(model)
     return model.SerializeToString()
 
