@@ -1,4 +1,7 @@
-"""nplstm.bench's timing harness (the timings themselves live in benchmarks/, not in tests)."""
+"""nplstm.bench's timing harness (the timings themselves live in benchmarks/, not in tests).
+
+The harness is checked on a fake clock, so that nothing here depends on how busy the machine is:
+a turn's untimed runs and its waits are counted, not timed."""
 import itertools
 import threading
 import time
@@ -8,43 +11,89 @@ import pytest
 from nplstm import bench
 
 
-def test_each_timed_run_follows_settle_seconds_of_untimed_runs():
-    """A turn runs its implementation untimed for ``settle`` seconds, then times one more run:
-    long enough for the other libraries' spinning workers to go idle first."""
+class FakeClock:
+    """perf_counter and sleep for ``bench``: time moves only when a run or a sleep moves it."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def perf_counter(self):
+        return self.now
+
+    def sleep(self, seconds):
+        self.now += seconds
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    fake = FakeClock()
+    monkeypatch.setattr(bench.time, "perf_counter", fake.perf_counter)
+    monkeypatch.setattr(bench.time, "sleep", fake.sleep)
+    return fake
+
+
+def test_each_turn_waits_then_runs_untimed_for_settle_seconds_then_times_one_run(clock, monkeypatch):
+    """A turn first waits for the other threads to go quiet (``wait_quiet``), then runs its
+    implementation untimed for ``settle`` seconds, then times one more run: the other libraries'
+    spinning workers are asleep and this one's awake."""
     log = []
-    runners = {name: (lambda name=name: log.append((name, time.perf_counter()))) for name in ("a", "b")}
-    medians = bench.median_times(runners, reps=3, warmup=0, settle=0.02)
-    assert sorted(medians) == ["a", "b"]
-    turns = [[t for _, t in group] for _, group in itertools.groupby(log, key=lambda e: e[0])]
-    assert [name for name, _ in itertools.groupby(log, key=lambda e: e[0])] == ["a", "b"] * 3   # interleaved
-    for times in turns:
-        assert len(times) >= 2 and times[-1] - times[0] >= 0.019   # (before: one untimed run, then the timed one)
+    monkeypatch.setattr(bench, "wait_quiet", lambda: log.append("wait"))
+
+    def runner(name, seconds):
+        def run():
+            log.append(name)
+            clock.now += seconds
+        return run
+    medians = bench.median_times({"a": runner("a", 0.004), "b": runner("b", 0.003)}, reps=2, warmup=1, settle=0.02)
+    assert medians == pytest.approx({"a": 0.004, "b": 0.003})
+    turn_a, turn_b = ["wait"] + ["a"] * 6, ["wait"] + ["b"] * 8   # 20 ms of untimed runs (5 and 7), one timed
+    assert log == ["a", "b"] + (turn_a + turn_b) * 2              # (after a warm-up run each) interleaved
 
 
-def _burn(seconds):
-    end = time.perf_counter() + seconds
-    while time.perf_counter() < end:
-        pass
+def test_settle_zero_does_not_wait_and_runs_untimed_once(clock, monkeypatch):
+    log = []
+    monkeypatch.setattr(bench, "wait_quiet", lambda: log.append("wait"))
+    bench.median_times({"a": lambda: log.append("a"), "b": lambda: log.append("b")}, reps=3, warmup=0, settle=0)
+    assert log == ["a", "a", "b", "b"] * 3
 
 
-def test_a_turn_first_waits_for_the_other_threads_to_go_quiet():
-    """``wait_quiet`` sleeps while another thread of the process uses CPU (a library's workers
-    spinning after its call) and returns soon once none does; each turn of ``median_times``
-    starts with it."""
+def test_wait_quiet_sleeps_until_no_other_thread_runs(clock, monkeypatch):
+    """It polls the other threads' CPU time every ``window``: done at the first window in which none
+    ran for more than ``IDLE`` of it, or at ``limit``."""
+    window = bench.QUIET
+    busy, idle = window * 1e9, bench.IDLE * window * 1e9 / 2     # ns of CPU a thread uses in one window
+
+    def polls(per_window):                                        # what each poll reads: CPU used so far
+        used = itertools.accumulate(itertools.chain([0.0], per_window))
+        return lambda exclude=(): {7: next(used)}
+    monkeypatch.setattr(bench, "_others_cpu_ns", polls([busy, busy, busy] + [idle] * 9))
+    assert bench.wait_quiet(window, limit=1.0) == pytest.approx(4 * window)   # 3 busy windows, then a quiet one
+    monkeypatch.setattr(bench, "_others_cpu_ns", polls(itertools.repeat(busy)))
+    clock.now = 0.0
+    assert bench.wait_quiet(window, limit=0.1) == pytest.approx(0.1, abs=window)   # never quiet: the limit
+    monkeypatch.setattr(bench, "_others_cpu_ns", lambda exclude=(): None)
+    assert bench.wait_quiet(window) == 0                          # no /proc statistics: no wait
+
+
+def test_others_cpu_ns_reports_each_other_thread_by_its_id():
     if bench._others_cpu_ns() is None:
         pytest.skip("needs Linux's /proc/self/task/*/schedstat")
-    assert bench.wait_quiet() < 0.25                      # nothing else runs: a window or a few
-    busy = threading.Thread(target=_burn, args=(0.3,))
-    t0 = time.perf_counter()
-    busy.start()
-    waited = bench.wait_quiet(limit=2.0)
-    busy.join()
-    assert 0.25 <= waited < 1.5 and waited <= time.perf_counter() - t0
+    burned, release = threading.Event(), threading.Event()
 
-    starts = []
-    busy = threading.Thread(target=_burn, args=(0.3,))
-    t0 = time.perf_counter()
-    busy.start()
-    bench.median_times({"a": lambda: starts.append(time.perf_counter())}, reps=1, warmup=0, settle=0.01)
-    busy.join()
-    assert starts[0] - t0 >= 0.25                         # the turn's first run waited for the busy thread
+    def burn():
+        start = time.thread_time()
+        while time.thread_time() - start < 0.03:                  # 30 ms of its own CPU, however busy the machine
+            pass
+        burned.set()
+        release.wait()
+    worker = threading.Thread(target=burn)
+    worker.start()
+    try:
+        assert burned.wait(30)
+        cpu = bench._others_cpu_ns()
+        assert cpu[worker.native_id] >= 25e6                      # ns (schedstat counts what it ran)
+        assert threading.get_native_id() not in cpu               # not the calling thread
+        assert worker.native_id not in bench._others_cpu_ns(exclude={worker.native_id})
+    finally:
+        release.set()
+        worker.join()

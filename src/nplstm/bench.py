@@ -154,7 +154,8 @@ def median_times(runners, reps, warmup=2, settle=SETTLE):
     it. Measured at 2 threads, (64,128,32,50) inference, CPU time of the other threads after a
     call: ONNX Runtime ~55 ms over the next 60 ms, torch ~7.5 ms, nplstm 0.2 ms. (A single
     untimed run covered torch's spin but not ORT's: whoever followed ORT ran on one core and a
-    half. 0.1 s of untimed runs covered it most of the time, not always.) ``settle=0``: neither.
+    half. 0.1 s of untimed runs covered it most of the time, not always.) ``settle=0``: no wait,
+    and one untimed run.
     """
     for run in runners.values():
         for _ in range(warmup):
