@@ -314,6 +314,8 @@ def test_row_blocks_under_gradient_checkpointing(compiled, threads, each_calls):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5, err_msg=str(k))
 
 
+# Python 3.12+ warns when a multi-threaded process forks: forking one is what this test is about
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded, use of fork:DeprecationWarning")
 def test_a_forked_child_splits_on_its_own_threads(compiled, threads):
     """The pool's threads do not survive a fork; a child made after a split call makes its own pool
     (with the parent's, its calling thread would run every block itself)."""
