@@ -55,6 +55,7 @@ def _chain(P, G, B, links, W):
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = opts.inter_op_num_threads = 1
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = helper.find_min_ir_version_for(model.opset_import)   # as nplstm's export: older ORTs load it
     return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
 
 
