@@ -23,7 +23,7 @@ from threadpoolctl import threadpool_limits
 
 from nplstm import _blas
 from nplstm import _batchmajor as bm
-from nplstm._ftanh import _a1, _a3, _a5, _a7, _a9, _a11, _a13, _b0, _b2, _b4, _b6, ftanh
+from nplstm._ftanh import _a1, _a3, _a5, _a7, _a9, _a11, _a13, _b0, _b2, _b4, _b6, ftanh, wide_vectors
 from nplstm.bench import median_times
 
 _jit = numba.njit(fastmath=True, error_model="numpy")
@@ -52,7 +52,8 @@ def _tanh(a, out, reps):
 
 @_jit
 def _polynomials(a, out, reps):
-    """ftanh's two polynomials, p * q instead of the clamp and p / q."""
+    """ftanh's two polynomials, p * q instead of the clamp and p / q (as wide as ftanh's loop)."""
+    wide_vectors()
     for _ in range(reps):
         for j in range(a.shape[0]):
             x = a[j]
@@ -63,6 +64,7 @@ def _polynomials(a, out, reps):
 
 @_jit
 def _copy(a, out, reps):
+    wide_vectors()
     for _ in range(reps):
         for j in range(a.shape[0]):
             out[j] = a[j]

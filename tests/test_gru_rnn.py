@@ -113,6 +113,35 @@ def test_float32_layer_matches_float64(cls):
             np.testing.assert_allclose(grads[k], grads64[k], atol=1e-4, err_msg=k)
 
 
+@pytest.mark.parametrize("cls", [nplstm.GRU, nplstm.RNN])
+def test_float32_steps_through_onednn_match_float64(cls, monkeypatch):
+    """At 1 thread, with oneDNN installed, a step's product from ~2M multiply-adds goes through
+    oneDNN's sgemm, forward and backward (``_blas.matmul_into``); lengths make the active columns
+    a strided block. The same layer in float64 (np.matmul) is the reference."""
+    from threadpoolctl import threadpool_limits
+    from nplstm import _blas, engine
+    if "onednn" not in _blas.PROVIDERS or engine.get_backend() != "numba":
+        pytest.skip("oneDNN's sgemm and the numba kernels are what this checks")
+    calls, real = [], _blas.sgemm
+    monkeypatch.setattr(_blas, "sgemm", lambda *args: calls.append(args[3:6]) or real(*args))
+    I, H, B, T = 6, 192, 64, 3                            # GRU: 576 x 192 x 64 = 7.1M; RNN: 2.4M
+    ours = cls(I, H, dtype="float32", seed=1)
+    ref = cls(I, H, seed=1)
+    ref.load_state_dict(ours.state_dict())
+    rng = np.random.default_rng(3)
+    x, d = rng.standard_normal((T, B, I)), rng.standard_normal((T, B, H))
+    lengths = rng.integers(1, T + 1, B)
+    with threadpool_limits(1), _blas.use("onednn"):
+        out, h_n, cache = ours.forward(x, lengths=lengths, train=True)
+        dx, dh0, grads = ours.backward(d, cache)
+    out64, h_n64, cache64 = ref.forward(x, lengths=lengths, train=True)
+    dx64, dh064, grads64 = ref.backward(d, cache64)
+    G = 3 * H if cls is nplstm.GRU else H
+    assert (G, B, H) in calls and (H, B, G) in calls      # (M, N, K): forward's W_hh h, backward's W_hh^T dz
+    for got, want in ((out, out64), (h_n, h_n64), (dx, dx64), (dh0, dh064), *((grads[k], grads64[k]) for k in grads)):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.parametrize("dtype,tol", [("float64", 1e-9), ("float32", 1e-4)])
 @pytest.mark.parametrize("kind,bi,layers,lengths", [("gru", True, 2, True), ("gru", False, 1, False),
                                                     ("rnn_tanh", True, 2, True), ("rnn_relu", False, 2, True)])

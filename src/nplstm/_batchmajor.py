@@ -42,7 +42,7 @@ import numpy as np
 from . import _blas, _rowblocks, _threads
 from ._cellmath_numba import _cell_grad, _gates_and_c
 from .engine import BATCH_MAJOR, _sizes
-from ._ftanh import HALF, ftanh
+from ._ftanh import HALF, ftanh, wide_vectors
 
 _jit = numba.njit(cache=True, nogil=True, fastmath=True, error_model="numpy")
 _inline = numba.njit(inline="always", fastmath=True, error_model="numpy")
@@ -97,6 +97,7 @@ def _row_infer(a, r, b, cp, c, h):
 def _matvec(W, h, z):
     """z = W h, one dot product per row of W (N, K): numba vectorizes each row's sum. Batch 1's
     backward W_hh^T dz, whose rows are 4H long."""
+    wide_vectors()                                        # (the loop it is inlined in: 16 lanes on AVX-512)
     N, K = W.shape
     for j in range(N):
         acc = np.float32(0)
@@ -112,6 +113,7 @@ def _vecmat(v, M, out):
     h W_hh^T. Against ``_matvec``'s dot product per row of W_hh, whose rows are only P long,
     measured at 1 thread (us a step, T = 100; 4H x P): 256x64 0.98 against 1.58, 512x128 4.6
     against 6.1, 1024x256 21.2 against 21.4."""
+    wide_vectors()
     K, N = M.shape
     k = 0
     while k + 4 <= K:

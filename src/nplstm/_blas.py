@@ -285,27 +285,63 @@ def _layout(a):
     return False, max(a.shape[1], 1), np.ascontiguousarray(a)
 
 
-_SMALL = 1 << 22                                          # multiply-adds below which np.matmul is faster
+_SMALL = 1 << 22                                          # multiply-adds below which np.matmul is faster,
+_WIDE = 1 << 17                                           # unless the product has this many elements
+_OUTER = 1 << 12                                          # K = 1 from this many elements: see matmul()
 
 
 def matmul(a, b):
-    """a @ b; through oneDNN when ``gemm()`` is it and both are 2-D float32 NumPy arrays, else np.matmul.
-    Also np.matmul below ~4M multiply-adds, where the call costs more than oneDNN's kernels save
-    (measured at 1 thread: (100x32)@(32x256) 27 us with NumPy's OpenBLAS, 31 us here; from
-    ~13M multiply-adds on, oneDNN was 8-24% faster on AVX-512). And np.matmul when ``a`` is not
-    C-contiguous (a transposed view: the weight gradients Z^T X, whose K is all T*B rows): on an
-    AVX2 EPYC (Zen 3, 1 thread) oneDNN ran (1024x6400)^T-shaped products 2.1-2.5x slower than
-    OpenBLAS, and every other transposed-A shape tried 1.0-1.5x slower (benchmarks/RESULTS.md)."""
+    """a @ b; through an sgemm of ``gemm()`` where that is faster, for 2-D float32 NumPy arrays
+    with ``a`` C-contiguous; else np.matmul.
+
+    - oneDNN's from ~4M multiply-adds on, or ~128k elements in the product (a thin K: an LSTM's
+      input side when its input has few features). Below both, np.matmul: the call costs more
+      than oneDNN's kernels save (measured at 1 thread: (100x32)@(32x256) 27 us with NumPy's
+      OpenBLAS, 31 us here). Above, oneDNN measured 8-24% faster on AMD's AVX-512 from ~13M
+      multiply-adds, and on an Intel Xeon (AVX-512) 1.3x at (400x8)@(8x512) and 3.3-4.3x at
+      K = 2, (1600x2)@(2x512) and (6400x2)@(2x1024), where OpenBLAS was no faster than np.matmul.
+    - Either provider's at K = 1 from ~4k elements: there np.matmul leaves BLAS for a loop of its
+      own, 3.4x slower than OpenBLAS's sgemm and 10-12x than oneDNN's ((1600x1)@(1x512): 850 us,
+      246, 72). A univariate time series is an LSTM whose input size is 1.
+    - np.matmul when ``a`` is not C-contiguous (a transposed view: the weight gradients Z^T X,
+      whose K is all T*B rows): on an AVX2 EPYC (Zen 3, 1 thread) oneDNN ran (1024x6400)^T-shaped
+      products 2.1-2.5x slower than OpenBLAS, and every other transposed-A shape tried 1.0-1.5x
+      slower (benchmarks/RESULTS.md)."""
     if not (type(a) is type(b) is np.ndarray and a.ndim == b.ndim == 2 and a.dtype == b.dtype == np.float32
             and a.flags.c_contiguous):
         return np.matmul(a, b)
     (M, K), (K2, N) = a.shape, b.shape
     fn = gemm()
-    if K != K2 or M * N * K < _SMALL or fn is None or fn is not PROVIDERS.get("onednn"):
+    onednn = fn is not None and fn is PROVIDERS.get("onednn")
+    if K != K2 or fn is None or not ((onednn and (M * N * K >= _SMALL or M * N >= _WIDE))
+                                     or (K == 1 and M * N >= _OUTER)):
         return np.matmul(a, b)                            # (and NumPy's own shape error)
     tb, ldb, b = _layout(b)                               # (a is row-major here, rows K apart)
     out = np.empty((M, N), np.float32)
     sgemm(fn, False, tb, M, N, K, a.ctypes.data, K, b.ctypes.data, ldb, out.ctypes.data, N)
+    return out
+
+
+_STEP = 1 << 21                                          # multiply-adds from which matmul_into calls oneDNN
+
+
+def matmul_into(a, b, out):
+    """out[...] = a @ b: one time step's product in the engine's generic loop (GRU, RNN, an LSTM
+    with projection), 2-D, rows of any stride. Through oneDNN's sgemm where it is ``gemm()``, the
+    three are float32 NumPy arrays with unit-stride rows and the product has ~2M multiply-adds;
+    else np.matmul. Measured on an Intel Xeon (AVX-512, 1 thread, us a step, np.matmul against
+    oneDNN): (768x256)@(256x64) 150 against 121, (1536x512)@(512x64) 662 against 507,
+    (256x256)@(256x64) 52 against 44; below ~1.5M multiply-adds the call's ~5 us outweighs it.
+    A transposed ``a`` (the backward's W_hh^T) is best passed as a row-major copy: oneDNN's
+    transposed-A kernels were the slow ones (see ``matmul``)."""
+    (M, K), N = a.shape, b.shape[1]
+    fn = gemm()
+    if (fn is None or fn is not PROVIDERS.get("onednn") or M * N * K < _STEP
+            or not all(type(v) is np.ndarray and v.dtype == np.float32 for v in (a, b, out))
+            or not (a.strides[1] == b.strides[1] == out.strides[1] == 4) or out.shape != (M, N)):
+        return np.matmul(a, b, out=out)
+    sgemm(fn, False, False, M, N, K, a.ctypes.data, a.strides[0] // 4, b.ctypes.data, b.strides[0] // 4,
+          out.ctypes.data, out.strides[0] // 4)
     return out
 
 

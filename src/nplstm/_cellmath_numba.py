@@ -16,7 +16,7 @@ import numba
 import numpy as np
 
 from ._blas import sgemm
-from ._ftanh import HALF, ONE, ftanh
+from ._ftanh import HALF, ONE, ftanh, wide_vectors
 
 ZERO = np.float32(0.0)
 
@@ -82,6 +82,7 @@ def finish(out, ot, c_prev, c, ig):
 def _cell_grad(i, f, o, g, th, d, cp, dc):
     """One unit back through the cell: gates, tanh(c_t), dL/dh_t, c_{t-1}, dL/dc_t ->
     dL/dz for [i f o g] and dL/dc_{t-1}."""
+    wide_vectors()                                        # (the kernel it is inlined in: 16 lanes on AVX-512)
     c = dc + d * o * (ONE - th * th)                      # through h = o * tanh(c)
     return (c * g * (i * (ONE - i)), c * cp * (f * (ONE - f)),   # through c = f c_prev + i g, then sigma
             d * th * (o * (ONE - o)), c * i * (ONE - g * g), c * f)   # ..., through tanh; dL/dc_{t-1}
@@ -152,6 +153,7 @@ def gru_step_train32(A, t, out, ot, rec, h_prev, hn, h):
 def gru_backward(A, dZ, dR, t, h_prev, hn, dh, direct, tmp, tmp2):
     """GRU backward step, any float dtype: dZ[:, t] (input side), dR[:, t] (recurrent side) and
     the direct term dh * z of dL/dh_{t-1}, from the gates A[:, t] and dL/dh_t."""
+    wide_vectors()
     H, n = dh.shape
     for j in range(H):
         for b in range(n):

@@ -385,6 +385,7 @@ def _forward(x, h0, c0, w, batch_sizes, reverse, train):
         lstm_forward_loop32(_blas.gemm(), A, w.bx, w.Wh, hs, cs, ext["tc"], _sizes(batch_sizes), reverse,
                             train)
     steps = () if looped else (range(T - 1, -1, -1) if reverse else range(T))   # else the generic loop
+    step_mm = _step_matmul(xp)
     for t in steps:
         prev, nxt = (t + 1, t) if reverse else (t, t + 1)
         n = B if batch_sizes is None else int(batch_sizes[t])
@@ -392,7 +393,7 @@ def _forward(x, h0, c0, w, batch_sizes, reverse, train):
             hs[nxt, :, n:] = hs[prev, :, n:]
             if cell.has_c:
                 cs[nxt, :, n:] = cs[prev, :, n:]
-        xp.matmul(w.Wh, hs[prev, :, :n], out=rec[:, :n])
+        step_mm(w.Wh, hs[prev, :, :n], rec[:, :n])      # W_hh h_{t-1}
         if w.bh is not None:
             rec[:, :n] += w.bh
         if cell.needs_h_prev:
@@ -457,6 +458,8 @@ def _backward(dout, dh_n, dc_n, cache):
         from ._cellmath_numba import lstm_backward_loop32
         lstm_backward_loop32(_blas.gemm(), A, ext["tc"], cs, w.w_hh, dout, dh, dc, _sizes(batch_sizes), reverse)
     steps = () if looped else (range(T) if reverse else range(T - 1, -1, -1))   # else the generic loop
+    step_mm = _step_matmul(xp)
+    w_hh_t = _blas.c_contiguous(w.w_hh.T) if steps and xp is np else w.w_hh.T   # (P, G*H), row-major on the CPU
     for t in steps:
         prev, nxt = (t + 1, t) if reverse else (t, t + 1)
         n = B if batch_sizes is None else int(batch_sizes[t])
@@ -467,7 +470,7 @@ def _backward(dout, dh_n, dc_n, cache):
         ext["h_next"] = hs[nxt, :, :n]
         drec, direct = cell.backward(dhn, dc[:, :n] if cell.has_c else None, A, dZ, dR, t, hs[prev, :, :n],
                                      cs[prev, :, :n] if cell.has_c else None, ext, w, scratch, n)
-        xp.matmul(w.w_hh.T, drec, out=dhn)                # dh_{t-1}: backprop through W_hh h_{t-1}
+        step_mm(w_hh_t, drec, dhn)                        # dh_{t-1}: backprop through W_hh h_{t-1}
         if direct is not None:
             dhn += direct                                 # GRU: h_t = ... + z h_{t-1}
     ext.pop("h_next", None)
@@ -530,6 +533,12 @@ def forward_segments(x, h0, c0, w, batch_sizes=None, reverse=False, every=1000):
 def _matmul(xp):
     """The big GEMMs' function: ``_blas.matmul`` on the CPU (oneDNN's sgemm in float32 where installed)."""
     return _blas.matmul if xp is np else xp.matmul
+
+
+def _step_matmul(xp):
+    """The generic loop's per-step product, out[...] = a @ b: ``_blas.matmul_into`` on the CPU
+    (oneDNN's sgemm in float32 where it is faster), else xp.matmul."""
+    return _blas.matmul_into if xp is np else (lambda a, b, out: xp.matmul(a, b, out=out))
 
 
 def _compiled_lstm(w, x):
