@@ -225,6 +225,11 @@ def test_matmul_into_a_steps_strided_columns_through_onednn(monkeypatch):
         np.testing.assert_allclose(rec[:, :cols], W.astype(np.float64) @ h[:, :cols], rtol=1e-4, atol=1e-4)
         assert np.isnan(rec[:, cols:]).all()              # the finished columns are left alone
     assert calls == [(G, n, P)]                           # 56 columns: 2.06M < 2^21; W.T.T: transposed
+    rec = np.empty((G, B), np.float32)
+    with threadpool_limits(1), _blas.use("onednn"):       # rows in descending order: np.matmul too
+        _blas.matmul_into(W, h[::-1], rec)
+    np.testing.assert_allclose(rec, W.astype(np.float64) @ h[::-1], rtol=1e-4, atol=1e-4)
+    assert len(calls) == 1
     with threadpool_limits(2), _blas.use("onednn"):       # OpenBLAS's threads: oneDNN is not the gemm
         _blas.matmul_into(W, h, np.empty((G, B), np.float32))
     assert len(calls) == 1

@@ -338,7 +338,8 @@ def matmul_into(a, b, out):
     fn = gemm()
     if (fn is None or fn is not PROVIDERS.get("onednn") or M * N * K < _STEP
             or not all(type(v) is np.ndarray and v.dtype == np.float32 for v in (a, b, out))
-            or not (a.strides[1] == b.strides[1] == out.strides[1] == 4) or out.shape != (M, N)):
+            or not (a.strides[1] == b.strides[1] == out.strides[1] == 4) or out.shape != (M, N)
+            or a.strides[0] < 4 * K or b.strides[0] < 4 * N or out.strides[0] < 4 * N):   # (rows apart, ascending)
         return np.matmul(a, b, out=out)
     sgemm(fn, False, False, M, N, K, a.ctypes.data, a.strides[0] // 4, b.ctypes.data, b.strides[0] // 4,
           out.ctypes.data, out.strides[0] // 4)
