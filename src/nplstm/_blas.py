@@ -337,7 +337,7 @@ def matmul_into(a, b, out):
     (M, K), N = a.shape, b.shape[1]
     fn = gemm()
     if (fn is None or fn is not PROVIDERS.get("onednn") or M * N * K < _STEP
-            or not all(type(v) is np.ndarray and v.dtype == np.float32 for v in (a, b, out))
+            or not (type(a) is type(b) is type(out) is np.ndarray and a.dtype == b.dtype == out.dtype == np.float32)
             or not (a.strides[1] == b.strides[1] == out.strides[1] == 4) or out.shape != (M, N)
             or a.strides[0] < 4 * K or b.strides[0] < 4 * N or out.strides[0] < 4 * N):   # (rows apart, ascending)
         return np.matmul(a, b, out=out)
