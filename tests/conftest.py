@@ -56,3 +56,12 @@ def backend(request):
     from nplstm import engine
     with engine.use_backend(request.param):
         yield request.param
+
+
+@pytest.fixture
+def sgemm_calls(monkeypatch):
+    """The (M, N, K) of every ``nplstm._blas.sgemm`` call the test makes, in order; each call still runs."""
+    from nplstm import _blas
+    calls, real = [], _blas.sgemm
+    monkeypatch.setattr(_blas, "sgemm", lambda *args: calls.append(args[3:6]) or real(*args))
+    return calls

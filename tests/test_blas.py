@@ -172,28 +172,24 @@ def test_c_contiguous_copies_only_what_is_not_row_major(shape):
         np.testing.assert_array_equal(got, W)
 
 
-def test_small_and_transposed_products_go_to_numpy(monkeypatch):
+def test_small_and_transposed_products_go_to_numpy(sgemm_calls):
     """Below ~4M multiply-adds a oneDNN call costs more than it saves, and with A transposed (the
     weight gradients) OpenBLAS was faster: NumPy's matmul for both."""
     need("onednn")
-    calls, real = [], _blas.sgemm
-    monkeypatch.setattr(_blas, "sgemm", lambda *args: calls.append(args[3:6]) or real(*args))
     rng = np.random.default_rng(4)
     for M, K, N, ta in ((100, 32, 256, False), (256, 128, 128, False), (256, 130, 128, True), (128, 129, 256, False)):
         a, b = operand(rng, M, K, ta), rng.standard_normal((K, N), dtype=np.float32)   # 0.8M, then 4.2M+
         with threadpool_limits(1), _blas.use("onednn"):
             np.testing.assert_allclose(_blas.matmul(a, b), a.astype(np.float64) @ b, rtol=1e-4, atol=1e-4)
-    assert calls == [(256, 128, 128), (128, 256, 129)]    # (M, N, K) of the ones that went to oneDNN
+    assert sgemm_calls == [(256, 128, 128), (128, 256, 129)]    # (M, N, K) of the ones that went to oneDNN
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)
-def test_thin_products_go_to_the_sgemm(provider, monkeypatch):
+def test_thin_products_go_to_the_sgemm(provider, sgemm_calls):
     """A thin K with a wide product (an LSTM's input side when its input has 1-8 features): to
     oneDNN from ~128k elements (3-4x np.matmul at K = 2), and at K = 1, where np.matmul leaves
     BLAS for a loop 3.4x slower than OpenBLAS's sgemm, to either provider from ~4k elements."""
     need(provider)
-    calls, real = [], _blas.sgemm
-    monkeypatch.setattr(_blas, "sgemm", lambda *args: calls.append(args[3:6]) or real(*args))
     rng = np.random.default_rng(5)
     for M, K, N in ((1600, 1, 512), (64, 1, 64), (63, 1, 64), (256, 2, 512), (255, 2, 512)):
         a, b = rng.standard_normal((M, K), dtype=np.float32), operand(rng, K, N, True)   # b as w_ih.T
@@ -203,16 +199,14 @@ def test_thin_products_go_to_the_sgemm(provider, monkeypatch):
             np.testing.assert_array_equal(got, a * b)
         np.testing.assert_allclose(got, a.astype(np.float64) @ b, rtol=1e-5, atol=1e-5)
     wide = [(256, 512, 2)] if provider == "onednn" else []
-    assert calls == [(1600, 512, 1), (64, 64, 1)] + wide  # (M, N, K): (63, 1, 64) is 4032 elements
+    assert sgemm_calls == [(1600, 512, 1), (64, 64, 1)] + wide  # (M, N, K): (63, 1, 64) is 4032 elements
 
 
-def test_matmul_into_a_steps_strided_columns_through_onednn(monkeypatch):
+def test_matmul_into_a_steps_strided_columns_through_onednn(sgemm_calls):
     """The generic loop's per-step product: W (G, P) times the n active columns of h (P, B) into
     the same columns of rec (G, B), row strides B; oneDNN from ~2M multiply-adds, and np.matmul
     below, for a transposed W, for float64, or where oneDNN is not the gemm."""
     need("onednn")
-    calls, real = [], _blas.sgemm
-    monkeypatch.setattr(_blas, "sgemm", lambda *args: calls.append(args[3:6]) or real(*args))
     rng = np.random.default_rng(6)
     G, P, B, n = 384, 96, 80, 57                          # 384 * 96 * 57 = 2.1M multiply-adds
     W, h = rng.standard_normal((G, P), dtype=np.float32), rng.standard_normal((P, B), dtype=np.float32)
@@ -224,15 +218,15 @@ def test_matmul_into_a_steps_strided_columns_through_onednn(monkeypatch):
         assert got is rec[:, :cols] or np.shares_memory(got, rec)
         np.testing.assert_allclose(rec[:, :cols], W.astype(np.float64) @ h[:, :cols], rtol=1e-4, atol=1e-4)
         assert np.isnan(rec[:, cols:]).all()              # the finished columns are left alone
-    assert calls == [(G, n, P)]                           # 56 columns: 2.06M < 2^21; W.T.T: transposed
+    assert sgemm_calls == [(G, n, P)]                           # 56 columns: 2.06M < 2^21; W.T.T: transposed
     rec = np.empty((G, B), np.float32)
     with threadpool_limits(1), _blas.use("onednn"):       # rows in descending order: np.matmul too
         _blas.matmul_into(W, h[::-1], rec)
     np.testing.assert_allclose(rec, W.astype(np.float64) @ h[::-1], rtol=1e-4, atol=1e-4)
-    assert len(calls) == 1
+    assert len(sgemm_calls) == 1
     with threadpool_limits(2), _blas.use("onednn"):       # OpenBLAS's threads: oneDNN is not the gemm
         _blas.matmul_into(W, h, np.empty((G, B), np.float32))
-    assert len(calls) == 1
+    assert len(sgemm_calls) == 1
 
 
 def test_a_failing_pack_is_an_error_not_a_silent_none():

@@ -114,7 +114,7 @@ def test_float32_layer_matches_float64(cls):
 
 
 @pytest.mark.parametrize("cls", [nplstm.GRU, nplstm.RNN])
-def test_float32_steps_through_onednn_match_float64(cls, monkeypatch):
+def test_float32_steps_through_onednn_match_float64(cls, sgemm_calls):
     """At 1 thread, with oneDNN installed, a step's product from ~2M multiply-adds goes through
     oneDNN's sgemm, forward and backward (``_blas.matmul_into``); lengths make the active columns
     a strided block. The same layer in float64 (np.matmul) is the reference."""
@@ -122,8 +122,6 @@ def test_float32_steps_through_onednn_match_float64(cls, monkeypatch):
     from nplstm import _blas, engine
     if "onednn" not in _blas.PROVIDERS or engine.get_backend() != "numba":
         pytest.skip("oneDNN's sgemm and the numba kernels are what this checks")
-    calls, real = [], _blas.sgemm
-    monkeypatch.setattr(_blas, "sgemm", lambda *args: calls.append(args[3:6]) or real(*args))
     I, H, B, T = 6, 192, 64, 3                            # GRU: 576 x 192 x 64 = 7.1M; RNN: 2.4M
     ours = cls(I, H, dtype="float32", seed=1)
     ref = cls(I, H, seed=1)
@@ -137,7 +135,7 @@ def test_float32_steps_through_onednn_match_float64(cls, monkeypatch):
     out64, h_n64, cache64 = ref.forward(x, lengths=lengths, train=True)
     dx64, dh064, grads64 = ref.backward(d, cache64)
     G = 3 * H if cls is nplstm.GRU else H
-    assert (G, B, H) in calls and (H, B, G) in calls      # (M, N, K): forward's W_hh h, backward's W_hh^T dz
+    assert (G, B, H) in sgemm_calls and (H, B, G) in sgemm_calls      # (M, N, K): forward's W_hh h, backward's W_hh^T dz
     for got, want in ((out, out64), (h_n, h_n64), (dx, dx64), (dh0, dh064), *((grads[k], grads64[k]) for k in grads)):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
 
