@@ -4,8 +4,8 @@ Float32, one thread, inference, medians of interleaved runs (``nplstm.bench.medi
 Needs numba and oneDNN (nplstm[fast]). Prints, per step of T:
 
 1. the whole compiled loop (``_batchmajor.forward_sequence``);
-2. the GEMM alone: h (B, H) @ W_hh^T, packed, 50 times from a numba loop;
-3. the cell alone: ``_row_infer`` over every row, on the same A, 50 steps;
+2. the GEMM alone: h (B, H) @ W_hh^T, packed, T times from a numba loop;
+3. the cell alone: ``_cells_infer`` over every row, on the same A, T steps;
 
 each less a copy of A (every run first restores A, which the loop writes over). If the loop
 costs the GEMM plus the cell, nothing else in it is worth chasing. Then the tanh the cell runs
@@ -39,8 +39,7 @@ def _gemms(compute, Wp, B, G, P, hs, R):
 def _cells(A, R, b, cs, hs):
     T, B, _ = A.shape
     for t in range(T):
-        for r in range(B):
-            bm._row_infer(A[t, r], R[r], b, cs[t, r], cs[t + 1, r], hs[t + 1, r])
+        bm._cells_infer(A[t], R, b, cs[t], cs[t + 1], hs[t + 1], B)
 
 
 @_jit

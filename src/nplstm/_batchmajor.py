@@ -30,11 +30,13 @@ Shapes (the engine's legend)::
     hs  (T+1, B, P)  h_{t-1} of step t sits at prev(t), h_t at next(t)
     cs  (T+1, B, H)  the same for c;   tc (T, B, H): tanh(c_t), kept for the backward
 
-Vectorizing. Each step's cell math runs one batch row at a time, in row functions compiled
-on their own (not inlined): inlined into the loop, LLVM vectorized the training rows
-differently and they ran 6-10x slower. Inside a row, each gate is its own 1-D slice: indexed
-as ``a[H + j]``, numba checks for a negative index at each element, and that check too keeps
-LLVM from vectorizing the loop.
+Vectorizing. Each step's cell math is a function compiled on its own (``_cells_*``), called
+once per step over the step's rows, one row at a time: inlined into the time loop, LLVM
+vectorized the training rows differently and they ran 6-10x slower; compiled per row instead
+(a call per row), the calls and each row's loop set-up cost 10-40% of the cell (1 thread,
+H = 128-256, B = 32-64). Inside a row, each gate is its own 1-D slice: indexed as
+``a[H + j]``, numba checks for a negative index at each element, and that check too keeps LLVM
+from vectorizing the loop.
 """
 import numba
 import numpy as np
@@ -68,7 +70,7 @@ def _tanh_gates(a, r, b):
         ao[j] = ftanh(HALF * (ao[j] + ro[j]) + bo[j])
 
 
-@_jit
+@_inline
 def _row_train(a, r, b, cp, c, tc, h):
     """One row: pre-activations a + r (+ the bias b, halved on i, f, o) -> the gates (over a),
     c_t, tanh(c_t) and h_t."""
@@ -82,7 +84,7 @@ def _row_train(a, r, b, cp, c, tc, h):
         c[j], tc[j], h[j] = cc, th, o * th                # h_t = o tanh(c_t)
 
 
-@_jit
+@_inline
 def _row_infer(a, r, b, cp, c, h):
     """The same without keeping anything for a backward."""
     H = c.shape[0]
@@ -91,6 +93,20 @@ def _row_infer(a, r, b, cp, c, h):
     for j in range(H):
         i, f, o, cc = _gates_and_c(ai[j], af[j], ao[j], ag[j], cp[j])
         c[j], h[j] = cc, o * ftanh(cc)
+
+
+@_jit
+def _cells_train(A, R, b, cp, c, tc, h, n):
+    """One step's cell over its first n rows (A, R (B, 4H); cp, c, tc (B, H); h (B, P))."""
+    for r in range(n):
+        _row_train(A[r], R[r], b, cp[r], c[r], tc[r], h[r])
+
+
+@_jit
+def _cells_infer(A, R, b, cp, c, h, n):
+    """The same in inference."""
+    for r in range(n):
+        _row_infer(A[r], R[r], b, cp[r], c[r], h[r])
 
 
 @_inline
@@ -169,20 +185,22 @@ def forward_loop(compute, Wp, W, A, b, hs, cs, tc, batch_sizes, reverse, train):
         elif W is not None and n > 0:                     # batch 1: h_{t-1} W_hh^T, by rows of W_hh^T
             R[0] = 0
             _vecmat(hs[prev, 0], W, R[0])
-        for r in range(n):
-            if train:
-                _row_train(A[t, r], R[r], b, cs[prev, r], cs[nxt, r], tc[t, r], hs[nxt, r])
-            else:
-                _row_infer(A[t, r], R[r], b, cs[prev, r], cs[nxt, r], hs[nxt, r])
+        if train:
+            _cells_train(A[t], R, b, cs[prev], cs[nxt], tc[t], hs[nxt], n)
+        else:
+            _cells_infer(A[t], R, b, cs[prev], cs[nxt], hs[nxt], n)
 
 
 @_jit
-def _row_backward(a, th, d, cp, dc):
-    """One row back through the cell: the gates in ``a`` become dL/dz; dc carries dL/dc in and out."""
-    H = dc.shape[0]
-    ai, af, ag, ao = a[:H], a[H:2 * H], a[2 * H:3 * H], a[3 * H:]
-    for j in range(H):
-        ai[j], af[j], ao[j], ag[j], dc[j] = _cell_grad(ai[j], af[j], ao[j], ag[j], th[j], d[j], cp[j], dc[j])
+def _cells_backward(A, tc, d, cp, dc, n):
+    """One step's first n rows back through the cell: the gates in A (B, 4H) become dL/dz; d:
+    dL/dh_t; dc (B, H) carries dL/dc in and out."""
+    H = dc.shape[1]
+    for r in range(n):
+        a, th, dr, cpr, dcr = A[r], tc[r], d[r], cp[r], dc[r]
+        ai, af, ag, ao = a[:H], a[H:2 * H], a[2 * H:3 * H], a[3 * H:]
+        for j in range(H):
+            ai[j], af[j], ao[j], ag[j], dcr[j] = _cell_grad(ai[j], af[j], ao[j], ag[j], th[j], dr[j], cpr[j], dcr[j])
 
 
 @_jit
@@ -197,8 +215,7 @@ def backward_loop(compute, Wp, W, A, tc, cs, dout, dh, dc, batch_sizes, reverse)
         n = B if batch_sizes is None else batch_sizes[t]
         A[t, n:] = 0                                      # padded rows: no gradient
         dh[:n] += dout[t, :n]                             # this step's output plus what step t+1 sent
-        for r in range(n):
-            _row_backward(A[t, r], tc[t, r], dh[r], cs[prev, r], dc[r])
+        _cells_backward(A[t], tc[t], dh, cs[prev], dc, n)
         # dh_{t-1} = dz_t W_hh: backprop through h_{t-1} W_hh^T
         if Wp is not None:
             gemm_packed(compute, Wp, n, P, G, A[t].ctypes.data, G, dh.ctypes.data, P)
