@@ -259,3 +259,19 @@ def test_the_packed_size_is_asked_once_per_shape():
         Y = np.empty((n, 7), np.float32)
         _blas.gemm_packed(compute, Rp, n, 7, 6, X.ctypes.data, 6, Y.ctypes.data, 7)
         np.testing.assert_allclose(Y, X[:n].astype(np.float64) @ R, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.uint8])
+@pytest.mark.parametrize("shape", [(1,), (3, 5), (0, 4), (2, 3, 7)])
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_aligned_arrays_start_on_64_bytes(dtype, shape, order):
+    """``_aligned.empty``/``copy``: the shape, dtype and order asked for, data on a 64-byte boundary
+    (NumPy's own: 16), and a copy equal to its source."""
+    from nplstm import _aligned
+    a = _aligned.empty(shape, dtype, order)
+    assert a.shape == shape and a.dtype == dtype and a.flags[order + "_CONTIGUOUS"]
+    assert a.size == 0 or a.ctypes.data % 64 == 0
+    src = np.arange(np.prod(shape)).reshape(shape).astype(dtype)
+    b = _aligned.copy(src, order)
+    assert b.flags[order + "_CONTIGUOUS"] and (b.size == 0 or b.ctypes.data % 64 == 0)
+    np.testing.assert_array_equal(b, src)

@@ -1,9 +1,10 @@
 """How a layer holds weight_hh in memory, and that the answers do not depend on it.
 
-A float32 LSTM without projection holds weight_hh column-major (``_Recurrent._held``): torch's
-(4H, P), as a view of W_hh^T (P, 4H), which the batch-1 loop multiplies by with no transpose
-per call. Whatever puts weights in must keep that, and a row-major weight_hh put in by hand must
-still give the same results, through a transposed copy.
+A float32 LSTM without projection holds weight_hh column-major and 64-byte aligned
+(``_Recurrent._held``): torch's (4H, P), as a view of W_hh^T (P, 4H), which the batch-1 loop
+multiplies by with no transpose or copy per call (``nplstm._aligned``: why aligned). Whatever puts
+weights in must keep that, and a row-major or misaligned weight_hh put in by hand must still give
+the same results, through a copy.
 """
 import numpy as np
 import pytest
@@ -17,6 +18,10 @@ I, H, T = 3, 5, 6              # distinct sizes; batches 1 and 4 below
 
 def column_major(layer):
     return {k: v.T.flags.c_contiguous for k, v in layer.params.items() if k.startswith("weight_hh")}
+
+
+def aligned(layer):
+    return {k: v.ctypes.data % 64 == 0 for k, v in layer.params.items() if k.startswith("weight_hh")}
 
 
 def rows_of(state):
@@ -35,9 +40,24 @@ def rows_of(state):
 def test_a_float32_lstm_holds_weight_hh_column_major(make):
     layer = make()
     assert column_major(layer) and all(column_major(layer).values())
+    assert all(aligned(layer).values())
     for k, v in layer.params.items():
         assert v.shape == layer.param_shapes()[k]
     assert all(v.flags.c_contiguous for v in layer.state_dict().values())   # what users get: torch's layout
+
+
+def test_weight_hh_is_aligned_however_it_came():
+    """Six weight_hh of a 3-layer bidirectional LSTM, each 64-byte aligned (NumPy's own allocations
+    are 16-byte aligned: all six aligned by chance about once in 4096): at init, frozen, loaded,
+    moved and stepped."""
+    lstm = nplstm.LSTM(I, H, num_layers=3, bidirectional=True, seed=0)
+    for layer in (lstm, lstm.frozen(), loaded3(lstm), lstm.to("cpu"), stepped(lstm, Adam(1e-2))):
+        assert len(aligned(layer)) == 6 and all(aligned(layer).values()), aligned(layer)
+
+
+def loaded3(lstm):
+    lstm.load_state_dict(rows_of(nplstm.LSTM(I, H, num_layers=3, bidirectional=True, seed=1).state_dict()))
+    return lstm
 
 
 @pytest.mark.parametrize("make", [
@@ -70,11 +90,26 @@ def model_loaded():
     return model
 
 
+def misaligned_columns(state):
+    """Column-major copies of the weight_hh in ``state`` that start 16 bytes past a 64-byte boundary."""
+    out = {}
+    for k, v in state.items():
+        if k.startswith("weight_hh"):
+            buf = np.empty(v.size + 16, np.float32)
+            start = ((-buf.ctypes.data // 4) % 16 + 4) % 16
+            out[k] = buf[start:start + v.size].reshape(v.shape[::-1]).T
+            out[k][...] = v
+            assert out[k].ctypes.data % 64 == 16 and out[k].T.flags.c_contiguous
+    return out
+
+
 @pytest.mark.parametrize("B", [1, 4])
 @pytest.mark.parametrize("lengths", [None, "short"])
-def test_a_row_major_weight_hh_gives_the_same_answers(B, lengths):
-    """Forward, backward and inference with weight_hh put into params row-major by hand equal those
-    of the layer holding it column-major, exactly: the same products, after one transposed copy."""
+@pytest.mark.parametrize("put_in", [rows_of, misaligned_columns], ids=["row-major", "misaligned"])
+def test_a_row_major_weight_hh_gives_the_same_answers(B, lengths, put_in):
+    """Forward, backward and inference with weight_hh put into params row-major, or column-major
+    but not 64-byte aligned, by hand equal those of the layer holding it column-major and aligned,
+    exactly: the same products, after one copy."""
     lstm = nplstm.LSTM(I, H, num_layers=2, bidirectional=True, seed=2)
     rng = np.random.default_rng(3)
     for v in lstm.params.values():                        # non-zero biases, saturated gates
@@ -89,7 +124,25 @@ def test_a_row_major_weight_hh_gives_the_same_answers(B, lengths):
         return [out, h, c, dx, dh0, dc0, lstm(x, lengths=lengths)[0], *grads.values()]
     want = run()
     assert all(column_major(lstm).values())
-    lstm.params.update(rows_of(lstm.params))
-    assert not any(column_major(lstm).values())
+    lstm.params.update(put_in(lstm.params))
+    assert not any(column_major(lstm)[k] and aligned(lstm)[k] for k in aligned(lstm))
     for k, (a, b) in enumerate(zip(run(), want)):
         np.testing.assert_array_equal(a, b, err_msg=str(k))
+
+
+@pytest.mark.parametrize("put_in", [rows_of, misaligned_columns], ids=["row-major", "misaligned"])
+def test_the_batch_of_one_loop_multiplies_by_an_aligned_copy(put_in):
+    """What the batch-1 loop multiplies by, W_hh^T: the held weight itself (no copy) where it is
+    column-major and aligned, else an aligned row-major copy of it."""
+    pytest.importorskip("numba")
+    from nplstm import _batchmajor, engine
+    lstm = nplstm.LSTM(I, H, seed=0)
+    held = lstm.params["weight_hh_l0"]
+    W = _batchmajor._packed(engine.pack(*(lstm.params[k] for k in ("weight_ih_l0", "weight_hh_l0")), None, None),
+                            1, True, None)[2]
+    assert np.shares_memory(W, held) and W.flags.c_contiguous
+    lstm.params.update(put_in(lstm.params))
+    given = lstm.params["weight_hh_l0"]
+    W = _batchmajor._packed(engine.pack(lstm.params["weight_ih_l0"], given, None, None), 1, True, None)[2]
+    assert W.flags.c_contiguous and W.ctypes.data % 64 == 0 and not np.shares_memory(W, given)
+    np.testing.assert_array_equal(W, given.T)

@@ -52,6 +52,7 @@ from contextlib import contextmanager
 
 import numpy as np
 
+from . import _aligned
 from ._threads import blas_libraries
 
 try:
@@ -164,8 +165,7 @@ def _pack(fns, R, n):
     f, d = flags.ctypes.data, dims.ctypes.data
     status, size = _packed_size(size_of, f, d, (M, n, K))
     if not status:
-        buf = np.empty(size + 64, np.uint8)
-        buf = buf[-buf.ctypes.data % 64:][:size]          # 64-byte aligned, as oneDNN's own allocations are
+        buf = _aligned.empty((int(size),), np.uint8)      # 64-byte aligned, as oneDNN's own allocations are
         status = pack(f, f + 1, f + 2, d, d + 8, d + 16, d + 24, d + 32, R.ctypes.data, buf.ctypes.data)
     if status:
         raise RuntimeError(f"oneDNN's sgemm_pack of a {K}x{M} matrix failed with dnnl_status_t {status}")

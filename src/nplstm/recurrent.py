@@ -31,7 +31,7 @@ import types
 
 import numpy as np
 
-from . import _checks, _rowblocks, _xp, engine
+from . import _aligned, _checks, _rowblocks, _xp, engine
 from ._checks import layer_dtype as _layer_dtype
 
 __all__ = ["LSTM", "GRU", "RNN", "suffix"]
@@ -114,15 +114,17 @@ class _Recurrent(_xp.OnDevice):
         return {k: self._held(k, self.rng.uniform(-bound, bound, shape).astype(self.dtype))
                 for k, shape in self.param_shapes().items()}
 
-    def _held(self, key, value):
-        """How ``params`` holds a weight: as it is, except a float32 LSTM's weight_hh (no projection)
-        on the CPU, held column-major: still (4H, P) as torch's, but a view of W_hh^T (P, 4H)
-        row-major, which the compiled loop at batch 1 multiplies by, with no transpose at each call
-        (``_batchmajor._packed``). A weight_hh put into ``params`` row-major costs that transpose."""
+    def _held(self, key, value, copy=False):
+        """How ``params`` holds a weight (a copy of it with ``copy``): as it is, except a float32
+        LSTM's weight_hh (no projection) on the CPU, held column-major and 64-byte aligned: still
+        (4H, P) as torch's, but a view of W_hh^T (P, 4H) row-major, which the compiled loop at
+        batch 1 multiplies by, with no transpose or copy at each call (``_batchmajor._packed``;
+        ``_aligned``: why aligned). A weight_hh put into ``params`` otherwise costs that copy."""
         if (self.mode == "lstm" and not self.proj_size and key.startswith("weight_hh")
                 and type(value) is np.ndarray and value.dtype == np.float32):
-            return np.asfortranarray(value)
-        return value
+            fit = value.flags.f_contiguous and _aligned.is_aligned(value)
+            return value if fit and not copy else _aligned.copy(value, order="F")
+        return value.copy(order="K") if copy else value
 
     def state_dict(self):
         """A copy of the weights: {name: array on the layer's device}, torch's keys, shapes and gate order."""
@@ -175,7 +177,7 @@ class _Recurrent(_xp.OnDevice):
         ``forward(..., train=True)``, ``load_state_dict`` and ``to``; results equal this layer's.
         """
         twin = copy.copy(self)
-        params = {k: v.copy(order="K") for k, v in self.params.items()}   # (weight_hh: still column-major)
+        params = {k: self._held(k, v, copy=True) for k, v in self.params.items()}
         for v in params.values():
             if isinstance(v, np.ndarray):                 # (CuPy arrays have no read-only flag)
                 v.flags.writeable = False
