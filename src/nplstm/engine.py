@@ -221,6 +221,8 @@ class Packed:
     w_hr: np.ndarray | None   # (P, H)    LSTM projection, or None
     xp: object = np           # the array module of all of these: numpy, or cupy on a GPU
     gemm_forms: dict = field(default_factory=dict, repr=False, compare=False)   # _batchmajor's packings
+    kept: bool = False        # a frozen copy's: used for many calls, so forms that only pay off
+                              # over several calls are worth making (``_batchmajor._input_side``)
 
     @cached_property
     def _packed(self):
@@ -285,10 +287,11 @@ def _gate_layout(kind, H, dtype, xp, gpu):
     return perm, scale
 
 
-def pack(w_ih, w_hh, b_ih=None, b_hh=None, w_hr=None, kind="lstm"):
+def pack(w_ih, w_hh, b_ih=None, b_hh=None, w_hr=None, kind="lstm", kept=False):
     """Wrap PyTorch-layout weights for ``forward``/``backward``; biases may be None (bias=False).
-    The packed forms are made when a loop first asks for them (``Packed``)."""
-    return Packed(kind=kind, source=(w_ih, w_hh, b_ih, b_hh), w_hr=w_hr, xp=_xp.array_module(w_ih))
+    The packed forms are made when a loop first asks for them (``Packed``); ``kept``: the Packed
+    will serve many calls on unchanging weights (a frozen copy's)."""
+    return Packed(kind=kind, source=(w_ih, w_hh, b_ih, b_hh), w_hr=w_hr, xp=_xp.array_module(w_ih), kept=kept)
 
 
 def forward(x, h0, c0, w, batch_sizes=None, reverse=False, train=True):

@@ -160,7 +160,7 @@ class _Recurrent(_xp.OnDevice):
             return self._kept[layer, direction]
         sfx, get = suffix(layer, direction), self.params.get   # biases and weight_hr: None where absent
         w = engine.pack(get("weight_ih" + sfx), get("weight_hh" + sfx), get("bias_ih" + sfx), get("bias_hh" + sfx),
-                        get("weight_hr" + sfx), kind=self.mode)
+                        get("weight_hr" + sfx), kind=self.mode, kept=self._kept is not None)
         if self._kept is not None:
             self._kept[layer, direction] = w
         return w
@@ -171,10 +171,12 @@ class _Recurrent(_xp.OnDevice):
 
         Its weights are a read-only snapshot of this layer's, so what the engine prepares from
         them at the first call (PyTorch's gate rows reordered and halved, W_hh packed for
-        oneDNN's GEMM at each batch size) is kept for every later call instead of being redone at
-        each, as an ONNX Runtime session prepacks its weights once. Later changes to this layer
-        do not reach the copy: freeze again after training. The copy refuses
-        ``forward(..., train=True)``, ``load_state_dict`` and ``to``; results equal this layer's.
+        oneDNN's GEMM at each batch size, W_ih packed for the input product on one thread) is
+        kept for every later call instead of being redone at each, as an ONNX Runtime session
+        prepacks its weights once. Later changes to this layer do not reach the copy: freeze
+        again after training. The copy refuses ``forward(..., train=True)``, ``load_state_dict``
+        and ``to``; results equal this layer's to float32 rounding (its input product may run on
+        another GEMM kernel; float64 exactly).
         """
         twin = copy.copy(self)
         params = {k: self._held(k, v, copy=True) for k, v in self.params.items()}
