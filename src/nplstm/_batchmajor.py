@@ -268,8 +268,8 @@ def forward(x, h0, c0, w, batch_sizes, reverse, train):
 
 
 def _forward(x, h0, c0, w, batch_sizes, reverse, train, matmul):
-    T, B, I = x.shape
-    w_ih, w_hh, b_ih, b_hh = w.source
+    T, B, _ = x.shape
+    _, w_hh, b_ih, b_hh = w.source
     G = w_hh.shape[0]
     A = _input_side(x, w, train, matmul)                 # one GEMM; the bias is added in the loop
     compute, Wp, W = _packed(w, B, transpose=True, forms=None if train else w.gemm_forms)   # W_hh^T, every step
@@ -289,7 +289,8 @@ def _input_side(x, w, train, matmul):
     T, B, I = x.shape
     w_ih = w.source[0]
     G = w_ih.shape[0]
-    compute = _blas.packed_compute() if w.kept and not train and matmul is not np.matmul else None
+    one_thread = matmul is not np.matmul                  # (np.matmul: BLAS's threads in use, ``_threads_for``)
+    compute = _blas.packed_compute() if w.kept and not train and one_thread else None
     if compute is None:
         return matmul(x.reshape(T * B, I), w_ih.T).reshape(T, B, G)
     n, Wp = w.gemm_forms.get("ih", (0, None))
