@@ -3,8 +3,9 @@
 Float32, one thread, inference, medians of interleaved runs (``nplstm.bench.median_times``).
 Needs numba and oneDNN (nplstm[fast]). Prints, per step of T:
 
-1. the whole compiled loop (``_batchmajor.forward_sequence``);
-2. the GEMM alone: h (B, H) @ W_hh^T, packed, T times from a numba loop;
+1. the whole compiled loop (``_batchmajor.forward_sequence``), with the step's product the layer
+   uses: ``_tilegemm``'s where it suits, else oneDNN's packed GEMM;
+2. that GEMM alone: h (B, H) @ W_hh^T, packed, T times from a numba loop;
 3. the cell alone: ``_cells_infer`` over every row, on the same A, T steps;
 
 each less a copy of A (every run first restores A, which the loop writes over). If the loop
@@ -21,7 +22,7 @@ import numba
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from nplstm import _blas
+from nplstm import _blas, _tilegemm
 from nplstm import _batchmajor as bm
 from nplstm._ftanh import _a1, _a3, _a5, _a7, _a9, _a11, _a13, _b0, _b2, _b4, _b6, ftanh, wide_vectors
 from nplstm.bench import median_times
@@ -33,6 +34,12 @@ _jit = numba.njit(fastmath=True, error_model="numpy")
 def _gemms(compute, Wp, B, G, P, hs, R):
     for t in range(hs.shape[0] - 1):
         bm.gemm_packed(compute, Wp, B, G, P, hs[t].ctypes.data, P, R.ctypes.data, G)
+
+
+@numba.njit
+def _tiles(panels, hs, R):
+    for t in range(hs.shape[0] - 1):
+        _tilegemm.gemm(panels, hs[t], R.shape[0], R)
 
 
 @_jit
@@ -74,16 +81,20 @@ def step(I, H, B, T, reps):
     A0 = rng.standard_normal((T, B, G)).astype(np.float32)
     b_ih, b_hh = (rng.uniform(-0.1, 0.1, G).astype(np.float32) for _ in range(2))
     h0, c0 = np.zeros((B, H), np.float32), np.zeros((B, H), np.float32)
-    Wp, compute = _blas.pack_right(rng.uniform(-0.1, 0.1, (H, G)).astype(np.float32), B), _blas.packed_compute()
+    W = rng.uniform(-0.1, 0.1, (H, G)).astype(np.float32)                # W_hh^T
+    Wp, compute = _blas.pack_right(W, B), _blas.packed_compute()
+    panels = _tilegemm.pack(W) if _tilegemm.suits(H, G) else None       # the product the layer uses, as it chooses
     A, R = A0.copy(), rng.uniform(-0.1, 0.1, (B, G)).astype(np.float32)
     hs, cs, tc = np.zeros((T + 1, B, H), np.float32), np.zeros((T + 1, B, H), np.float32), np.zeros((1, B, H), np.float32)
-    runs = {"loop": lambda: bm.forward_sequence(compute, Wp, None, A, b_ih, b_hh, h0, c0, hs, cs, tc, None, False, False),
-            "GEMM": lambda: _gemms(compute, Wp, B, G, H, hs, R),
+    loop = (None, None, None, panels) if panels is not None else (compute, Wp, None, None)
+    runs = {"loop": lambda: bm.forward_sequence(*loop, A, b_ih, b_hh, h0, c0, hs, cs, tc, None, False, False),
+            "GEMM": (lambda: _tiles(panels, hs, R)) if panels is not None else (lambda: _gemms(compute, Wp, B, G, H, hs, R)),
             "cell": lambda: _cells(A, R, b_ih, cs, hs),
             "copy": lambda: None}
     m = median_times({k: (lambda f=f: (np.copyto(A, A0), f())) for k, f in runs.items()}, reps, settle=0)
     us = {k: (v - m["copy"]) / T * 1e6 for k, v in m.items() if k != "copy"}
-    print(f"(I,H,B,T) = ({I},{H},{B},{T}), us a step: loop {us['loop']:.1f}, GEMM {us['GEMM']:.1f} "
+    print(f"(I,H,B,T) = ({I},{H},{B},{T}), us a step: loop {us['loop']:.1f}, "
+          f"GEMM ({'_tilegemm' if panels is not None else 'oneDNN'}) {us['GEMM']:.1f} "
           f"({2 * B * H * G / us['GEMM'] / 1e3:.0f} GFLOP/s), cell {us['cell']:.1f}; "
           f"loop / (GEMM + cell) = {us['loop'] / (us['GEMM'] + us['cell']):.3f}")
 

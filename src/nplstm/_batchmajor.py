@@ -15,7 +15,10 @@ sgemm re-packs its operands at every call). Measured on this project's machine (
 GFLOP/s, the per-step GEMM in a loop): 4H x H = 512 x 128 at B = 16: 112 against 82
 feature-major; 1024 x 256 at B = 64: 106-108 against 104. Then the outputs need no
 transpose: the rows of h are PyTorch's (T, B, P) already. (OpenBLAS is faster feature-major,
-so the engine keeps that loop for it.)
+so the engine keeps that loop for it.) Faster still, where the CPU has AVX-512 and P <= 256,
+the forward's step product is our own register-tiled kernel for exactly that shape
+(``_tilegemm``: 3-25% under oneDNN's time; the whole inference call ~5% at (128,256,64,100));
+the backward's stays oneDNN's.
 
 And no packing of the engine's own: the weights are used as PyTorch keeps them
 (``Packed.source``), gates in PyTorch's order [i | f | g | o], so the gradients come out in
@@ -41,7 +44,7 @@ from vectorizing the loop.
 import numba
 import numpy as np
 
-from . import _aligned, _blas, _rowblocks, _threads
+from . import _aligned, _blas, _rowblocks, _threads, _tilegemm
 from ._cellmath_numba import _cell_grad, _gates_and_c
 from .engine import BATCH_MAJOR, _sizes
 from ._ftanh import HALF, ftanh, wide_vectors
@@ -168,7 +171,7 @@ def _empty_aligned(B, G):
 
 
 @_jit
-def forward_sequence(compute, Wp, W, A, b_ih, b_hh, h0, c0, hs, cs, tc, batch_sizes, reverse, train):
+def forward_sequence(compute, Wp, W, panels, A, b_ih, b_hh, h0, c0, hs, cs, tc, batch_sizes, reverse, train):
     """One direction's forward after the input-side GEMM (A): the bias, the states and the time
     loop in one compiled call (set up from Python, the same took ~25 us a call: a quarter of a
     short sequence's time at batch 1). Fills hs, cs and tc, allocated by the caller: arrays made
@@ -185,15 +188,17 @@ def forward_sequence(compute, Wp, W, A, b_ih, b_hh, h0, c0, hs, cs, tc, batch_si
     b[3 * H:] *= HALF
     first = T if reverse else 0
     hs[first], cs[first] = h0, c0
-    forward_loop(compute, Wp, W, A, b, hs, cs, tc, batch_sizes, reverse, train)
+    forward_loop(compute, Wp, W, panels, A, b, hs, cs, tc, batch_sizes, reverse, train)
 
 
 @_jit
-def forward_loop(compute, Wp, W, A, b, hs, cs, tc, batch_sizes, reverse, train):
-    """The time loop: R = h_{t-1} W_hh^T from the packed Wp, then each active row's cell over A[t]
-    and R. (The GEMM writes R, beta = 0, rather than adding onto A[t]: 3-17% faster, oneDNN at
-    1 thread, B = 16-64, H = 128-512.) With Wp (and compute) None, batch 1: numba's own product
-    instead, which costs less than a GEMM call at this size, with W = W_hh^T (P, 4H)."""
+def forward_loop(compute, Wp, W, panels, A, b, hs, cs, tc, batch_sizes, reverse, train):
+    """The time loop: R = h_{t-1} W_hh^T, then each active row's cell over A[t] and R. The product
+    one of three ways, the others None: ``panels``, W_hh^T packed for ``_tilegemm``'s kernel
+    (batch > 1, where it is the faster); oneDNN's ``compute`` on its packed Wp (batch > 1); or,
+    batch 1, numba's own product with W = W_hh^T (P, 4H), which costs less than a GEMM call at
+    that size. (The GEMM writes R, beta = 0, rather than adding onto A[t]: 3-17% faster, oneDNN
+    at 1 thread, B = 16-64, H = 128-512.)"""
     T, B, G = A.shape
     P = hs.shape[2]
     R = _empty_aligned(B, G)                              # the recurrent side of the current step
@@ -203,8 +208,10 @@ def forward_loop(compute, Wp, W, A, b, hs, cs, tc, batch_sizes, reverse, train):
         n = B if batch_sizes is None else batch_sizes[t]  # rows n.. have finished (or not yet started):
         hs[nxt, n:] = hs[prev, n:]                        # their state carries over
         cs[nxt, n:] = cs[prev, n:]
-        if Wp is not None:
-            gemm_packed(compute, Wp, n, G, P, hs[prev].ctypes.data, P, R.ctypes.data, G)   # R = h W_hh^T
+        if panels is not None and panels.shape[0] > 0:   # (a ``_gilfree`` row's unused panels: none)
+            _tilegemm.gemm(panels, hs[prev], n, R)        # R = h W_hh^T
+        elif Wp is not None:
+            gemm_packed(compute, Wp, n, G, P, hs[prev].ctypes.data, P, R.ctypes.data, G)
         elif W is not None and n > 0:                     # batch 1: h_{t-1} W_hh^T, by rows of W_hh^T
             R[0] = 0
             _vecmat(hs[prev, 0], W, R[0])
@@ -272,9 +279,11 @@ def _forward(x, h0, c0, w, batch_sizes, reverse, train, matmul):
     _, w_hh, b_ih, b_hh = w.source
     G = w_hh.shape[0]
     A = _input_side(x, w, train, matmul)                 # one GEMM; the bias is added in the loop
-    compute, Wp, W = _packed(w, B, transpose=True, forms=None if train else w.gemm_forms)   # W_hh^T, every step
+    forms = None if train else w.gemm_forms
+    panels = _panels(w, B, forms)                         # W_hh^T, every step: our kernel's, or else
+    compute, Wp, W = (None, None, None) if panels is not None else _packed(w, B, transpose=True, forms=forms)
     hs, cs, tc = _states(T, B, G // 4, h0.shape[1], train)
-    forward_sequence(compute, Wp, W, A, b_ih, b_hh, h0, c0, hs, cs, tc, _sizes(batch_sizes), reverse, train)
+    forward_sequence(compute, Wp, W, panels, A, b_ih, b_hh, h0, c0, hs, cs, tc, _sizes(batch_sizes), reverse, train)
     return _result(x, A, hs, cs, tc, w, batch_sizes, reverse, train)
 
 
@@ -330,6 +339,9 @@ def _result(x, A, hs, cs, tc, w, batch_sizes, reverse, train, into=None):
     return (*(into or (out, hs[last], cs[last])), cache)
 
 
+_NO_PACKING = np.empty(0, np.uint8)                       # a row's WP where its product is ``_tilegemm``'s
+
+
 def forward_at_once(calls, train, into=None):
     """``forward`` of several calls at once (``engine.forward_at_once``), c = (x, h0, c0, w,
     batch_sizes, reverse): each prepared here as a row of a ``_gilfree`` table, then run on this
@@ -360,14 +372,15 @@ def _prepare(x, h0, c0, w, batch_sizes, reverse, train, forms, into):
     zeros = np.zeros(G, np.float32)                       # bias=False
     w_ih, b_ih, b_hh = (np.ascontiguousarray(a) for a in (w_ih, zeros if b_ih is None else b_ih,
                                                            zeros if b_hh is None else b_hh))
-    _, Wp, _ = _packed(w, B, transpose=True, forms=forms)
+    panels = _panels(w, B, forms)                         # (its rows share it, and W_ih, b, ...)
+    Wp = _NO_PACKING if panels is not None else _packed(w, B, transpose=True, forms=forms)[1]
     h0, c0 = np.ascontiguousarray(h0), np.ascontiguousarray(c0)
     A = np.empty((T, B, G), np.float32)
     hs, cs, tc = _states(T, B, G // 4, P, train)
     sizes = _sizes(batch_sizes)
-    row = g.new_row(x, xb, w_ih, b_ih, b_hh, Wp, h0, c0, A, hs, cs, tc, 0 if sizes is None else sizes.ctypes.data,
+    row = g.new_row(x, xb, w_ih, b_ih, b_hh, Wp, panels, h0, c0, A, hs, cs, tc, 0 if sizes is None else sizes.ctypes.data,
                     reverse, train, *(into or (None, None, None)))
-    return row, (x, w_ih, b_ih, b_hh, Wp, h0, c0, sizes), (xb, A, hs, cs, tc, w, batch_sizes, reverse, train, into)
+    return row, (x, w_ih, b_ih, b_hh, Wp, panels, h0, c0, sizes), (xb, A, hs, cs, tc, w, batch_sizes, reverse, train, into)
 
 
 def backward(dout, dh_n, dc_n, cache):
@@ -394,6 +407,21 @@ def _backward(dout, dh_n, dc_n, cache, matmul):
              "b_ih": b_ih, "b_hh": b_ih.copy(), "w_hr": None}
     dx = matmul(Z, w_ih).reshape(T, B, I)                 # backprop through x W_ih^T
     return dx, dh, dc, grads
+
+
+def _panels(w, B, forms):
+    """W_hh^T packed for ``_tilegemm``'s kernel where it is the forward's faster product (batch > 1,
+    ``_tilegemm.suits``), else None; kept in ``forms`` (see ``_packed``) where that is a dict."""
+    w_hh = w.source[1]
+    G, P = w_hh.shape
+    if B == 1 or not _tilegemm.suits(P, G):
+        return None
+    panels = None if forms is None else forms.get("tiles")
+    if panels is None:
+        panels = _tilegemm.pack(w_hh.T)
+        if forms is not None:
+            forms["tiles"] = panels
+    return panels
 
 
 def _packed(w, B, transpose, forms):

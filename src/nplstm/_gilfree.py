@@ -22,7 +22,8 @@ A row, int64 (``FIELDS`` of them; the names below index it)::
                                (no copy). (Read from X_FULL as (T, B_FULL, I), the array runs past
                                the input's end by the rows before the block; only [:, :B] is read.)
     W_IH, B_IH, B_HH           (G, I), (G,), (G,)  PyTorch's layout (zeros for bias=False)
-    WP, WP_BYTES               W_hh^T packed for oneDNN (``_blas.pack_right``)
+    WP, WP_BYTES               W_hh^T packed for oneDNN (``_blas.pack_right``), or empty where
+    PANELS                     W_hh^T packed for ``_tilegemm`` (G / COLS, P, COLS) is the product, else 0
     H0, C0, A, HS, CS, TC      (B, P), (B, H), (T, B, G), (T+1, B, P), (T+1, B, H), (TC_T, B, H)
     SIZES                      (T,) int64 batch_sizes of the block, or 0: every row at every step
     OUT, OUT_ROWS, OUT_LD      where the row lands its results, or OUT 0: its block of the caller's
@@ -44,10 +45,11 @@ from numba.extending import intrinsic
 
 from . import _blas
 from ._batchmajor import forward_sequence
+from ._tilegemm import COLS
 
-(STATE, T_, B_, I_, G_, P_, B_FULL, REVERSE, TRAIN, TC_T, X_FULL, X, W_IH, B_IH, B_HH, WP, WP_BYTES, H0, C0,
- A_, HS, CS, TC, SIZES, OUT, OUT_ROWS, OUT_LD, HN, CN) = range(29)
-FIELDS = 29
+(STATE, T_, B_, I_, G_, P_, B_FULL, REVERSE, TRAIN, TC_T, X_FULL, X, W_IH, B_IH, B_HH, WP, WP_BYTES, PANELS, H0, C0,
+ A_, HS, CS, TC, SIZES, OUT, OUT_ROWS, OUT_LD, HN, CN) = range(30)
+FIELDS = 30
 POSTED, TAKEN, DONE = 1, 2, 3
 ACTIVE, TABLE, ROWS, LOCK = range(4)                     # a mailbox's fields
 MAILBOX = 4
@@ -85,7 +87,7 @@ def _cas(typingctx, array, index, expected, new):
 
 
 @_jit
-def new_row(x_full, x, w_ih, b_ih, b_hh, wp, h0, c0, a, hs, cs, tc, sizes, reverse, train, out, h_n, c_n):
+def new_row(x_full, x, w_ih, b_ih, b_hh, wp, panels, h0, c0, a, hs, cs, tc, sizes, reverse, train, out, h_n, c_n):
     """A posted row for these arrays (``_batchmajor._prepare`` made them; x_full: the block's rows
     of the layer's input, a view; sizes: the address of the int64 batch_sizes, or 0; out, h_n,
     c_n: views where the row lands its results, or None). Here, and not in Python, where an
@@ -97,6 +99,8 @@ def new_row(x_full, x, w_ih, b_ih, b_hh, wp, h0, c0, a, hs, cs, tc, sizes, rever
     row[X_FULL], row[X], row[W_IH], row[B_IH], row[B_HH] = (x_full.ctypes.data, x.ctypes.data, w_ih.ctypes.data,
                                                             b_ih.ctypes.data, b_hh.ctypes.data)
     row[WP], row[WP_BYTES], row[H0], row[C0] = wp.ctypes.data, wp.size, h0.ctypes.data, c0.ctypes.data
+    if panels is not None:
+        row[PANELS] = panels.ctypes.data
     row[A_], row[HS], row[CS], row[TC] = a.ctypes.data, hs.ctypes.data, cs.ctypes.data, tc.ctypes.data
     row[SIZES] = sizes
     if out is not None:
@@ -115,7 +119,8 @@ def run_row(row, gemm, compute):
         x[:] = numba.carray(_f32(row[X_FULL]), (T, row[B_FULL], I))[:, :B]
     _blas.sgemm(gemm, False, True, T * B, G, I, row[X], I, row[W_IH], I, row[A_], G)   # A = x W_ih^T
     hs, cs = numba.carray(_f32(row[HS]), (T + 1, B, P)), numba.carray(_f32(row[CS]), (T + 1, B, H))
-    args = (compute, numba.carray(_u8(row[WP]), (row[WP_BYTES],)), None, numba.carray(_f32(row[A_]), (T, B, G)),
+    panels = numba.carray(_f32(row[PANELS]), (G // COLS if row[PANELS] != 0 else 0, P, COLS))   # (0, ..): unused
+    args = (compute, numba.carray(_u8(row[WP]), (row[WP_BYTES],)), None, panels, numba.carray(_f32(row[A_]), (T, B, G)),
             numba.carray(_f32(row[B_IH]), (G,)), numba.carray(_f32(row[B_HH]), (G,)),
             numba.carray(_f32(row[H0]), (B, P)), numba.carray(_f32(row[C0]), (B, H)),
             hs, cs, numba.carray(_f32(row[TC]), (row[TC_T], B, H)))

@@ -1,0 +1,150 @@
+"""The LSTM step's recurrent product, h_{t-1} (n, P) @ W_hh^T (P, 4H), in register tiles of our own.
+
+Why. In the batch-major loop (``_batchmajor``) each step multiplies the batch's h_{t-1} by the
+same W_hh^T, a product too small for a general GEMM's blocking and dispatch to pay off. This
+kernel does only that shape: W_hh^T is packed once per call into panels of 64 columns, and a
+tile of ROWS rows by one panel keeps its 24 sums in AVX-512 registers over the whole k loop
+(per k: four aligned loads of the panel's row, one broadcast of h[i, k] per row, 24 FMAs).
+Measured against oneDNN's sgemm_compute on its own packing (1 thread, 50 steps from a numba
+loop; our time / oneDNN's): (n, P) = (64, 256) 0.93-0.95, (32, 256) 0.94-0.96, (16, 128)
+0.90-0.92, (64, 128) 0.96-0.97, (64, 64) 0.88-0.92, (3, 128) 0.74; but (64, 384) 1.00 and
+(64, 512) 1.02-1.10, where a panel (128 KiB) outgrows L1 and oneDNN's blocking wins: so
+``suits`` takes P <= 256 (benchmarks/RESULTS.md, sixteenth round).
+
+The same sums in the same order as a plain k loop (one FMA per k), so a row's results do not
+depend on the batch size or the tile it falls in.
+
+Layout. ``pack(W)`` copies W (K, N), N a multiple of COLS, into panels (N / COLS, K, COLS),
+64-byte aligned: panel p holds columns p*COLS .. p*COLS + COLS-1, row by row.
+
+Written in LLVM IR through a numba intrinsic (explicit 16-lane vectors and ``llvm.fma``):
+numba leaves LLVM's SLP vectorizer off, so the same loops in Python stay scalar (RESULTS.md,
+thirteenth round). On CPUs without AVX-512 LLVM splits each vector in two and runs out of
+registers: correct, slower, so ``suits`` says no there.
+"""
+import numba
+from llvmlite import binding as llvm, ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+from . import _aligned
+
+LANES = 16                                                # float32 in one AVX-512 register
+COLS = 4 * LANES                                          # a panel's columns: four registers
+ROWS = 6                                                  # a tile's rows: 4 * ROWS of the 32 registers hold sums
+UNROLL = 4                                                # k steps per loop pass (measured: 4-7% faster than 1)
+_F32, _I64, _I32 = ir.FloatType(), ir.IntType(64), ir.IntType(32)
+_V = ir.VectorType(_F32, LANES)
+
+
+def available():
+    """Whether this CPU has AVX-512F, which the kernel's 16-lane vectors need to run at speed."""
+    return "+avx512f" in llvm.get_host_cpu_features().flatten().split(",")
+
+
+_AVAILABLE = available()
+
+
+def suits(K, N):
+    """Whether ``gemm`` is the faster product for (n, K) @ (K, N) here (module note)."""
+    return _AVAILABLE and N % COLS == 0 and 0 < K <= 256
+
+
+def pack(W):
+    """W (K, N) float32 -> panels (N / COLS, K, COLS), 64-byte aligned."""
+    K, N = W.shape
+    panels = _aligned.empty((N // COLS, K, COLS))
+    panels[...] = W.reshape(K, N // COLS, COLS).transpose(1, 0, 2)   # (K, panel, col) -> (panel, K, col)
+    return panels
+
+
+# ---- the tile, in LLVM IR ----------------------------------------------------------------------
+
+def _const(value):
+    return ir.Constant(_I64, value)
+
+
+def _k_loop(b, fma, rows, w, k0, k1, unroll, sums):
+    """sums[i][g] += x[i, k] * panel[k, g*LANES:(g+1)*LANES] for k0 <= k < k1 ((k1 - k0) % unroll
+    == 0); rows: the tile's row pointers into x; returns the new sums."""
+    undef = ir.Constant(_V, ir.Undefined)
+    lane0, splat = ir.Constant(_I32, 0), ir.Constant(ir.VectorType(_I32, LANES), [0] * LANES)
+    before = b.block
+    loop, done = b.append_basic_block("k_loop"), b.append_basic_block("k_done")
+    b.cbranch(b.icmp_signed("<", k0, k1), loop, done)
+    b.position_at_end(loop)                               # for k in range(k0, k1, unroll):
+    k = b.phi(_I64)
+    phis = [[b.phi(_V) for _ in row] for row in sums]
+    acc, kk = phis, k
+    for _ in range(unroll):
+        wk = b.gep(w, [b.mul(kk, _const(COLS))])          # the panel's row k: four registers
+        wv = [b.load(b.bitcast(b.gep(wk, [_const(g * LANES)]), _V.as_pointer()), align=64) for g in range(4)]
+        xk = [b.shuffle_vector(b.insert_element(undef, b.load(b.gep(row, [kk]), align=4), lane0), undef, splat)
+              for row in rows]                            # x[i, k] in every lane
+        acc = [[b.call(fma, [xk[i], wv[g], acc[i][g]]) for g in range(4)] for i in range(len(rows))]
+        kk = b.add(kk, _const(1))
+    end = b.block
+    b.cbranch(b.icmp_signed("<", kk, k1), loop, done)
+    k.add_incoming(k0, before)
+    k.add_incoming(kk, end)
+    b.position_at_end(done)
+    out = [[b.phi(_V) for _ in row] for row in sums]
+    for i, row in enumerate(sums):
+        for g, s in enumerate(row):
+            phis[i][g].add_incoming(s, before)
+            phis[i][g].add_incoming(acc[i][g], end)
+            out[i][g].add_incoming(s, before)
+            out[i][g].add_incoming(acc[i][g], end)
+    return out
+
+
+def _tile_rows(b, fma, m, x, ldx, w, K, y, ldy):
+    """Y[:m, panel] = X[:m] @ panel for one tile of m rows: unrolled k loop, then the K % UNROLL rest."""
+    rows = [b.gep(x, [b.mul(_const(i), ldx)]) for i in range(m)]
+    sums = [[ir.Constant(_V, [0.0] * LANES)] * 4 for _ in range(m)]
+    k4 = b.and_(K, _const(-UNROLL))                       # K rounded down to a multiple of UNROLL
+    sums = _k_loop(b, fma, rows, w, _const(0), k4, UNROLL, sums)
+    sums = _k_loop(b, fma, rows, w, k4, K, 1, sums)
+    for i in range(m):
+        yi = b.gep(y, [b.mul(_const(i), ldy)])
+        for g in range(4):
+            b.store(sums[i][g], b.bitcast(b.gep(yi, [_const(g * LANES)]), _V.as_pointer()), align=4)
+
+
+def _codegen(context, builder, signature, args):
+    m, x, ldx, w, K, y, ldy = args
+    for attribute in ('"prefer-vector-width"="512"', '"min-legal-vector-width"="512"'):
+        set.add(builder.function.attributes, attribute)   # 16 lanes as one register (``_ftanh``'s note)
+    fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_V, [_V] * 3), f"llvm.fma.v{LANES}f32")
+    x, w, y = (builder.inttoptr(v, _F32.as_pointer()) for v in (x, w, y))
+    cases = [builder.append_basic_block(f"tile_{rows}_rows") for rows in range(1, ROWS + 1)]
+    after = builder.append_basic_block("tile_after")
+    switch = builder.switch(m, cases[-1])
+    for rows, block in enumerate(cases, 1):              # a code path for each row count
+        switch.add_case(_const(rows), block)
+        builder.position_at_end(block)
+        _tile_rows(builder, fma, rows, x, ldx, w, K, y, ldy)
+        builder.branch(after)
+    builder.position_at_end(after)
+    return context.get_dummy_value()
+
+
+@intrinsic
+def _tile(typingctx, m, x, ldx, w, K, y, ldy):
+    """tile(m, x, ldx, w, K, y, ldy): Y (m, COLS) = X (m, K) @ panel (K, COLS), 1 <= m <= ROWS;
+    x, w, y addresses, ldx and ldy row lengths in floats."""
+    return types.void(*[types.int64] * 7), _codegen
+
+
+@numba.njit(inline="always")
+def gemm(panels, X, n, Y):
+    """Y[:n] = X[:n] @ W, W (K, N) packed into ``panels``; X (B, K), Y (B, N) C-contiguous float32.
+    Panel by panel, its tiles down the rows: a panel is read from L1/L2 by each of its tiles."""
+    npan, K, _ = panels.shape
+    N = Y.shape[1]
+    w0, x0, y0 = panels.ctypes.data, X.ctypes.data, Y.ctypes.data
+    for p in range(npan):
+        w = w0 + 4 * p * K * COLS
+        for r in range(0, n, ROWS):
+            _tile(min(ROWS, n - r), x0 + 4 * r * K, K, w, K, y0 + 4 * (r * N + p * COLS), N)

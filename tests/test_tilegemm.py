@@ -1,0 +1,143 @@
+"""nplstm._tilegemm: the batch-major LSTM step's own product kernel. The kernel against float64
+NumPy; a layer whose steps run on it against the engine's Python loop (an independent path)."""
+import numpy as np
+import pytest
+
+import nplstm
+from nplstm import engine
+
+numba = pytest.importorskip("numba")
+from nplstm import _tilegemm as tg  # noqa: E402  (needs numba)
+
+
+@numba.njit
+def _gemm(panels, X, n, Y):
+    tg.gemm(panels, X, n, Y)
+
+
+@pytest.mark.parametrize("N", [64, 192])
+@pytest.mark.parametrize("K", [1, 3, 4, 5, 17, 130])
+@pytest.mark.parametrize("n", [1, 2, 5, 6, 7, 12, 13])
+def test_gemm_equals_the_float64_product(n, K, N):
+    """Every row count a tile can have (1-6, and more tiles than one), K below, at and past the
+    unrolled loop's 4 and with a remainder, several panels; rows past n are left alone."""
+    rng = np.random.default_rng(100 * n + K)
+    X = rng.standard_normal((n + 2, K)).astype(np.float32)
+    W = rng.standard_normal((K, N)).astype(np.float32)
+    Y = np.full((n + 2, N), 7.0, np.float32)
+    _gemm(tg.pack(W), X, n, Y)
+    want = X[:n].astype(np.float64) @ W.astype(np.float64)
+    bound = 2 * K * np.finfo(np.float32).eps * (np.abs(X[:n]) @ np.abs(W)).max()   # float32 sums of K products
+    assert np.abs(Y[:n] - want).max() <= bound
+    assert (Y[n:] == 7).all()
+
+
+def test_pack_puts_64_columns_in_each_aligned_panel():
+    W = np.arange(3 * 128, dtype=np.float32).reshape(3, 128)
+    panels = tg.pack(W)
+    assert panels.shape == (2, 3, 64) and panels.ctypes.data % 64 == 0
+    np.testing.assert_array_equal(panels[1, 2], W[2, 64:])
+    np.testing.assert_array_equal(panels[0, :, 5], W[:, 5])
+
+
+@pytest.mark.parametrize("K, N, avx512, want", [
+    (256, 1024, True, True), (1, 64, True, True), (16, 64, True, True),
+    (257, 1028, True, False),                             # past 256 oneDNN's blocking wins
+    (512, 2048, True, False), (16, 96, True, False),      # N not whole panels
+    (0, 64, True, False), (256, 1024, False, False)])     # no AVX-512: LLVM would split every vector
+def test_suits(monkeypatch, K, N, avx512, want):
+    monkeypatch.setattr(tg, "_AVAILABLE", avx512)
+    assert tg.suits(K, N) is want
+
+
+@pytest.fixture
+def packings(monkeypatch):
+    """The kernel forced on (AVX-512 or not) for a test of the batch-major path, which needs numba
+    and oneDNN's packed GEMM; the list of the shapes ``_tilegemm.pack`` was given."""
+    from nplstm import _blas
+    pytest.importorskip("threadpoolctl")
+    if engine.get_backend() != "numba" or "onednn" not in _blas.PROVIDERS or _blas._packing is None:
+        pytest.skip("the batch-major path needs numba and oneDNN's packed GEMM")
+    monkeypatch.setattr(tg, "_AVAILABLE", True)
+    shapes = []
+    monkeypatch.setattr(tg, "pack", lambda W, pack=tg.pack: shapes.append(W.shape) or pack(W))
+    return shapes
+
+
+def _layer_runs(lstm, x, lengths, G):
+    out, (h, c), cache = lstm.forward(x, lengths=lengths, train=True)
+    dx, (dh0, dc0), grads = lstm.backward(G, cache)
+    inference = lstm(x, lengths=lengths)
+    return [out, h, c, dx, dh0, dc0, *grads.values(), inference[0], *inference[1]]
+
+
+@pytest.mark.parametrize("batch", [2, 9])
+def test_a_layer_on_the_kernel_equals_the_python_loop(monkeypatch, packings, batch):
+    """float32, H = 16 (4H = 64: one panel), two layers, both directions, lengths, non-zero biases,
+    batches of one tile and of two (6 + 3 rows): training forward, backward and inference through
+    ``_batchmajor`` with the step's product on ``_tilegemm`` (forced on, AVX-512 or not), against
+    the engine's Python loop."""
+    import threadpoolctl
+    from nplstm import _blas
+    T, I, H = 7, 5, 16
+    lstm = nplstm.LSTM(I, H, num_layers=2, bidirectional=True, dtype="float32", seed=4)
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((T, batch, I)).astype(np.float32)
+    lengths = [T] + [int(v) for v in rng.integers(1, T + 1, batch - 1)]
+    G = rng.standard_normal((T, batch, 2 * H)).astype(np.float32)
+    with threadpoolctl.threadpool_limits(1), _blas.use("onednn"):
+        got = _layer_runs(lstm, x, lengths, G)
+    assert packings == [(H, 4 * H)] * 8                   # 4 layer-directions, training and inference
+    monkeypatch.setattr(engine, "_batch_major", lambda w, x: False)
+    monkeypatch.setattr(_blas, "gemm", lambda: None)
+    want = _layer_runs(lstm, x, lengths, G)
+    for k, (a, b) in enumerate(zip(got, want)):
+        np.testing.assert_allclose(a, b, rtol=0, atol=5e-6, err_msg=str(k))
+
+
+def test_frozen_packs_for_the_kernel_once(packings):
+    """A frozen copy keeps its panels (``Packed.gemm_forms``); the plain layer packs at each call,
+    since its weights may change between calls."""
+    import threadpoolctl
+    from nplstm import _blas
+    lstm = nplstm.LSTM(3, 16, dtype="float32", seed=2)
+    frozen = lstm.frozen()
+    x = np.random.default_rng(3).standard_normal((4, 6, 3)).astype(np.float32)
+    with threadpoolctl.threadpool_limits(1), _blas.use("onednn"):
+        for _ in range(3):
+            frozen(x)
+        assert len(packings) == 1
+        for _ in range(3):
+            lstm(x)
+        assert len(packings) == 4
+
+
+def test_row_blocks_on_the_kernel_equal_the_python_loop(monkeypatch, packings):
+    """At 2 threads a batch of 35 runs as two GIL-free row blocks (``_gilfree``), each block's
+    steps on the kernel (one packing shared by both blocks), against the engine's Python loop."""
+    from nplstm import _blas, _rowblocks
+    if not _rowblocks.gil_free():
+        pytest.skip("GIL-free rows need numba, sched_yield and oneDNN's packed GEMM")
+    T, B, I, H = 6, 35, 5, 16
+    lstm = nplstm.LSTM(I, H, seed=1)
+    rng = np.random.default_rng(7)
+    for v in lstm.params.values():                        # non-zero biases, saturated gates
+        v[...] = rng.uniform(-0.9, 0.9, v.shape)
+    x = rng.standard_normal((T, B, I)).astype(np.float32)
+    lengths = rng.integers(1, T + 1, B)                   # some rows idle at some steps
+    G = rng.standard_normal((T, B, H)).astype(np.float32)
+    before = nplstm.get_num_threads()
+    try:
+        nplstm.set_num_threads(2)
+        assert lstm.forward(x, lengths=lengths, train=True)[2]["layers"][0][0][0] == _rowblocks.SPLIT
+        packings.clear()
+        got = _layer_runs(lstm, x, lengths, G)
+        assert packings == [(H, 4 * H)] * 2                 # training's forward, then inference: each once
+        nplstm.set_num_threads(1)
+        monkeypatch.setattr(engine, "_batch_major", lambda w, x: False)
+        monkeypatch.setattr(_blas, "gemm", lambda: None)
+        want = _layer_runs(lstm, x, lengths, G)
+    finally:
+        nplstm.set_num_threads(before)
+    for k, (a, b) in enumerate(zip(got, want)):
+        np.testing.assert_allclose(a, b, rtol=0, atol=5e-6, err_msg=str(k))
