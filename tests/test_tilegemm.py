@@ -87,7 +87,8 @@ def test_a_layer_on_the_kernel_equals_the_python_loop(monkeypatch, packings, bat
     G = rng.standard_normal((T, batch, 2 * H)).astype(np.float32)
     with threadpoolctl.threadpool_limits(1), _blas.use("onednn"):
         got = _layer_runs(lstm, x, lengths, G)
-    assert packings == [(H, 4 * H)] * 8                   # 4 layer-directions, training and inference
+    # each of 4 layer-directions, in training and in inference: W_hh^T, and W_ih^T for the input side
+    assert sorted(packings) == sorted([(H, 4 * H)] * 8 + [(I, 4 * H)] * 4 + [(2 * H, 4 * H)] * 4)
     monkeypatch.setattr(engine, "_batch_major", lambda w, x: False)
     monkeypatch.setattr(_blas, "gemm", lambda: None)
     want = _layer_runs(lstm, x, lengths, G)
@@ -96,8 +97,8 @@ def test_a_layer_on_the_kernel_equals_the_python_loop(monkeypatch, packings, bat
 
 
 def test_frozen_packs_for_the_kernel_once(packings):
-    """A frozen copy keeps its panels (``Packed.gemm_forms``); the plain layer packs at each call,
-    since its weights may change between calls."""
+    """A frozen copy keeps its panels, W_ih^T's and W_hh^T's (``Packed.gemm_forms``); the plain
+    layer packs at each call, since its weights may change between calls."""
     import threadpoolctl
     from nplstm import _blas
     lstm = nplstm.LSTM(3, 16, dtype="float32", seed=2)
@@ -106,10 +107,25 @@ def test_frozen_packs_for_the_kernel_once(packings):
     with threadpoolctl.threadpool_limits(1), _blas.use("onednn"):
         for _ in range(3):
             frozen(x)
-        assert len(packings) == 1
+        assert packings == [(3, 64), (16, 64)]
         for _ in range(3):
             lstm(x)
-        assert len(packings) == 4
+        assert len(packings) == 8
+
+
+@pytest.mark.parametrize("T, kernel", [(64, True), (65, False)])
+def test_the_input_side_is_the_kernels_up_to_2_25_multiply_adds(packings, T, kernel):
+    """x (T*B, I) @ W_ih^T (I, 4H) on one thread: on the kernel while small (T*B*I*4H <= 2^25:
+    64*32*256*64), where it beats oneDNN's and OpenBLAS's; theirs for larger products."""
+    import threadpoolctl
+    from nplstm import _blas
+    lstm = nplstm.LSTM(256, 16, dtype="float32", seed=2)
+    x = np.random.default_rng(3).standard_normal((T, 32, 256)).astype(np.float32)
+    with threadpoolctl.threadpool_limits(1), _blas.use("onednn"):
+        got = lstm(x)[0]
+    assert ((256, 64) in packings) is kernel
+    want = nplstm.LSTM(256, 16, dtype="float64", seed=2)(x.astype(np.float64))[0]
+    np.testing.assert_allclose(got, want, rtol=0, atol=2e-5)
 
 
 def test_row_blocks_on_the_kernel_equal_the_python_loop(monkeypatch, packings):

@@ -288,17 +288,32 @@ def _forward(x, h0, c0, w, batch_sizes, reverse, train, matmul):
 
 
 def _input_side(x, w, train, matmul):
-    """x_t W_ih^T of every step, (T, B, 4H): one GEMM. A frozen copy's inference on one thread
-    multiplies by W_ih^T packed for oneDNN once and kept (``Packed.kept``), as an ONNX Runtime
-    session prepacks its weights. Measured (1 thread, us; _blas.matmul against packed):
-    (100x32)@(32x256) 20.4 / 13.0, (800x64)@(64x512) 324 / 306, (6400x128)@(128x1024) 9710 /
-    9431, (3200x512)@(512x2048) 38852 / 38199. Packing costs more than one call saves (16 and 51 us
-    at the first two), so a layer whose weights may change between calls multiplies as it is.
-    Packed for up to n rows, n the most a call has had: a call with more packs again."""
+    """x_t W_ih^T of every step, (T, B, 4H): one GEMM. On one thread, a small one (up to 2^25
+    multiply-adds, I <= 256) runs on ``_tilegemm``'s kernel, W_ih^T packed for it at each call (a
+    frozen copy: once, kept in ``Packed.gemm_forms``). Measured, 1 thread, us: (100x32)@(32x256)
+    _blas.matmul 26, oneDNN packed 14, the kernel 10-11 (+4-5 to pack); (800x64)@(64x512) 326 /
+    294 / 279-285; but (6400x128)@(128x1024) 9931 / 9814 / 11166 (its panels re-read all of x).
+    Larger products: a frozen copy's inference on one thread multiplies by W_ih^T packed for
+    oneDNN once and kept (``Packed.kept``), as an ONNX Runtime session prepacks its weights.
+    Measured (1 thread, us; _blas.matmul against packed): (6400x128)@(128x1024) 9710 / 9431,
+    (3200x512)@(512x2048) 38852 / 38199. Packing costs more than one call saves (16 and 51 us at
+    (100x32)@(32x256) and (800x64)@(64x512)), so a layer whose weights may change between calls
+    multiplies as it is. Packed for up to n rows, n the most a call has had: a call with more
+    packs again."""
     T, B, I = x.shape
     w_ih = w.source[0]
     G = w_ih.shape[0]
     one_thread = matmul is not np.matmul                  # (np.matmul: BLAS's threads in use, ``_threads_for``)
+    if one_thread and _tilegemm.suits(I, G) and T * B * I * G <= _SMALL_INPUT:
+        forms = w.gemm_forms if w.kept else None
+        panels = None if forms is None else forms.get("tiles_ih")
+        if panels is None:
+            panels = _tilegemm.pack(w_ih.T)
+            if forms is not None:
+                forms["tiles_ih"] = panels
+        A = np.empty((T, B, G), np.float32)
+        _times_tiles(panels, np.ascontiguousarray(x).reshape(T * B, I), A.reshape(T * B, G))
+        return A
     compute = _blas.packed_compute() if w.kept and not train and one_thread else None
     if compute is None:
         return matmul(x.reshape(T * B, I), w_ih.T).reshape(T, B, G)
@@ -310,6 +325,15 @@ def _input_side(x, w, train, matmul):
     with _blas.one_omp_thread():                          # (batch 1 holds BLAS, not OpenMP, to one thread)
         _times_packed(compute, Wp, np.ascontiguousarray(x).reshape(T * B, I), A.reshape(T * B, G))
     return A
+
+
+_SMALL_INPUT = 1 << 25                                    # multiply-adds
+
+
+@_jit
+def _times_tiles(panels, X, Y):
+    """Y = X @ W, W packed into ``panels`` (``_tilegemm``)."""
+    _tilegemm.gemm(panels, X, X.shape[0], Y)
 
 
 @_jit

@@ -52,7 +52,8 @@ def suits(K, N):
 
 
 def pack(W):
-    """W (K, N) float32 -> panels (N / COLS, K, COLS), 64-byte aligned."""
+    """W (K, N) float32, any strides (W_ih^T and W_hh^T are views) -> panels (N / COLS, K, COLS),
+    64-byte aligned."""
     K, N = W.shape
     panels = _aligned.empty((N // COLS, K, COLS))
     panels[...] = W.reshape(K, N // COLS, COLS).transpose(1, 0, 2)   # (K, panel, col) -> (panel, K, col)
