@@ -64,6 +64,15 @@ def packings(monkeypatch):
     return shapes
 
 
+@pytest.mark.parametrize("features, name, want", [
+    ("+avx2,+fma", None, False), ("+avx2,+avx512f,+fma", None, True),
+    ("", "haswell", False), ("", "generic", False)])      # a named target: not the host's features
+def test_available_follows_numbas_target(monkeypatch, features, name, want):
+    monkeypatch.setattr(numba.config, "CPU_FEATURES", features)
+    monkeypatch.setattr(numba.config, "CPU_NAME", name)
+    assert tg.available() is want
+
+
 def _layer_runs(lstm, x, lengths, G):
     out, (h, c), cache = lstm.forward(x, lengths=lengths, train=True)
     dx, (dh0, dc0), grads = lstm.backward(G, cache)

@@ -39,8 +39,17 @@ _V = ir.VectorType(_F32, LANES)
 
 
 def available():
-    """Whether this CPU has AVX-512F, which the kernel's 16-lane vectors need to run at speed."""
-    return "+avx512f" in llvm.get_host_cpu_features().flatten().split(",")
+    """Whether numba compiles for AVX-512F, which the kernel's 16-lane vectors need to run at
+    speed: the host's features, or those numba is told to use (``NUMBA_CPU_FEATURES``); False
+    where numba targets another named CPU (``NUMBA_CPU_NAME``) or LLVM cannot tell."""
+    if numba.config.CPU_FEATURES:
+        return "+avx512f" in numba.config.CPU_FEATURES.split(",")
+    if numba.config.CPU_NAME not in (None, "", "host"):
+        return False
+    try:
+        return "+avx512f" in llvm.get_host_cpu_features().flatten().split(",")
+    except RuntimeError:                                  # (llvmlite: host features unknown here)
+        return False
 
 
 _AVAILABLE = available()
