@@ -9,7 +9,11 @@ Measured against oneDNN's sgemm_compute on its own packing (1 thread, 50 steps f
 loop; our time / oneDNN's): (n, P) = (64, 256) 0.93-0.95, (32, 256) 0.94-0.96, (16, 128)
 0.90-0.92, (64, 128) 0.96-0.97, (64, 64) 0.88-0.92, (3, 128) 0.74; but (64, 384) 1.00 and
 (64, 512) 1.02-1.10, where a panel (128 KiB) outgrows L1 and oneDNN's blocking wins: so
-``suits`` takes P <= 256 (benchmarks/RESULTS.md, sixteenth round).
+``suits`` takes P <= 256 (benchmarks/RESULTS.md, sixteenth round). The same kernel multiplies a
+call's input side x W_ih^T where that product is small (``_batchmajor._input_side``). Not at
+batch 1: one row is four FMA chains per panel, latency-bound when the next step waits for this
+one's h (measured: no gain over ``_batchmajor._vecmat`` in the loop), nor in the backward,
+whose product is K = 4H deep.
 
 The same sums in the same order as a plain k loop (one FMA per k), so a row's results do not
 depend on the batch size or the tile it falls in.
