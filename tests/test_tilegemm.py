@@ -73,34 +73,36 @@ def test_available_follows_numbas_target(monkeypatch, features, name, want):
     assert tg.available() is want
 
 
-def _layer_runs(lstm, x, lengths, G):
-    out, (h, c), cache = lstm.forward(x, lengths=lengths, train=True)
+def _layer_runs(lstm, x, lengths, G, hx=None):
+    out, (h, c), cache = lstm.forward(x, hx, lengths=lengths, train=True)
     dx, (dh0, dc0), grads = lstm.backward(G, cache)
-    inference = lstm(x, lengths=lengths)
+    inference = lstm(x, hx, lengths=lengths)
     return [out, h, c, dx, dh0, dc0, *grads.values(), inference[0], *inference[1]]
 
 
-@pytest.mark.parametrize("batch", [2, 9])
-def test_a_layer_on_the_kernel_equals_the_python_loop(monkeypatch, packings, batch):
-    """float32, H = 16 (4H = 64: one panel), two layers, both directions, lengths, non-zero biases,
-    batches of one tile and of two (6 + 3 rows): training forward, backward and inference through
-    ``_batchmajor`` with the step's product on ``_tilegemm`` (forced on, AVX-512 or not), against
-    the engine's Python loop."""
+@pytest.mark.parametrize("batch, longest", [(2, 7), (9, 7), (9, 5)])
+def test_a_layer_on_the_kernel_equals_the_python_loop(monkeypatch, packings, batch, longest):
+    """float32, H = 16 (4H = 64: one panel), two layers, both directions, lengths (the longest
+    shorter than T: steps with no row), non-zero biases and initial state, batches of one tile
+    and of two (6 + 3 rows): training forward, backward and inference through ``_batchmajor``
+    with the step's product on ``_tilegemm`` (forced on, AVX-512 or not), against the engine's
+    Python loop."""
     import threadpoolctl
     from nplstm import _blas
     T, I, H = 7, 5, 16
     lstm = nplstm.LSTM(I, H, num_layers=2, bidirectional=True, dtype="float32", seed=4)
     rng = np.random.default_rng(5)
     x = rng.standard_normal((T, batch, I)).astype(np.float32)
-    lengths = [T] + [int(v) for v in rng.integers(1, T + 1, batch - 1)]
+    lengths = [longest] + [int(v) for v in rng.integers(1, longest + 1, batch - 1)]
+    hx = tuple(rng.standard_normal((4, batch, H)).astype(np.float32) for _ in range(2))
     G = rng.standard_normal((T, batch, 2 * H)).astype(np.float32)
     with threadpoolctl.threadpool_limits(1), _blas.use("onednn"):
-        got = _layer_runs(lstm, x, lengths, G)
+        got = _layer_runs(lstm, x, lengths, G, hx)
     # each of 4 layer-directions, in training and in inference: W_hh^T, and W_ih^T for the input side
     assert sorted(packings) == sorted([(H, 4 * H)] * 8 + [(I, 4 * H)] * 4 + [(2 * H, 4 * H)] * 4)
     monkeypatch.setattr(engine, "_batch_major", lambda w, x: False)
     monkeypatch.setattr(_blas, "gemm", lambda: None)
-    want = _layer_runs(lstm, x, lengths, G)
+    want = _layer_runs(lstm, x, lengths, G, hx)
     for k, (a, b) in enumerate(zip(got, want)):
         np.testing.assert_allclose(a, b, rtol=0, atol=5e-6, err_msg=str(k))
 
