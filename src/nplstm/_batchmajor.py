@@ -305,12 +305,7 @@ def _input_side(x, w, train, matmul):
     G = w_ih.shape[0]
     one_thread = matmul is not np.matmul                  # (np.matmul: BLAS's threads in use, ``_threads_for``)
     if one_thread and _tilegemm.suits(I, G) and T * B * I * G <= _SMALL_INPUT:
-        forms = w.gemm_forms if w.kept else None
-        panels = None if forms is None else forms.get("tiles_ih")
-        if panels is None:
-            panels = _tilegemm.pack(w_ih.T)
-            if forms is not None:
-                forms["tiles_ih"] = panels
+        panels = _kept(None if train else w.gemm_forms, "tiles_ih", lambda: _tilegemm.pack(w_ih.T))
         A = np.empty((T, B, G), np.float32)
         _times_tiles(panels, np.ascontiguousarray(x).reshape(T * B, I), A.reshape(T * B, G))
         return A
@@ -440,12 +435,18 @@ def _panels(w, B, forms):
     G, P = w_hh.shape
     if B == 1 or not _tilegemm.suits(P, G):
         return None
-    panels = None if forms is None else forms.get("tiles")
-    if panels is None:
-        panels = _tilegemm.pack(w_hh.T)
+    return _kept(forms, "tiles", lambda: _tilegemm.pack(w_hh.T))
+
+
+def _kept(forms, key, make):
+    """make(), kept in ``forms[key]`` and taken from there at later uses where forms is a dict (a
+    Packed's ``gemm_forms``: a frozen copy keeps its Packed), else made for this call only."""
+    value = None if forms is None else forms.get(key)
+    if value is None:
+        value = make()
         if forms is not None:
-            forms["tiles"] = panels
-    return panels
+            forms[key] = value
+    return value
 
 
 def _packed(w, B, transpose, forms):
@@ -466,9 +467,5 @@ def _packed(w, B, transpose, forms):
     compute = _blas.packed_compute()
     if compute is None:                                   # engine._batch_major checked it; threads changed since?
         raise RuntimeError("the batch-major LSTM path needs oneDNN's packed GEMM on one thread")
-    Wp = None if forms is None else forms.get((B, transpose))
-    if Wp is None:
-        Wp = _blas.pack_right(_blas.c_contiguous(w_hh.T if transpose else w_hh), B)
-        if forms is not None:
-            forms[B, transpose] = Wp
+    Wp = _kept(forms, (B, transpose), lambda: _blas.pack_right(_blas.c_contiguous(w_hh.T if transpose else w_hh), B))
     return compute, Wp, None
