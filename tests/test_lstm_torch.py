@@ -15,6 +15,8 @@ CASES = [
     (5, 7, 4, 5, 2, False, 3, True, False, True),
     (3, 4, 5, 6, 3, True, 2, False, True, True),
     (6, 3, 7, 4, 1, True, 0, True, False, True),
+    (5, 16, 9, 6, 2, True, 0, True, False, True),         # 4H a whole panel: float32 at batch > 1 runs
+    (3, 32, 13, 5, 1, False, 0, True, True, False),       # on nplstm._tilegemm where the CPU has AVX-512
 ]
 
 
