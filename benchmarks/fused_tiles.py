@@ -250,7 +250,7 @@ def compare(H, B, T, reps):
     A, R, tc = A0.copy(), np.zeros((B, G), np.float32), np.zeros((1, B, H), np.float32)
     with _blas.one_omp_thread(), threadpool_limits(1):
         compute, Wp = _blas.packed_compute(), _blas.pack_right(np.ascontiguousarray(w_hh.T), B)
-        runs = {"layer's loop": lambda: bm.forward_sequence(compute, Wp, None, None, A, b_ih, b_hh, h0, c0, hs1, cs1, tc,
+        runs = {"layer's loop": lambda: bm.forward_sequence(compute, Wp, None, None, None, A, b_ih, b_hh, h0, c0, hs1, cs1, tc,
                                                             None, False, False),
                 "fused": lambda: fused_loop(panels, A0, b, hs2, cs2, R, True),
                 "fused, GEMM alone": lambda: fused_loop(panels, A0, b, hs2, cs2, R, False)}

@@ -86,7 +86,7 @@ def step(I, H, B, T, reps):
     panels = _tilegemm.pack(W) if _tilegemm.suits(H, G) else None       # the product the layer uses, as it chooses
     A, R = A0.copy(), rng.uniform(-0.1, 0.1, (B, G)).astype(np.float32)
     hs, cs, tc = np.zeros((T + 1, B, H), np.float32), np.zeros((T + 1, B, H), np.float32), np.zeros((1, B, H), np.float32)
-    loop = (None, None, None, panels) if panels is not None else (compute, Wp, None, None)
+    loop = (None, None, None, panels, None) if panels is not None else (compute, Wp, None, None, None)
     runs = {"loop": lambda: bm.forward_sequence(*loop, A, b_ih, b_hh, h0, c0, hs, cs, tc, None, False, False),
             "GEMM": (lambda: _tiles(panels, hs, R)) if panels is not None else (lambda: _gemms(compute, Wp, B, G, H, hs, R)),
             "cell": lambda: _cells(A, R, b_ih, cs, hs),

@@ -118,7 +118,7 @@ def test_frozen_packs_for_the_kernel_once(packings):
     with threadpoolctl.threadpool_limits(1), _blas.use("onednn"):
         for _ in range(3):
             frozen(x)
-        assert packings == [(3, 64), (16, 64)]
+        assert sorted(packings) == [(3, 64), (16, 64)]
         for _ in range(3):
             lstm(x)
         assert len(packings) == 8
@@ -126,17 +126,45 @@ def test_frozen_packs_for_the_kernel_once(packings):
 
 @pytest.mark.parametrize("T, kernel", [(64, True), (65, False)])
 def test_the_input_side_is_the_kernels_up_to_2_25_multiply_adds(packings, T, kernel):
-    """x (T*B, I) @ W_ih^T (I, 4H) on one thread: on the kernel while small (T*B*I*4H <= 2^25:
-    64*32*256*64), where it beats oneDNN's and OpenBLAS's; theirs for larger products."""
+    """x (T*B, I) @ W_ih^T (I, 4H) before the loop (training), on one thread: on the kernel while
+    small (T*B*I*4H <= 2^25: 64*32*256*64), where it beats oneDNN's and OpenBLAS's; theirs for
+    larger products."""
     import threadpoolctl
     from nplstm import _blas
     lstm = nplstm.LSTM(256, 16, dtype="float32", seed=2)
     x = np.random.default_rng(3).standard_normal((T, 32, 256)).astype(np.float32)
     with threadpoolctl.threadpool_limits(1), _blas.use("onednn"):
-        got = lstm(x)[0]
+        got = lstm.forward(x, train=True)[0]
     assert ((256, 64) in packings) is kernel
     want = nplstm.LSTM(256, 16, dtype="float64", seed=2)(x.astype(np.float64))[0]
     np.testing.assert_allclose(got, want, rtol=0, atol=2e-5)
+
+
+@pytest.mark.parametrize("spare, inside", [(8, True), (-1, False)])
+def test_inference_makes_each_steps_input_side_in_the_loop_where_the_panels_fit_l2(monkeypatch, packings, spare,
+                                                                                    inside):
+    """Inference with both products on the kernel takes x_t W_ih^T step by step inside the loop
+    (``_batchmajor._steps_in``) where W_ih^T's and W_hh^T's panels fit 7/8 of L2, else one GEMM
+    before the loop; the same outputs either way as the engine's Python loop."""
+    import threadpoolctl
+    from nplstm import _batchmajor, _blas
+    T, B, I, H = 6, 9, 5, 16
+    panels = 4 * (I + H) * 4 * H                          # bytes
+    monkeypatch.setattr(tg, "L2_BYTES", panels * 8 // 7 + spare)
+    before = []
+    monkeypatch.setattr(_batchmajor, "_input_side", lambda *a, f=_batchmajor._input_side: before.append(1) or f(*a))
+    lstm = nplstm.LSTM(I, H, num_layers=2, seed=6)
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((T, B, I)).astype(np.float32)
+    lengths = rng.integers(1, T + 1, B)
+    with threadpoolctl.threadpool_limits(1), _blas.use("onednn"):
+        got = lstm(x, lengths=lengths)
+    assert len(before) == (1 if inside else 2)            # layer 2's input (2H wide) never fits
+    monkeypatch.setattr(engine, "_batch_major", lambda w, x: False)
+    monkeypatch.setattr(_blas, "gemm", lambda: None)
+    want = lstm(x, lengths=lengths)
+    for a, b in zip((got[0], *got[1]), (want[0], *want[1])):
+        np.testing.assert_allclose(a, b, rtol=0, atol=5e-6)
 
 
 def test_row_blocks_on_the_kernel_equal_the_python_loop(monkeypatch, packings):

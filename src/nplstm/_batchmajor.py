@@ -171,13 +171,14 @@ def _empty_aligned(B, G):
 
 
 @_jit
-def forward_sequence(compute, Wp, W, panels, A, b_ih, b_hh, h0, c0, hs, cs, tc, batch_sizes, reverse, train):
-    """One direction's forward after the input-side GEMM (A): the bias, the states and the time
-    loop in one compiled call (set up from Python, the same took ~25 us a call: a quarter of a
-    short sequence's time at batch 1). Fills hs, cs and tc, allocated by the caller: arrays made
-    here would cost ~1 us each to hand back to Python. Biases None: bias=False; batch_sizes None:
-    every row runs every step."""
-    T, B, G = A.shape
+def forward_sequence(compute, Wp, W, panels, steps_in, A, b_ih, b_hh, h0, c0, hs, cs, tc, batch_sizes, reverse,
+                     train):
+    """One direction's forward after the input-side GEMM (A; or see ``forward_loop``'s steps_in):
+    the bias, the states and the time loop in one compiled call (set up from Python, the same
+    took ~25 us a call: a quarter of a short sequence's time at batch 1). Fills hs, cs and tc,
+    allocated by the caller: arrays made here would cost ~1 us each to hand back to Python.
+    Biases None: bias=False; batch_sizes None: every row runs every step."""
+    T, G = hs.shape[0] - 1, A.shape[2]
     H = G // 4
     b = np.zeros(G, np.float32)                           # b_ih + b_hh, halved on the sigmoid gates i, f, o:
     if b_ih is not None:                                  # sigma(z) = (1 + tanh(z/2)) / 2
@@ -188,18 +189,20 @@ def forward_sequence(compute, Wp, W, panels, A, b_ih, b_hh, h0, c0, hs, cs, tc, 
     b[3 * H:] *= HALF
     first = T if reverse else 0
     hs[first], cs[first] = h0, c0
-    forward_loop(compute, Wp, W, panels, A, b, hs, cs, tc, batch_sizes, reverse, train)
+    forward_loop(compute, Wp, W, panels, steps_in, A, b, hs, cs, tc, batch_sizes, reverse, train)
 
 
 @_jit
-def forward_loop(compute, Wp, W, panels, A, b, hs, cs, tc, batch_sizes, reverse, train):
+def forward_loop(compute, Wp, W, panels, steps_in, A, b, hs, cs, tc, batch_sizes, reverse, train):
     """The time loop: R = h_{t-1} W_hh^T, then each active row's cell over A[t] and R. The product
     one of three ways, the others None: ``panels``, W_hh^T packed for ``_tilegemm``'s kernel
     (batch > 1, where it is the faster); oneDNN's ``compute`` on its packed Wp (batch > 1); or,
     batch 1, numba's own product with W = W_hh^T (P, 4H), which costs less than a GEMM call at
     that size. (The GEMM writes R, beta = 0, rather than adding onto A[t]: 3-17% faster, oneDNN
-    at 1 thread, B = 16-64, H = 128-512.)"""
-    T, B, G = A.shape
+    at 1 thread, B = 16-64, H = 128-512.) ``steps_in``: None where A holds every step's input
+    side already; else (W_ih^T's panels, x (T, B, I)), and each step's x_t W_ih^T is made here,
+    into A[0] (inference, A (1, B, 4H)), just before its cell reads it (``_steps_in``)."""
+    T, B, G = hs.shape[0] - 1, A.shape[1], A.shape[2]
     P = hs.shape[2]
     R = _empty_aligned(B, G)                              # the recurrent side of the current step
     for s in range(T):
@@ -208,6 +211,10 @@ def forward_loop(compute, Wp, W, panels, A, b, hs, cs, tc, batch_sizes, reverse,
         n = B if batch_sizes is None else batch_sizes[t]  # rows n.. have finished (or not yet started):
         hs[nxt, n:] = hs[prev, n:]                        # their state carries over
         cs[nxt, n:] = cs[prev, n:]
+        a = t
+        if steps_in is not None:                          # this step's x_t W_ih^T, into L2 for the cell
+            a = 0
+            _tilegemm.gemm(steps_in[0], steps_in[1][t], n, A[0])
         if panels is not None and panels.shape[0] > 0:   # (a ``_gilfree`` row's unused panels: none)
             _tilegemm.gemm(panels, hs[prev], n, R)        # R = h W_hh^T
         elif Wp is not None:
@@ -216,13 +223,13 @@ def forward_loop(compute, Wp, W, panels, A, b, hs, cs, tc, batch_sizes, reverse,
             R[0] = 0
             _vecmat(hs[prev, 0], W, R[0])
         if n == 1 and train:
-            _one_row_train(A[t, 0], R[0], b, cs[prev, 0], cs[nxt, 0], tc[t, 0], hs[nxt, 0])
+            _one_row_train(A[a, 0], R[0], b, cs[prev, 0], cs[nxt, 0], tc[t, 0], hs[nxt, 0])
         elif n == 1:
-            _one_row_infer(A[t, 0], R[0], b, cs[prev, 0], cs[nxt, 0], hs[nxt, 0])
+            _one_row_infer(A[a, 0], R[0], b, cs[prev, 0], cs[nxt, 0], hs[nxt, 0])
         elif train:
-            _cells_train(A[t], R, b, cs[prev], cs[nxt], tc[t], hs[nxt], n)
+            _cells_train(A[a], R, b, cs[prev], cs[nxt], tc[t], hs[nxt], n)
         else:
-            _cells_infer(A[t], R, b, cs[prev], cs[nxt], hs[nxt], n)
+            _cells_infer(A[a], R, b, cs[prev], cs[nxt], hs[nxt], n)
 
 
 @_jit
@@ -278,13 +285,35 @@ def _forward(x, h0, c0, w, batch_sizes, reverse, train, matmul):
     T, B, _ = x.shape
     _, w_hh, b_ih, b_hh = w.source
     G = w_hh.shape[0]
-    A = _input_side(x, w, train, matmul)                 # one GEMM; the bias is added in the loop
     forms = None if train else w.gemm_forms
     panels = _panels(w, B, forms)                         # W_hh^T, every step: our kernel's, or else
     compute, Wp, W = (None, None, None) if panels is not None else _packed(w, B, transpose=True, forms=forms)
+    steps_in = _steps_in(x, w, panels, train, matmul)
+    if steps_in is None:
+        A = _input_side(x, w, train, matmul)             # one GEMM; the bias is added in the loop
+    else:
+        A = np.empty((1, B, G), np.float32)               # one step's, made in the loop
     hs, cs, tc = _states(T, B, G // 4, h0.shape[1], train)
-    forward_sequence(compute, Wp, W, panels, A, b_ih, b_hh, h0, c0, hs, cs, tc, _sizes(batch_sizes), reverse, train)
+    forward_sequence(compute, Wp, W, panels, steps_in, A, b_ih, b_hh, h0, c0, hs, cs, tc, _sizes(batch_sizes),
+                     reverse, train)
     return _result(x, A, hs, cs, tc, w, batch_sizes, reverse, train)
+
+
+def _steps_in(x, w, panels, train, matmul):
+    """(W_ih^T's panels, x as C-contiguous) where inference takes each step's input side inside
+    the loop, on ``_tilegemm``'s kernel, instead of one GEMM before it; else None. Where both
+    products are the kernel's, on one thread, and both weights' panels fit L2 with room to spare
+    (``_tilegemm.L2_BYTES``): then A (T, B, 4H), most of which lives in DRAM between the GEMM that
+    writes it and the step that reads it, never exists. Measured (1 thread, inference, ms;
+    (I,H,B,T), before / inside): (128,256,64,100) 34.29-34.72 / 31.43-31.94, (192,256,64,100)
+    38.41 / 36.14, (64,128,32,50) 2.22 / 2.08, (64,128,16,50) 1.09 / 1.01; but (256,256,64,100),
+    2 MiB of panels, 43.68 / 44.22."""
+    T, B, I = x.shape
+    G, P = w.source[1].shape
+    if (train or panels is None or matmul is np.matmul or not _tilegemm.suits(I, G)
+            or 4 * (I + P) * G > _tilegemm.L2_BYTES * 7 // 8):
+        return None
+    return _kept(w.gemm_forms, "tiles_ih", lambda: _tilegemm.pack(w.source[0].T)), np.ascontiguousarray(x)
 
 
 def _input_side(x, w, train, matmul):

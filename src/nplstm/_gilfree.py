@@ -120,7 +120,8 @@ def run_row(row, gemm, compute):
     _blas.sgemm(gemm, False, True, T * B, G, I, row[X], I, row[W_IH], I, row[A_], G)   # A = x W_ih^T
     hs, cs = numba.carray(_f32(row[HS]), (T + 1, B, P)), numba.carray(_f32(row[CS]), (T + 1, B, H))
     panels = numba.carray(_f32(row[PANELS]), (G // COLS if row[PANELS] != 0 else 0, P, COLS))   # (0, ..): unused
-    args = (compute, numba.carray(_u8(row[WP]), (row[WP_BYTES],)), None, panels, numba.carray(_f32(row[A_]), (T, B, G)),
+    args = (compute, numba.carray(_u8(row[WP]), (row[WP_BYTES],)), None, panels, None,
+            numba.carray(_f32(row[A_]), (T, B, G)),
             numba.carray(_f32(row[B_IH]), (G,)), numba.carray(_f32(row[B_HH]), (G,)),
             numba.carray(_f32(row[H0]), (B, P)), numba.carray(_f32(row[C0]), (B, H)),
             hs, cs, numba.carray(_f32(row[TC]), (row[TC_T], B, H)))

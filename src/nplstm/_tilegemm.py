@@ -59,6 +59,22 @@ def available():
 _AVAILABLE = available()
 
 
+def _l2_bytes():
+    """One core's L2 cache, from Linux's sysfs; 1 MiB where that cannot be read."""
+    from pathlib import Path
+    for index in sorted(Path("/sys/devices/system/cpu/cpu0/cache").glob("index*")):
+        try:
+            if (index / "level").read_text().strip() == "2":
+                size = (index / "size").read_text().strip()       # e.g. "2048K"
+                return int(size[:-1]) * {"K": 1 << 10, "M": 1 << 20}[size[-1]]
+        except (OSError, ValueError, KeyError):
+            break
+    return 1 << 20
+
+
+L2_BYTES = _l2_bytes()
+
+
 def suits(K, N):
     """Whether ``gemm`` is the faster product for (n, K) @ (K, N) here (module note)."""
     return _AVAILABLE and N % COLS == 0 and 0 < K <= 256
