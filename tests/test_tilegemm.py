@@ -96,6 +96,7 @@ def test_a_layer_on_the_kernel_equals_the_python_loop(monkeypatch, packings, bat
     lengths = [longest] + [int(v) for v in rng.integers(1, longest + 1, batch - 1)]
     hx = tuple(rng.standard_normal((4, batch, H)).astype(np.float32) for _ in range(2))
     G = rng.standard_normal((T, batch, 2 * H)).astype(np.float32)
+    monkeypatch.setattr(tg, "L2_BYTES", 8 << 10)          # layer 1's inference: the input side in the loop
     with threadpoolctl.threadpool_limits(1), _blas.use("onednn"):
         got = _layer_runs(lstm, x, lengths, G, hx)
     # each of 4 layer-directions, in training and in inference: W_hh^T, and W_ih^T for the input side
@@ -169,11 +170,13 @@ def test_inference_makes_each_steps_input_side_in_the_loop_where_the_panels_fit_
 
 def test_row_blocks_on_the_kernel_equal_the_python_loop(monkeypatch, packings):
     """At 2 threads a batch of 35 runs as two GIL-free row blocks (``_gilfree``), each block's
-    steps on the kernel (one packing shared by both blocks), against the engine's Python loop."""
+    steps on the kernel (one packing shared by both blocks; in inference each step's input side
+    too, made in the loop), against the engine's Python loop."""
     from nplstm import _blas, _rowblocks
     if not _rowblocks.gil_free():
         pytest.skip("GIL-free rows need numba, sched_yield and oneDNN's packed GEMM")
     T, B, I, H = 6, 35, 5, 16
+    monkeypatch.setattr(tg, "L2_BYTES", 8 << 10)          # the panels fit (5 KiB), a block's A (26 KiB) not
     lstm = nplstm.LSTM(I, H, seed=1)
     rng = np.random.default_rng(7)
     for v in lstm.params.values():                        # non-zero biases, saturated gates
@@ -187,7 +190,8 @@ def test_row_blocks_on_the_kernel_equal_the_python_loop(monkeypatch, packings):
         assert lstm.forward(x, lengths=lengths, train=True)[2]["layers"][0][0][0] == _rowblocks.SPLIT
         packings.clear()
         got = _layer_runs(lstm, x, lengths, G)
-        assert packings == [(H, 4 * H)] * 2                 # training's forward, then inference: each once
+        # W_hh^T for training's forward, then for inference with W_ih^T (each step's input side in the loop)
+        assert sorted(packings) == [(I, 4 * H), (H, 4 * H), (H, 4 * H)]
         nplstm.set_num_threads(1)
         monkeypatch.setattr(engine, "_batch_major", lambda w, x: False)
         monkeypatch.setattr(_blas, "gemm", lambda: None)

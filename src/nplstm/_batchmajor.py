@@ -200,8 +200,9 @@ def forward_loop(compute, Wp, W, panels, steps_in, A, b, hs, cs, tc, batch_sizes
     batch 1, numba's own product with W = W_hh^T (P, 4H), which costs less than a GEMM call at
     that size. (The GEMM writes R, beta = 0, rather than adding onto A[t]: 3-17% faster, oneDNN
     at 1 thread, B = 16-64, H = 128-512.) ``steps_in``: None where A holds every step's input
-    side already; else (W_ih^T's panels, x (T, B, I)), and each step's x_t W_ih^T is made here,
-    into A[0] (inference, A (1, B, 4H)), just before its cell reads it (``_steps_in``)."""
+    side already (or a ``_gilfree`` row's (no panels, x)); else (W_ih^T's panels, x (T, B, I)),
+    and each step's x_t W_ih^T is made here, into A[0] (inference, A (1, B, 4H)), just before its
+    cell reads it (``_steps_in``)."""
     T, B, G = hs.shape[0] - 1, A.shape[1], A.shape[2]
     P = hs.shape[2]
     R = _empty_aligned(B, G)                              # the recurrent side of the current step
@@ -212,7 +213,7 @@ def forward_loop(compute, Wp, W, panels, steps_in, A, b, hs, cs, tc, batch_sizes
         hs[nxt, n:] = hs[prev, n:]                        # their state carries over
         cs[nxt, n:] = cs[prev, n:]
         a = t
-        if steps_in is not None:                          # this step's x_t W_ih^T, into L2 for the cell
+        if steps_in is not None and steps_in[0].shape[0] > 0:   # this step's x_t W_ih^T, into L2 for the cell
             a = 0
             _tilegemm.gemm(steps_in[0], steps_in[1][t], n, A[0])
         if panels is not None and panels.shape[0] > 0:   # (a ``_gilfree`` row's unused panels: none)
@@ -308,12 +309,26 @@ def _steps_in(x, w, panels, train, matmul):
     (I,H,B,T), before / inside): (128,256,64,100) 34.29-34.72 / 31.43-31.94, (192,256,64,100)
     38.41 / 36.14, (64,128,32,50) 2.22 / 2.08, (64,128,16,50) 1.09 / 1.01; but (256,256,64,100),
     2 MiB of panels, 43.68 / 44.22."""
-    T, B, I = x.shape
-    G, P = w.source[1].shape
-    if (train or panels is None or matmul is np.matmul or not _tilegemm.suits(I, G)
-            or 4 * (I + P) * G > _tilegemm.L2_BYTES * 7 // 8):
+    if matmul is np.matmul or not _input_in_loop(x.shape, w, panels, train):
         return None
-    return _kept(w.gemm_forms, "tiles_ih", lambda: _tilegemm.pack(w.source[0].T)), np.ascontiguousarray(x)
+    return _ih_panels(w, train), np.ascontiguousarray(x)
+
+
+def _input_in_loop(shape, w, panels, train):
+    """``_steps_in``'s rule, on one thread, for x of ``shape``: inference; W_hh^T on the kernel
+    (``panels``), W_ih^T too, and both within 7/8 of L2; and A larger than L2, so that it would go
+    through DRAM. (A that fits L2 gained nothing in the loop: (64,128,16,50), A 1.6 MiB, 0.99-1.00
+    at 1 thread; and two directions at once at 2 threads, one a thread, took 1.10 of the time.)"""
+    T, B, I = shape
+    G, P = w.source[1].shape
+    L2 = _tilegemm.L2_BYTES
+    return (not train and panels is not None and _tilegemm.suits(I, G) and 4 * (I + P) * G <= L2 * 7 // 8
+            and 4 * T * B * G > L2)
+
+
+def _ih_panels(w, train):
+    """W_ih^T packed for ``_tilegemm``, kept as W_hh^T's panels are (``_panels``)."""
+    return _kept(None if train else w.gemm_forms, "tiles_ih", lambda: _tilegemm.pack(w.source[0].T))
 
 
 def _input_side(x, w, train, matmul):
@@ -334,7 +349,7 @@ def _input_side(x, w, train, matmul):
     G = w_ih.shape[0]
     one_thread = matmul is not np.matmul                  # (np.matmul: BLAS's threads in use, ``_threads_for``)
     if one_thread and _tilegemm.suits(I, G) and T * B * I * G <= _SMALL_INPUT:
-        panels = _kept(None if train else w.gemm_forms, "tiles_ih", lambda: _tilegemm.pack(w_ih.T))
+        panels = _ih_panels(w, train)
         A = np.empty((T, B, G), np.float32)
         _times_tiles(panels, np.ascontiguousarray(x).reshape(T * B, I), A.reshape(T * B, G))
         return A
@@ -422,13 +437,16 @@ def _prepare(x, h0, c0, w, batch_sizes, reverse, train, forms, into):
                                                            zeros if b_hh is None else b_hh))
     panels = _panels(w, B, forms)                         # (its rows share it, and W_ih, b, ...)
     Wp = _NO_PACKING if panels is not None else _packed(w, B, transpose=True, forms=forms)[1]
+    ih_panels = _kept(forms, "tiles_ih", lambda: _tilegemm.pack(w.source[0].T)) if _input_in_loop(
+        x.shape, w, panels, train) else None              # x_t W_ih^T step by step (``_steps_in``)
     h0, c0 = np.ascontiguousarray(h0), np.ascontiguousarray(c0)
-    A = np.empty((T, B, G), np.float32)
+    A = np.empty((T if ih_panels is None else 1, B, G), np.float32)
     hs, cs, tc = _states(T, B, G // 4, P, train)
     sizes = _sizes(batch_sizes)
-    row = g.new_row(x, xb, w_ih, b_ih, b_hh, Wp, panels, h0, c0, A, hs, cs, tc, 0 if sizes is None else sizes.ctypes.data,
-                    reverse, train, *(into or (None, None, None)))
-    return row, (x, w_ih, b_ih, b_hh, Wp, panels, h0, c0, sizes), (xb, A, hs, cs, tc, w, batch_sizes, reverse, train, into)
+    row = g.new_row(x, xb, w_ih, b_ih, b_hh, Wp, panels, ih_panels, h0, c0, A, hs, cs, tc,
+                    0 if sizes is None else sizes.ctypes.data, reverse, train, *(into or (None, None, None)))
+    return row, (x, w_ih, b_ih, b_hh, Wp, panels, ih_panels, h0, c0, sizes), (xb, A, hs, cs, tc, w, batch_sizes,
+                                                                              reverse, train, into)
 
 
 def backward(dout, dh_n, dc_n, cache):

@@ -24,6 +24,8 @@ A row, int64 (``FIELDS`` of them; the names below index it)::
     W_IH, B_IH, B_HH           (G, I), (G,), (G,)  PyTorch's layout (zeros for bias=False)
     WP, WP_BYTES               W_hh^T packed for oneDNN (``_blas.pack_right``), or empty where
     PANELS                     W_hh^T packed for ``_tilegemm`` (G / COLS, P, COLS) is the product, else 0
+    PANELS_IH                  W_ih^T packed for it (G / COLS, I, COLS) where the loop makes each step's
+                               input side (then A is (1, B, G): ``_batchmajor._steps_in``), else 0
     H0, C0, A, HS, CS, TC      (B, P), (B, H), (T, B, G), (T+1, B, P), (T+1, B, H), (TC_T, B, H)
     SIZES                      (T,) int64 batch_sizes of the block, or 0: every row at every step
     OUT, OUT_ROWS, OUT_LD      where the row lands its results, or OUT 0: its block of the caller's
@@ -47,9 +49,9 @@ from . import _blas
 from ._batchmajor import forward_sequence
 from ._tilegemm import COLS
 
-(STATE, T_, B_, I_, G_, P_, B_FULL, REVERSE, TRAIN, TC_T, X_FULL, X, W_IH, B_IH, B_HH, WP, WP_BYTES, PANELS, H0, C0,
- A_, HS, CS, TC, SIZES, OUT, OUT_ROWS, OUT_LD, HN, CN) = range(30)
-FIELDS = 30
+(STATE, T_, B_, I_, G_, P_, B_FULL, REVERSE, TRAIN, TC_T, X_FULL, X, W_IH, B_IH, B_HH, WP, WP_BYTES, PANELS,
+ PANELS_IH, H0, C0, A_, HS, CS, TC, SIZES, OUT, OUT_ROWS, OUT_LD, HN, CN) = range(31)
+FIELDS = 31
 POSTED, TAKEN, DONE = 1, 2, 3
 ACTIVE, TABLE, ROWS, LOCK = range(4)                     # a mailbox's fields
 MAILBOX = 4
@@ -87,7 +89,8 @@ def _cas(typingctx, array, index, expected, new):
 
 
 @_jit
-def new_row(x_full, x, w_ih, b_ih, b_hh, wp, panels, h0, c0, a, hs, cs, tc, sizes, reverse, train, out, h_n, c_n):
+def new_row(x_full, x, w_ih, b_ih, b_hh, wp, panels, ih_panels, h0, c0, a, hs, cs, tc, sizes, reverse, train, out, h_n,
+            c_n):
     """A posted row for these arrays (``_batchmajor._prepare`` made them; x_full: the block's rows
     of the layer's input, a view; sizes: the address of the int64 batch_sizes, or 0; out, h_n,
     c_n: views where the row lands its results, or None). Here, and not in Python, where an
@@ -101,6 +104,8 @@ def new_row(x_full, x, w_ih, b_ih, b_hh, wp, panels, h0, c0, a, hs, cs, tc, size
     row[WP], row[WP_BYTES], row[H0], row[C0] = wp.ctypes.data, wp.size, h0.ctypes.data, c0.ctypes.data
     if panels is not None:
         row[PANELS] = panels.ctypes.data
+    if ih_panels is not None:
+        row[PANELS_IH] = ih_panels.ctypes.data
     row[A_], row[HS], row[CS], row[TC] = a.ctypes.data, hs.ctypes.data, cs.ctypes.data, tc.ctypes.data
     row[SIZES] = sizes
     if out is not None:
@@ -111,17 +116,21 @@ def new_row(x_full, x, w_ih, b_ih, b_hh, wp, panels, h0, c0, a, hs, cs, tc, size
 
 @_jit
 def run_row(row, gemm, compute):
-    """One block's forward: copy its rows of x (if a part), the input GEMM, the time loop."""
+    """One block's forward: copy its rows of x (if a part), the input GEMM (or none: the loop makes
+    each step's), the time loop."""
     T, B, I, G, P = row[T_], row[B_], row[I_], row[G_], row[P_]
     H = G // 4
     x = numba.carray(_f32(row[X]), (T, B, I))
     if row[X] != row[X_FULL]:                             # a row block: its rows of the whole input
         x[:] = numba.carray(_f32(row[X_FULL]), (T, row[B_FULL], I))[:, :B]
-    _blas.sgemm(gemm, False, True, T * B, G, I, row[X], I, row[W_IH], I, row[A_], G)   # A = x W_ih^T
+    in_loop = row[PANELS_IH] != 0                         # each step's x_t W_ih^T made in the loop
+    if not in_loop:
+        _blas.sgemm(gemm, False, True, T * B, G, I, row[X], I, row[W_IH], I, row[A_], G)   # A = x W_ih^T
     hs, cs = numba.carray(_f32(row[HS]), (T + 1, B, P)), numba.carray(_f32(row[CS]), (T + 1, B, H))
     panels = numba.carray(_f32(row[PANELS]), (G // COLS if row[PANELS] != 0 else 0, P, COLS))   # (0, ..): unused
-    args = (compute, numba.carray(_u8(row[WP]), (row[WP_BYTES],)), None, panels, None,
-            numba.carray(_f32(row[A_]), (T, B, G)),
+    ih_panels = numba.carray(_f32(row[PANELS_IH]), (G // COLS if in_loop else 0, I, COLS))
+    args = (compute, numba.carray(_u8(row[WP]), (row[WP_BYTES],)), None, panels, (ih_panels, x),
+            numba.carray(_f32(row[A_]), (1 if in_loop else T, B, G)),
             numba.carray(_f32(row[B_IH]), (G,)), numba.carray(_f32(row[B_HH]), (G,)),
             numba.carray(_f32(row[H0]), (B, P)), numba.carray(_f32(row[C0]), (B, H)),
             hs, cs, numba.carray(_f32(row[TC]), (row[TC_T], B, H)))
