@@ -28,7 +28,8 @@ one multiply-add, with the bias halved once per call instead of the weights.
 Shapes (the engine's legend)::
 
     A   (T, B, 4H)   input side x_t W_ih^T of every step, then the gates (written over it), then
-                     dL/dz (training)
+                     dL/dz (training); (1, B, 4H), one step's, where the loop makes each step's
+                     input side itself (inference, ``_steps_in``)
     R   (B, 4H)      recurrent side h_{t-1} W_hh^T of the current step
     hs  (T+1, B, P)  h_{t-1} of step t sits at prev(t), h_t at next(t)
     cs  (T+1, B, H)  the same for c;   tc (T, B, H): tanh(c_t), kept for the backward
