@@ -290,7 +290,7 @@ def _forward(x, h0, c0, w, batch_sizes, reverse, train, matmul):
     forms = None if train else w.gemm_forms
     panels = _panels(w, B, forms)                         # W_hh^T, every step: our kernel's, or else
     compute, Wp, W = (None, None, None) if panels is not None else _packed(w, B, transpose=True, forms=forms)
-    steps_in = _steps_in(x, w, panels, train, matmul)
+    steps_in = _steps_in(x, w, panels, forms, train, matmul)
     if steps_in is None:
         A = _input_side(x, w, train, matmul)             # one GEMM; the bias is added in the loop
     else:
@@ -301,18 +301,18 @@ def _forward(x, h0, c0, w, batch_sizes, reverse, train, matmul):
     return _result(x, A, hs, cs, tc, w, batch_sizes, reverse, train)
 
 
-def _steps_in(x, w, panels, train, matmul):
+def _steps_in(x, w, panels, forms, train, matmul):
     """(W_ih^T's panels, x as C-contiguous) where inference takes each step's input side inside
     the loop, on ``_tilegemm``'s kernel, instead of one GEMM before it; else None. Where both
     products are the kernel's, on one thread, and both weights' panels fit L2 with room to spare
     (``_tilegemm.L2_BYTES``): then A (T, B, 4H), most of which lives in DRAM between the GEMM that
     writes it and the step that reads it, never exists. Measured (1 thread, inference, ms;
-    (I,H,B,T), before / inside): (128,256,64,100) 34.29-34.72 / 31.43-31.94, (192,256,64,100)
-    38.41 / 36.14, (64,128,32,50) 2.22 / 2.08, (64,128,16,50) 1.09 / 1.01; but (256,256,64,100),
-    2 MiB of panels, 43.68 / 44.22."""
+    (I,H,B,T), before / inside, the loops alone): (128,256,64,100) 34.29-34.72 / 31.43-31.94,
+    (192,256,64,100) 38.41 / 36.14, (64,128,32,50) 2.22 / 2.08; but (256,256,64,100), 2 MiB of
+    panels, 43.68 / 44.22; and where A fits L2, nothing in the layer (``_input_in_loop``)."""
     if matmul is np.matmul or not _input_in_loop(x.shape, w, panels, train):
         return None
-    return _ih_panels(w, train), np.ascontiguousarray(x)
+    return _ih_panels(w, forms), np.ascontiguousarray(x)
 
 
 def _input_in_loop(shape, w, panels, train):
@@ -327,9 +327,9 @@ def _input_in_loop(shape, w, panels, train):
             and 4 * T * B * G > L2)
 
 
-def _ih_panels(w, train):
-    """W_ih^T packed for ``_tilegemm``, kept as W_hh^T's panels are (``_panels``)."""
-    return _kept(None if train else w.gemm_forms, "tiles_ih", lambda: _tilegemm.pack(w.source[0].T))
+def _ih_panels(w, forms):
+    """W_ih^T packed for ``_tilegemm``, kept in ``forms`` as W_hh^T's panels are (``_panels``)."""
+    return _kept(forms, "tiles_ih", lambda: _tilegemm.pack(w.source[0].T))
 
 
 def _input_side(x, w, train, matmul):
@@ -350,7 +350,7 @@ def _input_side(x, w, train, matmul):
     G = w_ih.shape[0]
     one_thread = matmul is not np.matmul                  # (np.matmul: BLAS's threads in use, ``_threads_for``)
     if one_thread and _tilegemm.suits(I, G) and T * B * I * G <= _SMALL_INPUT:
-        panels = _ih_panels(w, train)
+        panels = _ih_panels(w, None if train else w.gemm_forms)
         A = np.empty((T, B, G), np.float32)
         _times_tiles(panels, np.ascontiguousarray(x).reshape(T * B, I), A.reshape(T * B, G))
         return A
@@ -438,8 +438,8 @@ def _prepare(x, h0, c0, w, batch_sizes, reverse, train, forms, into):
                                                            zeros if b_hh is None else b_hh))
     panels = _panels(w, B, forms)                         # (its rows share it, and W_ih, b, ...)
     Wp = _NO_PACKING if panels is not None else _packed(w, B, transpose=True, forms=forms)[1]
-    ih_panels = _kept(forms, "tiles_ih", lambda: _tilegemm.pack(w.source[0].T)) if _input_in_loop(
-        x.shape, w, panels, train) else None              # x_t W_ih^T step by step (``_steps_in``)
+    in_loop = _input_in_loop(x.shape, w, panels, train)   # x_t W_ih^T step by step (``_steps_in``)
+    ih_panels = _ih_panels(w, forms) if in_loop else None
     h0, c0 = np.ascontiguousarray(h0), np.ascontiguousarray(c0)
     A = np.empty((T if ih_panels is None else 1, B, G), np.float32)
     hs, cs, tc = _states(T, B, G // 4, P, train)
