@@ -292,7 +292,7 @@ def _forward(x, h0, c0, w, batch_sizes, reverse, train, matmul):
     compute, Wp, W = (None, None, None) if panels is not None else _packed(w, B, transpose=True, forms=forms)
     steps_in = _steps_in(x, w, panels, forms, train, matmul)
     if steps_in is None:
-        A = _input_side(x, w, train, matmul)             # one GEMM; the bias is added in the loop
+        A = _input_side(x, w, forms, train, matmul)      # one GEMM; the bias is added in the loop
     else:
         A = np.empty((1, B, G), np.float32)               # one step's, made in the loop
     hs, cs, tc = _states(T, B, G // 4, h0.shape[1], train)
@@ -332,7 +332,7 @@ def _ih_panels(w, forms):
     return _kept(forms, "tiles_ih", lambda: _tilegemm.pack(w.source[0].T))
 
 
-def _input_side(x, w, train, matmul):
+def _input_side(x, w, forms, train, matmul):
     """x_t W_ih^T of every step, (T, B, 4H): one GEMM. On one thread, a small one (up to 2^25
     multiply-adds, I <= 256) runs on ``_tilegemm``'s kernel, W_ih^T packed for it at each call (a
     frozen copy: once, kept in ``Packed.gemm_forms``). Measured, 1 thread, us: (100x32)@(32x256)
@@ -350,7 +350,7 @@ def _input_side(x, w, train, matmul):
     G = w_ih.shape[0]
     one_thread = matmul is not np.matmul                  # (np.matmul: BLAS's threads in use, ``_threads_for``)
     if one_thread and _tilegemm.suits(I, G) and T * B * I * G <= _SMALL_INPUT:
-        panels = _ih_panels(w, None if train else w.gemm_forms)
+        panels = _ih_panels(w, forms)
         A = np.empty((T, B, G), np.float32)
         _times_tiles(panels, np.ascontiguousarray(x).reshape(T * B, I), A.reshape(T * B, G))
         return A

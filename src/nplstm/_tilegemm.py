@@ -26,6 +26,8 @@ numba leaves LLVM's SLP vectorizer off, so the same loops in Python stay scalar 
 thirteenth round). On CPUs without AVX-512 LLVM splits each vector in two and runs out of
 registers: correct, slower, so ``suits`` says no there.
 """
+from pathlib import Path
+
 import numba
 from llvmlite import binding as llvm, ir
 from numba import types
@@ -61,7 +63,6 @@ _AVAILABLE = available()
 
 def _l2_bytes():
     """One core's L2 cache, from Linux's sysfs; 1 MiB where that cannot be read."""
-    from pathlib import Path
     for index in sorted(Path("/sys/devices/system/cpu/cpu0/cache").glob("index*")):
         try:
             if (index / "level").read_text().strip() == "2":
