@@ -97,3 +97,27 @@ def test_others_cpu_ns_reports_each_other_thread_by_its_id():
     finally:
         release.set()
         worker.join()
+
+
+def test_paired_ratio_takes_each_reps_ratio_not_the_ratio_of_the_medians():
+    """The machine slows between reps: a's runs are always half b's, yet the medians of a and b
+    come from different reps (10 and 2: a ratio of 5)."""
+    times = {"a": [1.0, 10.0, 10.0, 1.5], "b": [2.0, 20.0, 2.0, 3.0]}   # rep ratios 0.5, 0.5, 5, 0.5
+    mid, lo, hi = bench.paired_ratio(times, "a", "b")
+    assert (mid, lo, hi) == pytest.approx((0.5, 0.5, 1.625))            # numpy's linear percentiles
+    assert bench.paired_ratio(times, "b", "a")[0] == pytest.approx(2.0)
+
+
+def test_format_row_prints_paired_ratios_with_quartiles_and_median_times():
+    row = dict(cfg=(3, 4, 5, 6, 1, False), reference=None, cell="lstm",
+               train={"nplstm": [0.001, 0.004, 0.003], "torch": [0.002, 0.002, 0.006]},
+               infer={"nplstm": [0.001, 0.001, 0.001], "frozen": [0.002, 0.002, 0.002],
+                      "torch": [0.004, 0.004, 0.004]})
+    cells = [c.strip() for c in bench.format_row(row).split("|")[1:-1]]
+    assert cells[0] == "(3,4,5,6,1,no)"
+    assert cells[1] == "0.50 (0.50-1.25)"           # rep ratios 0.5, 2.0, 0.5
+    assert cells[2] == "0.25 (0.25-0.25)"
+    assert cells[3] == "n/a"                        # no ONNX Runtime in this run
+    assert cells[4] == "0.50 (0.50-0.50) / n/a"
+    assert cells[5] == "3.00 / 2.00"                # medians, ms
+    assert cells[6] == "1.00 / 4.00"

@@ -200,3 +200,57 @@ def test_row_blocks_on_the_kernel_equal_the_python_loop(monkeypatch, packings):
         nplstm.set_num_threads(before)
     for k, (a, b) in enumerate(zip(got, want)):
         np.testing.assert_allclose(a, b, rtol=0, atol=5e-6, err_msg=str(k))
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_the_input_side_in_the_loop_beside_onednns_step_product(monkeypatch, packings, threads):
+    """Where the step's product h W_hh^T is oneDNN's (P past the kernel's reach: here the kernel is
+    told it suits only K = I) and W_ih^T's panels fit L2, inference still makes each step's x_t
+    W_ih^T in the loop; on one thread and in the 2-thread row blocks, the outputs equal the
+    engine's Python loop."""
+    from nplstm import _batchmajor, _blas, _rowblocks
+    if threads == 2 and not _rowblocks.gil_free():
+        pytest.skip("GIL-free rows need numba, sched_yield and oneDNN's packed GEMM")
+    T, B, I, H = 6, 35, 5, 16
+    monkeypatch.setattr(tg, "suits", lambda K, N: K == I and N % tg.COLS == 0)
+    monkeypatch.setattr(tg, "L2_BYTES", 4 * I * 4 * H * 8 // 7 + 8)   # W_ih^T's panels fit, A not
+    before = []
+    monkeypatch.setattr(_batchmajor, "_input_side", lambda *a, f=_batchmajor._input_side: before.append(1) or f(*a))
+    lstm = nplstm.LSTM(I, H, seed=3)
+    rng = np.random.default_rng(9)
+    for v in lstm.params.values():                        # non-zero biases
+        v[...] = rng.uniform(-0.9, 0.9, v.shape)
+    x = rng.standard_normal((T, B, I)).astype(np.float32)
+    lengths = rng.integers(1, T + 1, B)
+    was = nplstm.get_num_threads()
+    try:
+        nplstm.set_num_threads(threads)
+        import threadpoolctl
+        with threadpoolctl.threadpool_limits(threads), _blas.use("onednn"):
+            got = lstm(x, lengths=lengths)
+    finally:
+        nplstm.set_num_threads(was)
+    assert packings == [(I, 4 * H)] and not before      # W_ih^T on the kernel, in the loop; W_hh^T oneDNN's
+    monkeypatch.setattr(engine, "_batch_major", lambda w, x: False)
+    monkeypatch.setattr(_blas, "gemm", lambda: None)
+    want = lstm(x, lengths=lengths)
+    for a, b in zip((got[0], *got[1]), (want[0], *want[1])):
+        np.testing.assert_allclose(a, b, rtol=0, atol=5e-6)
+
+
+@pytest.mark.parametrize("shape, kernel_step, train, want", [
+    ((50, 64, 64), False, False, True),                   # H = 512: W_hh^T oneDNN's; W_ih^T's 0.5 MiB fit
+    ((50, 64, 64), True, False, False),                   # both on the kernel: 4.5 MiB do not
+    ((50, 64, 64), False, True, False),                   # training keeps A for the backward
+    ((2000, 1, 64), False, False, False),                 # batch 1: one row per step
+    ((50, 64, 256), False, False, False),                 # W_ih^T's 2 MiB panels fill L2
+    ((50, 64, 512), False, False, False),                 # I past the kernel's reach
+    ((2, 64, 64), False, False, False)])                  # A (1 MiB) fits L2 as it is
+def test_input_in_loop_rule(monkeypatch, shape, kernel_step, train, want):
+    from nplstm import _batchmajor
+    monkeypatch.setattr(tg, "_AVAILABLE", True)
+    monkeypatch.setattr(tg, "L2_BYTES", 2 << 20)
+    H = 512
+    w = engine.pack(np.zeros((4 * H, shape[2]), np.float32), np.zeros((4 * H, H), np.float32))
+    panels = np.zeros((1, 1, 64), np.float32) if kernel_step else None
+    assert _batchmajor._input_in_loop(shape, w, panels, train) is want

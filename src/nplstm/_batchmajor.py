@@ -303,10 +303,10 @@ def _forward(x, h0, c0, w, batch_sizes, reverse, train, matmul):
 
 def _steps_in(x, w, panels, forms, train, matmul):
     """(W_ih^T's panels, x as C-contiguous) where inference takes each step's input side inside
-    the loop, on ``_tilegemm``'s kernel, instead of one GEMM before it; else None. Where both
-    products are the kernel's, on one thread, and both weights' panels fit L2 with room to spare
-    (``_tilegemm.L2_BYTES``): then A (T, B, 4H), most of which lives in DRAM between the GEMM that
-    writes it and the step that reads it, never exists. Measured (1 thread, inference, ms;
+    the loop, on ``_tilegemm``'s kernel, instead of one GEMM before it; else None. Where that
+    product is the kernel's, on one thread, and the panels each step reads fit L2 with room to
+    spare (``_tilegemm.L2_BYTES``): then A (T, B, 4H), most of which lives in DRAM between the
+    GEMM that writes it and the step that reads it, never exists. Measured (1 thread, inference, ms;
     (I,H,B,T), before / inside, the loops alone): (128,256,64,100) 34.29-34.72 / 31.43-31.94,
     (192,256,64,100) 38.41 / 36.14, (64,128,32,50) 2.22 / 2.08; but (256,256,64,100), 2 MiB of
     panels, 43.68 / 44.22; and where A fits L2, nothing in the layer (``_input_in_loop``)."""
@@ -316,15 +316,19 @@ def _steps_in(x, w, panels, forms, train, matmul):
 
 
 def _input_in_loop(shape, w, panels, train):
-    """``_steps_in``'s rule, on one thread, for x of ``shape``: inference; W_hh^T on the kernel
-    (``panels``), W_ih^T too, and both within 7/8 of L2; and A larger than L2, so that it would go
-    through DRAM. (A that fits L2 gained nothing in the loop: (64,128,16,50), A 1.6 MiB, 0.99-1.00
-    at 1 thread; and two directions at once at 2 threads, one a thread, took 1.10 of the time.)"""
+    """``_steps_in``'s rule, on one thread, for x of ``shape``: inference at batch > 1; W_ih^T on the
+    kernel, its panels (and W_hh^T's, where the step's product is the kernel's: ``panels``) within
+    7/8 of L2; and A larger than L2, so that it would go through DRAM. (A that fits L2 gained
+    nothing in the loop: (64,128,16,50), A 1.6 MiB, 0.99-1.00 at 1 thread; and two directions at
+    once at 2 threads, one a thread, took 1.10 of the time.) Where W_hh^T is oneDNN's (P > 256) it
+    streams through L2 at every step anyway, and taking A's DRAM trip away still paid: H = 512,
+    B = 64, T = 50, 1 thread, whole inference calls, in the loop / before it (paired medians of 15
+    interleaved): I = 16 0.94, 64 0.87, 128 0.93-0.95 (benchmarks/RESULTS.md, seventeenth round)."""
     T, B, I = shape
     G, P = w.source[1].shape
+    held = I + (P if panels is not None else 0)           # rows of panels every step reads
     L2 = _tilegemm.L2_BYTES
-    return (not train and panels is not None and _tilegemm.suits(I, G) and 4 * (I + P) * G <= L2 * 7 // 8
-            and 4 * T * B * G > L2)
+    return (not train and B > 1 and _tilegemm.suits(I, G) and 4 * held * G <= L2 * 7 // 8 and 4 * T * B * G > L2)
 
 
 def _ih_panels(w, forms):

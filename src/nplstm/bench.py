@@ -3,8 +3,9 @@
 Needs torch (``pip install torch``) and threadpoolctl; onnxruntime is optional. Run as
 ``nplstm bench`` or ``python benchmarks/bench_lstm.py`` (the same code).
 
-All in one process, interleaved run by run, medians reported as ratios (nplstm / other):
-below 1.0 nplstm is faster. Each timed run follows a wait until the other libraries' threads
+All in one process, interleaved run by run, reported as ratios (nplstm / other; below 1.0
+nplstm is faster): each rep's ratio of its two runs, and the median over the reps with the
+quartiles beside it (``paired_ratio``). Each timed run follows a wait until the other libraries' threads
 sleep, then 0.1 s of untimed runs of the same implementation (``median_times``): at several
 threads the libraries' idle workers spin after a call (ONNX Runtime's for ~55 ms of CPU, longer
 in wall time while others run) and take a core from whatever runs next. Same thread count
@@ -143,8 +144,8 @@ def wait_quiet(window=QUIET, limit=0.5):
     return time.perf_counter() - t0
 
 
-def median_times(runners, reps, warmup=2, settle=SETTLE):
-    """Interleave: each rep runs every implementation in turn. Returns medians in seconds.
+def interleaved_times(runners, reps, warmup=2, settle=SETTLE):
+    """Interleave: each rep runs every implementation in turn. Returns {name: [seconds of each rep]}.
 
     Each turn first waits until the other threads of the process are asleep (``wait_quiet``),
     then runs its implementation untimed for ``settle`` seconds (at least once), then times one
@@ -172,7 +173,23 @@ def median_times(runners, reps, warmup=2, settle=SETTLE):
             t0 = time.perf_counter()
             run()
             times[name].append(time.perf_counter() - t0)
-    return {k: float(np.median(v)) for k, v in times.items()}
+    return times
+
+
+def median_times(runners, reps, warmup=2, settle=SETTLE):
+    """``interleaved_times``' medians, in seconds."""
+    return {k: float(np.median(v)) for k, v in interleaved_times(runners, reps, warmup, settle).items()}
+
+
+def paired_ratio(times, a, b):
+    """(median, 25th, 75th percentile) of times[a][i] / times[b][i] over the reps i.
+
+    Why pairs: the two runs of one rep are seconds apart, the reps a minute apart, and this shared
+    machine's speed drifts by ~10% over minutes (benchmarks/RESULTS.md). A rep's ratio cancels
+    the drift that the ratio of the two medians, taken from different reps, keeps; the quartiles
+    say how far a single rep's ratio strays."""
+    r = np.asarray(times[a]) / np.asarray(times[b])
+    return tuple(float(v) for v in np.percentile(r, [50, 25, 75]))
 
 
 def reference_step_time(cfg):
@@ -192,7 +209,7 @@ def reference_step_time(cfg):
 def budget_reps(cfg):
     I, H, B, T, L, bi = cfg
     work = T * B * H * (I + H) * L * (2 if bi else 1)
-    return int(np.clip(1.5e9 / max(work, 1), 7, 51))
+    return int(np.clip(1.5e9 / max(work, 1), 11, 51))
 
 
 def run_grid(grid, threads, reps=None, cell="lstm"):
@@ -215,13 +232,13 @@ def _run_configs(grid, threads, reps, cell):
             t_train, t_infer = torch_runners(module, x, G)
             n_train, n_infer = nplstm_runners(ours, x, G)
             r = reps or budget_reps(cfg)
-            train = median_times({"nplstm": n_train, "torch": t_train}, r)
+            train = interleaved_times({"nplstm": n_train, "torch": t_train}, r)
             frozen = ours.frozen()                        # prepared once, as ORT's session is
             infer_runners = {"nplstm": n_infer, "frozen": lambda: frozen(x), "torch": t_infer}
             ort_run = onnx_runner(ours, x, threads) if cell == "lstm" else None
             if ort_run is not None:
                 infer_runners["onnxruntime"] = ort_run
-            infer = median_times(infer_runners, r)
+            infer = interleaved_times(infer_runners, r)
             small = cfg[2] * cfg[3] * cfg[1] <= 32 * 50 * 128
             ref = reference_step_time(cfg) if small and cell == "lstm" else None
             rows.append(dict(cfg=cfg, reps=r, train=train, infer=infer, reference=ref, cell=cell))
@@ -230,19 +247,29 @@ def _run_configs(grid, threads, reps, cell):
 
 
 def format_row(row):
+    """A table row from ``_run_configs``' times: ratios as ``paired_ratio``'s median (and its
+    quartiles), times as medians."""
     I, H, B, T, L, bi = row["cfg"]
     tr, inf = row["train"], row["infer"]
-    ort = f"{inf['nplstm'] / inf['onnxruntime']:.2f}" if "onnxruntime" in inf else "n/a"
-    frozen = f"{inf['frozen'] / inf['torch']:.2f} / " + (
-        f"{inf['frozen'] / inf['onnxruntime']:.2f}" if "onnxruntime" in inf else "n/a")
-    ref = f"{row['reference'] / tr['nplstm']:.0f}x" if row["reference"] else "-"
+    ms = {k: float(np.median(v)) * 1e3 for k, v in {**inf, **{"train " + k: v for k, v in tr.items()}}.items()}
+
+    def ratio(times, a, b):
+        if b not in times:
+            return "n/a"
+        mid, lo, hi = paired_ratio(times, a, b)
+        return f"{mid:.2f} ({lo:.2f}-{hi:.2f})"
+    ort = "onnxruntime"
+    ref = f"{row['reference'] * 1e3 / ms['train nplstm']:.0f}x" if row["reference"] else "-"
     cell = "" if row.get("cell", "lstm") == "lstm" else row["cell"].upper() + " "
-    return (f"| {cell}({I},{H},{B},{T},{L},{'yes' if bi else 'no'}) | {tr['nplstm'] / tr['torch']:.2f} | "
-            f"{inf['nplstm'] / inf['torch']:.2f} | {ort} | {frozen} | {tr['nplstm'] * 1e3:.2f} / {tr['torch'] * 1e3:.2f} | "
-            f"{inf['nplstm'] * 1e3:.2f} / {inf['torch'] * 1e3:.2f} | {ref} |")
+    return (f"| {cell}({I},{H},{B},{T},{L},{'yes' if bi else 'no'}) | {ratio(tr, 'nplstm', 'torch')} | "
+            f"{ratio(inf, 'nplstm', 'torch')} | {ratio(inf, 'nplstm', ort)} | "
+            f"{ratio(inf, 'frozen', 'torch')} / {ratio(inf, 'frozen', ort)} | "
+            f"{ms['train nplstm']:.2f} / {ms['train torch']:.2f} | {ms['nplstm']:.2f} / {ms['torch']:.2f} | {ref} |")
 
 
-HEADER = ("| config (I,H,B,T,layers,bidir) | train nplstm/torch | infer nplstm/torch | infer nplstm/ORT | "
+HEADER = ("Ratios: the median over the reps of each rep's ratio (its two runs interleaved, seconds apart), "
+          "in brackets the 25th-75th percentiles (`bench.paired_ratio`); times: medians.\n\n"
+          "| config (I,H,B,T,layers,bidir) | train nplstm/torch | infer nplstm/torch | infer nplstm/ORT | "
           "infer frozen() / torch, / ORT | train ms (nplstm / torch) | infer ms (nplstm / torch) | "
           "speed-up over reference |\n|---|---|---|---|---|---|---|---|")
 
