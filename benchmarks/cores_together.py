@@ -22,6 +22,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 import nplstm
+from nplstm import _blas
 
 
 @numba.njit(nogil=True, fastmath=True)
@@ -70,8 +71,9 @@ def main(argv=None):
     x = np.random.default_rng(0).standard_normal((T, B, I), dtype=np.float32)
 
     def block():
-        for _ in range(4):
-            lstm(x)
+        with _blas.one_omp_thread():                      # as a row block's thread: oneDNN on one thread (a new
+            for _ in range(4):                            # thread's OpenMP default would put it on OpenBLAS)
+                lstm(x)
     kernels = {"fma": lambda: _fma(small, 3_000_000), "l2": lambda: _l2(l2, 3000), "block": block}
     with threadpool_limits(1):
         nplstm.set_num_threads(1)                        # each copy: one thread, one block
