@@ -208,6 +208,7 @@ def test_the_input_side_in_the_loop_beside_onednns_step_product(monkeypatch, pac
     told it suits only K = I) and W_ih^T's panels fit L2, inference still makes each step's x_t
     W_ih^T in the loop; on one thread and in the 2-thread row blocks, the outputs equal the
     engine's Python loop."""
+    import threadpoolctl
     from nplstm import _batchmajor, _blas, _rowblocks
     if threads == 2 and not _rowblocks.gil_free():
         pytest.skip("GIL-free rows need numba, sched_yield and oneDNN's packed GEMM")
@@ -225,7 +226,6 @@ def test_the_input_side_in_the_loop_beside_onednns_step_product(monkeypatch, pac
     was = nplstm.get_num_threads()
     try:
         nplstm.set_num_threads(threads)
-        import threadpoolctl
         with threadpoolctl.threadpool_limits(threads), _blas.use("onednn"):
             got = lstm(x, lengths=lengths)
     finally:

@@ -251,20 +251,21 @@ def format_row(row):
     quartiles), times as medians."""
     I, H, B, T, L, bi = row["cfg"]
     tr, inf = row["train"], row["infer"]
-    ms = {k: float(np.median(v)) * 1e3 for k, v in {**inf, **{"train " + k: v for k, v in tr.items()}}.items()}
 
     def ratio(times, a, b):
         if b not in times:
             return "n/a"
         mid, lo, hi = paired_ratio(times, a, b)
         return f"{mid:.2f} ({lo:.2f}-{hi:.2f})"
-    ort = "onnxruntime"
-    ref = f"{row['reference'] * 1e3 / ms['train nplstm']:.0f}x" if row["reference"] else "-"
+
+    def ms(times, k):
+        return f"{np.median(times[k]) * 1e3:.2f}"
+    ref = f"{row['reference'] / np.median(tr['nplstm']):.0f}x" if row["reference"] else "-"
     cell = "" if row.get("cell", "lstm") == "lstm" else row["cell"].upper() + " "
     return (f"| {cell}({I},{H},{B},{T},{L},{'yes' if bi else 'no'}) | {ratio(tr, 'nplstm', 'torch')} | "
-            f"{ratio(inf, 'nplstm', 'torch')} | {ratio(inf, 'nplstm', ort)} | "
-            f"{ratio(inf, 'frozen', 'torch')} / {ratio(inf, 'frozen', ort)} | "
-            f"{ms['train nplstm']:.2f} / {ms['train torch']:.2f} | {ms['nplstm']:.2f} / {ms['torch']:.2f} | {ref} |")
+            f"{ratio(inf, 'nplstm', 'torch')} | {ratio(inf, 'nplstm', 'onnxruntime')} | "
+            f"{ratio(inf, 'frozen', 'torch')} / {ratio(inf, 'frozen', 'onnxruntime')} | "
+            f"{ms(tr, 'nplstm')} / {ms(tr, 'torch')} | {ms(inf, 'nplstm')} / {ms(inf, 'torch')} | {ref} |")
 
 
 HEADER = ("Ratios: the median over the reps of each rep's ratio (its two runs interleaved, seconds apart), "
