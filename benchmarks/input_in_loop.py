@@ -20,7 +20,7 @@ from nplstm import _batchmajor
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--config", action="append", help="I,H,B,T (repeatable)")
+    ap.add_argument("--config", action="append", help="I,H,B,T[,1 for bidirectional] (repeatable)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--reps", type=int, default=15)
     args = ap.parse_args(argv)
@@ -33,8 +33,8 @@ def main(argv=None):
     nplstm.set_num_threads(args.threads)
     with threadpool_limits(args.threads):
         for cfg in args.config or ["64,512,64,50", "16,512,64,50", "128,512,64,50", "128,384,64,50"]:
-            I, H, B, T = map(int, cfg.split(","))
-            lstm = nplstm.LSTM(I, H, seed=0)
+            I, H, B, T, *bi = map(int, cfg.split(","))
+            lstm = nplstm.LSTM(I, H, bidirectional=bool(bi and bi[0]), seed=0)
             frozen = lstm.frozen()
             x = np.random.default_rng(0).standard_normal((T, B, I), dtype=np.float32)
             runs = {(name, new): (lambda m=m, new=new: (now.__setitem__("new", new), m(x)))
