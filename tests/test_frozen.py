@@ -109,7 +109,7 @@ def test_frozen_gru_and_rnn(layer):
 
 def test_frozen_copy_packs_its_weights_once(monkeypatch):
     """Where the batch-major path packs W_hh for oneDNN, a frozen copy does it at its first call
-    only (and W_ih, on one thread); the layer itself packs W_hh at every call (its weights may
+    only (and W_ih); the layer itself packs W_hh at every call (its weights may
     have changed in between), and not W_ih, whose packing costs more than one call saves."""
     if engine.get_backend() != "numba" or "onednn" not in _blas.PROVIDERS or _blas._packing is None:
         pytest.skip("packing is the batch-major path's (numba and oneDNN)")
@@ -129,6 +129,36 @@ def test_frozen_copy_packs_its_weights_once(monkeypatch):
         for _ in range(3):
             lstm(x)
         assert len(packs) == 10 + 3 * 2                   # W_hh only
+
+
+def test_frozen_row_blocks_share_one_packing_of_w_ih(monkeypatch):
+    """At 2 threads a batch of 35 runs as two GIL-free row blocks (``_gilfree``). A frozen copy
+    packs W_ih^T for oneDNN at its first call only, and both blocks' input GEMMs multiply by that
+    packing; the results are the engine's Python loop's."""
+    from nplstm import _rowblocks
+    if engine.get_backend() != "numba" or not _rowblocks.gil_free():
+        pytest.skip("GIL-free row blocks need numba, sched_yield and oneDNN's packed GEMM")
+    shapes = []
+    real = _blas.pack_right
+    monkeypatch.setattr(_blas, "pack_right", lambda R, n: shapes.append(R.shape) or real(R, n))
+    lstm, _ = lstm_and_inputs("float32")
+    x = np.random.default_rng(4).standard_normal((T, 35, I)).astype(np.float32)
+    frozen = lstm.frozen()
+    before = nplstm.get_num_threads()
+    try:
+        nplstm.set_num_threads(2)
+        assert _rowblocks.bounds(35) == [(0, 17), (17, 35)]
+        got = [frozen(x) for _ in range(3)]
+    finally:
+        nplstm.set_num_threads(before)
+    assert shapes.count((H, 4 * H)) == 2                  # W_hh^T, once per block size (17 and 18 rows)
+    assert shapes.count((I, 4 * H)) == 1                  # W_ih^T, once for both blocks and all calls
+    monkeypatch.setattr(engine, "_batch_major", lambda w, x: False)
+    monkeypatch.setattr(_blas, "gemm", lambda: None)
+    want, (h, c) = lstm(x)
+    for out, (fh, fc) in got:
+        for a, b in ((out, want), (fh, h), (fc, c)):
+            same(a, b)
 
 
 def test_frozen_copy_serves_several_threads_at_once():

@@ -343,7 +343,8 @@ def _input_side(x, w, forms, train, matmul):
     _blas.matmul 26, oneDNN packed 14, the kernel 10-11 (+4-5 to pack); (800x64)@(64x512) 326 /
     294 / 279-285; but (6400x128)@(128x1024) 9931 / 9814 / 11166 (its panels re-read all of x).
     Larger products: a frozen copy's inference on one thread multiplies by W_ih^T packed for
-    oneDNN once and kept (``Packed.kept``), as an ONNX Runtime session prepacks its weights.
+    oneDNN once and kept (``Packed.kept``, ``_ih_packed``; its row blocks at several threads
+    share it too), as an ONNX Runtime session prepacks its weights.
     Measured (1 thread, us; _blas.matmul against packed): (6400x128)@(128x1024) 9710 / 9431,
     (3200x512)@(512x2048) 38852 / 38199. Packing costs more than one call saves (16 and 51 us at
     (100x32)@(32x256) and (800x64)@(64x512)), so a layer whose weights may change between calls
@@ -361,10 +362,7 @@ def _input_side(x, w, forms, train, matmul):
     compute = _blas.packed_compute() if w.kept and not train and one_thread else None
     if compute is None:
         return matmul(x.reshape(T * B, I), w_ih.T).reshape(T, B, G)
-    n, Wp = w.gemm_forms.get("ih", (0, None))
-    if T * B > n:
-        n, Wp = T * B, _blas.pack_right(_blas.c_contiguous(w_ih.T), T * B)
-        w.gemm_forms["ih"] = n, Wp
+    Wp = _ih_packed(w, T * B)
     A = np.empty((T, B, G), np.float32)
     with _blas.one_omp_thread():                          # (batch 1 holds BLAS, not OpenMP, to one thread)
         _times_packed(compute, Wp, np.ascontiguousarray(x).reshape(T * B, I), A.reshape(T * B, G))
@@ -372,6 +370,17 @@ def _input_side(x, w, forms, train, matmul):
 
 
 _SMALL_INPUT = 1 << 25                                    # multiply-adds
+
+
+def _ih_packed(w, rows):
+    """W_ih^T packed for oneDNN for up to ``rows`` rows (at least the most a call has had), kept in a
+    frozen copy's ``gemm_forms`` ("ih"): its input GEMM before the loop, on one thread and in each
+    row block (``_prepare``), which share it."""
+    n, Wp = w.gemm_forms.get("ih", (0, None))
+    if rows > n:
+        n, Wp = rows, _blas.pack_right(_blas.c_contiguous(w.source[0].T), rows)
+        w.gemm_forms["ih"] = n, Wp
+    return Wp
 
 
 @_jit
@@ -448,9 +457,11 @@ def _prepare(x, h0, c0, w, batch_sizes, reverse, train, forms, into):
     A = np.empty((T if ih_panels is None else 1, B, G), np.float32)
     hs, cs, tc = _states(T, B, G // 4, P, train)
     sizes = _sizes(batch_sizes)
-    row = g.new_row(x, xb, w_ih, b_ih, b_hh, Wp, panels, ih_panels, h0, c0, A, hs, cs, tc,
+    rows = T * (x.strides[0] // (4 * I))                  # the whole input's (a block is a view of it): one
+    wp_ih = _ih_packed(w, rows) if w.kept and not train and ih_panels is None else None   # packing, all blocks
+    row = g.new_row(x, xb, w_ih, b_ih, b_hh, Wp, panels, ih_panels, wp_ih, h0, c0, A, hs, cs, tc,
                     0 if sizes is None else sizes.ctypes.data, reverse, train, *(into or (None, None, None)))
-    return row, (x, w_ih, b_ih, b_hh, Wp, panels, ih_panels, h0, c0, sizes), (xb, A, hs, cs, tc, w, batch_sizes,
+    return row, (x, w_ih, b_ih, b_hh, Wp, panels, ih_panels, wp_ih, h0, c0, sizes), (xb, A, hs, cs, tc, w, batch_sizes,
                                                                               reverse, train, into)
 
 

@@ -171,7 +171,7 @@ class _Recurrent(_xp.OnDevice):
 
         Its weights are a read-only snapshot of this layer's, so what the engine prepares from
         them at the first call (PyTorch's gate rows reordered and halved, W_hh packed for
-        oneDNN's GEMM at each batch size, W_ih packed for the input product on one thread) is
+        oneDNN's GEMM at each batch size, W_ih packed for the input product, shared by row blocks) is
         kept for every later call instead of being redone at each, as an ONNX Runtime session
         prepacks its weights once. Later changes to this layer do not reach the copy: freeze
         again after training. The copy refuses ``forward(..., train=True)``, ``load_state_dict``
