@@ -145,8 +145,11 @@ def test_the_input_side_is_the_kernels_up_to_2_25_multiply_adds(packings, T, ker
 def test_inference_makes_each_steps_input_side_in_the_loop_where_the_panels_fit_l2(monkeypatch, packings, spare,
                                                                                     inside):
     """Inference with both products on the kernel takes x_t W_ih^T step by step inside the loop
-    (``_batchmajor._steps_in``) where W_ih^T's and W_hh^T's panels fit 7/8 of L2, else one GEMM
-    before the loop; the same outputs either way as the engine's Python loop."""
+    (``_batchmajor._steps_in``) where W_ih^T's and W_hh^T's panels fit 7/8 of L2; else, A being
+    larger than L2, a chunk of steps at a time on oneDNN (``_chunk``); the same outputs either way
+    as the engine's Python loop. Layer 2 (its input H wide: its panels with W_hh^T's never fit,
+    and too few rows for the layer to pack W_ih^T for chunks, T * B < 4H) makes its input side
+    before the loop."""
     import threadpoolctl
     from nplstm import _batchmajor, _blas
     T, B, I, H = 6, 9, 5, 16
@@ -160,7 +163,7 @@ def test_inference_makes_each_steps_input_side_in_the_loop_where_the_panels_fit_
     lengths = rng.integers(1, T + 1, B)
     with threadpoolctl.threadpool_limits(1), _blas.use("onednn"):
         got = lstm(x, lengths=lengths)
-    assert len(before) == (1 if inside else 2)            # layer 2's input (2H wide) never fits
+    assert len(before) == 1 and ((I, 4 * H) in packings) is inside   # W_ih^T's panels: layer 1's, on the kernel
     monkeypatch.setattr(engine, "_batch_major", lambda w, x: False)
     monkeypatch.setattr(_blas, "gemm", lambda: None)
     want = lstm(x, lengths=lengths)

@@ -201,12 +201,15 @@ def forward_loop(compute, Wp, W, panels, steps_in, A, b, hs, cs, tc, batch_sizes
     batch 1, numba's own product with W = W_hh^T (P, 4H), which costs less than a GEMM call at
     that size. (The GEMM writes R, beta = 0, rather than adding onto A[t]: 3-17% faster, oneDNN
     at 1 thread, B = 16-64, H = 128-512.) ``steps_in``: None where A holds every step's input
-    side already (or a ``_gilfree`` row's (no panels, x)); else (W_ih^T's panels, x (T, B, I)),
-    and each step's x_t W_ih^T is made here, into A[0] (inference, A (1, B, 4H)), just before its
-    cell reads it (``_steps_in``)."""
+    side already; else (W_ih^T's panels, x (T, B, I), W_ih^T packed for oneDNN, chunk), and the
+    input side is made here, in inference, just before the cells read it from L2 (``_steps_in``):
+    each step's x_t W_ih^T on the kernel, into A[0] (A (1, B, 4H)), where there are panels; else
+    ``chunk`` steps' at a time on oneDNN, into A (chunk, B, 4H), where chunk > 0. (A ``_gilfree``
+    row passes (no panels, x, no packing, 0) where its A holds every step's.)"""
     T, B, G = hs.shape[0] - 1, A.shape[1], A.shape[2]
     P = hs.shape[2]
     R = _empty_aligned(B, G)                              # the recurrent side of the current step
+    lo = 0                                                # the first step A holds (chunks)
     for s in range(T):
         t = T - 1 - s if reverse else s
         prev, nxt = (t + 1, t) if reverse else (t, t + 1)
@@ -214,9 +217,18 @@ def forward_loop(compute, Wp, W, panels, steps_in, A, b, hs, cs, tc, batch_sizes
         hs[nxt, n:] = hs[prev, n:]                        # their state carries over
         cs[nxt, n:] = cs[prev, n:]
         a = t
-        if steps_in is not None and steps_in[0].shape[0] > 0:   # this step's x_t W_ih^T, into L2 for the cell
-            a = 0
-            _tilegemm.gemm(steps_in[0], steps_in[1][t], n, A[0])
+        if steps_in is not None:
+            ih_panels, xs, wp_ih, chunk = steps_in
+            I = xs.shape[2]
+            if ih_panels.shape[0] > 0:                    # this step's x_t W_ih^T, into L2 for the cell
+                a = 0
+                _tilegemm.gemm(ih_panels, xs[t], n, A[0])
+            elif chunk > 0:                               # the next chunk of steps' x_t W_ih^T, into L2
+                if s % chunk == 0:
+                    c = min(chunk, T - s)
+                    lo = t - c + 1 if reverse else t      # x[lo:lo + c]: c * B rows, one GEMM
+                    gemm_packed(compute, wp_ih, c * B, G, I, xs[lo].ctypes.data, I, A.ctypes.data, G)
+                a = t - lo
         if panels is not None and panels.shape[0] > 0:   # (a ``_gilfree`` row's unused panels: none)
             _tilegemm.gemm(panels, hs[prev], n, R)        # R = h W_hh^T
         elif Wp is not None:
@@ -294,7 +306,8 @@ def _forward(x, h0, c0, w, batch_sizes, reverse, train, matmul):
     if steps_in is None:
         A = _input_side(x, w, forms, train, matmul)      # one GEMM; the bias is added in the loop
     else:
-        A = np.empty((1, B, G), np.float32)               # one step's, made in the loop
+        A = np.empty((max(steps_in[3], 1), B, G), np.float32)   # a step's or a chunk's, made in the loop
+        compute = _blas.packed_compute() if steps_in[3] else compute   # (chunks: oneDNN's, whatever W_hh's)
     hs, cs, tc = _states(T, B, G // 4, h0.shape[1], train)
     forward_sequence(compute, Wp, W, panels, steps_in, A, b_ih, b_hh, h0, c0, hs, cs, tc, _sizes(batch_sizes),
                      reverse, train)
@@ -302,17 +315,47 @@ def _forward(x, h0, c0, w, batch_sizes, reverse, train, matmul):
 
 
 def _steps_in(x, w, panels, forms, train, matmul):
-    """(W_ih^T's panels, x as C-contiguous) where inference takes each step's input side inside
-    the loop, on ``_tilegemm``'s kernel, instead of one GEMM before it; else None. Where that
-    product is the kernel's, on one thread, and the panels each step reads fit L2 with room to
-    spare (``_tilegemm.L2_BYTES``): then A (T, B, 4H), most of which lives in DRAM between the
-    GEMM that writes it and the step that reads it, never exists. Measured (1 thread, inference, ms;
-    (I,H,B,T), before / inside, the loops alone): (128,256,64,100) 34.29-34.72 / 31.43-31.94,
-    (192,256,64,100) 38.41 / 36.14, (64,128,32,50) 2.22 / 2.08; but (256,256,64,100), 2 MiB of
-    panels, 43.68 / 44.22; and where A fits L2, nothing in the layer (``_input_in_loop``)."""
-    if matmul is np.matmul or not _input_in_loop(x.shape, w, panels, train):
+    """(W_ih^T's panels, x as C-contiguous, W_ih^T packed for oneDNN, chunk) where inference makes
+    the input side inside the loop instead of one GEMM before it; else None. Then A (T, B, 4H),
+    most of which lives in DRAM between the GEMM that writes it and the step that reads it, never
+    exists. Two ways, on one thread:
+
+    - each step's x_t W_ih^T on ``_tilegemm``'s kernel (panels, no packing, chunk 1), where that
+      product is the kernel's and the panels each step reads fit L2 with room to spare
+      (``_input_in_loop``). Measured (1 thread, inference, ms; (I,H,B,T), before / inside, the
+      loops alone): (128,256,64,100) 34.29-34.72 / 31.43-31.94, (192,256,64,100) 38.41 / 36.14,
+      (64,128,32,50) 2.22 / 2.08; but (256,256,64,100), 2 MiB of panels, 43.68 / 44.22;
+    - else a chunk of steps' at a time on oneDNN's packed GEMM (no panels, chunk > 0: ``_chunk``)."""
+    if matmul is np.matmul:
         return None
-    return _ih_panels(w, forms), np.ascontiguousarray(x)
+    if _input_in_loop(x.shape, w, panels, train):
+        return _ih_panels(w, forms), np.ascontiguousarray(x), _NO_PACKING, 1
+    chunk = _chunk(x.shape, w, train)
+    if not chunk:
+        return None
+    rows = chunk * x.shape[1]
+    Wp = _ih_packed(w, rows) if w.kept else _blas.pack_right(_blas.c_contiguous(w.source[0].T), rows)
+    return _NO_PANELS, np.ascontiguousarray(x), Wp, chunk
+
+
+def _chunk(shape, w, train):
+    """Steps a chunk of the input side holds where inference makes it in the loop on oneDNN, chunk
+    by chunk (``forward_loop``), or 0: one GEMM before the loop. Inference at batch > 1 with
+    oneDNN's packed GEMM, and A larger than L2; a chunk as many steps as fill L2 (one at least).
+    The chunk's GEMM has chunk * B rows, as efficient as one of T * B, and the cells read its
+    output from L2, not DRAM. Measured (GEMMs and cells, 1 thread, ms, one GEMM before the loop,
+    W_ih^T prepacked / chunks of 2, 4, 8 steps; benchmarks/RESULTS.md, seventeenth round):
+    (512,512,64,50) 0.956 / 0.942 / 0.956; (512,512,32,50) 0.990 / 0.975 / 0.953; (512,256,64,100)
+    0.957 / 0.942 / 0.947; (1024,512,64,50) 0.983 / 0.967 / 0.998; (512,1024,64,30) 0.986 /
+    0.978 / 0.989. The plain layer (not ``w.kept``) packs W_ih^T at each call for it, which pays
+    over enough rows, T * B >= 4 I: whole calls, chunks / one GEMM, (512,512,64,50) 0.962,
+    (256,512,64,50) 0.971, but (1024,512,64,50) 1.004; a frozen copy 0.955, 0.940, 0.973."""
+    T, B, I = shape
+    G = w.source[1].shape[0]
+    L2 = _tilegemm.L2_BYTES
+    if train or B == 1 or 4 * T * B * G <= L2 or (T * B < 4 * I and not w.kept) or _blas.packed_compute() is None:
+        return 0
+    return max(1, L2 // (4 * B * G))                      # (fewer than T: A outgrows L2)
 
 
 def _input_in_loop(shape, w, panels, train):
@@ -417,6 +460,7 @@ def _result(x, A, hs, cs, tc, w, batch_sizes, reverse, train, into=None):
 
 
 _NO_PACKING = np.empty(0, np.uint8)                       # a row's WP where its product is ``_tilegemm``'s
+_NO_PANELS = np.empty((0, 1, _tilegemm.COLS), np.float32)  # steps_in's panels where the input side is oneDNN's
 
 
 def forward_at_once(calls, train, into=None):
@@ -454,12 +498,13 @@ def _prepare(x, h0, c0, w, batch_sizes, reverse, train, forms, into):
     in_loop = _input_in_loop(x.shape, w, panels, train)   # x_t W_ih^T step by step (``_steps_in``)
     ih_panels = _ih_panels(w, forms) if in_loop else None
     h0, c0 = np.ascontiguousarray(h0), np.ascontiguousarray(c0)
-    A = np.empty((T if ih_panels is None else 1, B, G), np.float32)
-    hs, cs, tc = _states(T, B, G // 4, P, train)
-    sizes = _sizes(batch_sizes)
     rows = T * (x.strides[0] // (4 * I))                  # the whole input's (a block is a view of it): one
     wp_ih = _ih_packed(w, rows) if w.kept and not train and ih_panels is None else None   # packing, all blocks
-    row = g.new_row(x, xb, w_ih, b_ih, b_hh, Wp, panels, ih_panels, wp_ih, h0, c0, A, hs, cs, tc,
+    chunk = 0 if wp_ih is None else _chunk(x.shape, w, train)   # (a frozen copy's: the layer's would pack per call)
+    A = np.empty((1 if ih_panels is not None else chunk or T, B, G), np.float32)
+    hs, cs, tc = _states(T, B, G // 4, P, train)
+    sizes = _sizes(batch_sizes)
+    row = g.new_row(x, xb, w_ih, b_ih, b_hh, Wp, panels, ih_panels, wp_ih, chunk, h0, c0, A, hs, cs, tc,
                     0 if sizes is None else sizes.ctypes.data, reverse, train, *(into or (None, None, None)))
     return row, (x, w_ih, b_ih, b_hh, Wp, panels, ih_panels, wp_ih, h0, c0, sizes), (xb, A, hs, cs, tc, w, batch_sizes,
                                                                               reverse, train, into)

@@ -27,7 +27,9 @@ A row, int64 (``FIELDS`` of them; the names below index it)::
     PANELS_IH                  W_ih^T packed for it (G / COLS, I, COLS) where the loop makes each step's
                                input side (then A is (1, B, G): ``_batchmajor._steps_in``), else 0
     WP_IH, WP_IH_BYTES         W_ih^T packed for oneDNN for at least T * B rows, or 0: a frozen copy's
-                               (``_batchmajor._ih_packed``), for the input GEMM before the loop
+                               (``_batchmajor._ih_packed``), for the input GEMM before the loop, or
+    CHUNK                      if > 0, for the loop's, CHUNK steps at a time (then A is (CHUNK, B, G):
+                               ``_batchmajor._chunk``)
     H0, C0, A, HS, CS, TC      (B, P), (B, H), (T, B, G), (T+1, B, P), (T+1, B, H), (TC_T, B, H)
     SIZES                      (T,) int64 batch_sizes of the block, or 0: every row at every step
     OUT, OUT_ROWS, OUT_LD      where the row lands its results, or OUT 0: its block of the caller's
@@ -52,8 +54,8 @@ from ._batchmajor import forward_sequence, gemm_packed
 from ._tilegemm import COLS
 
 (STATE, T_, B_, I_, G_, P_, B_FULL, REVERSE, TRAIN, TC_T, X_FULL, X, W_IH, B_IH, B_HH, WP, WP_BYTES, PANELS,
- PANELS_IH, WP_IH, WP_IH_BYTES, H0, C0, A_, HS, CS, TC, SIZES, OUT, OUT_ROWS, OUT_LD, HN, CN) = range(33)
-FIELDS = 33
+ PANELS_IH, WP_IH, WP_IH_BYTES, CHUNK, H0, C0, A_, HS, CS, TC, SIZES, OUT, OUT_ROWS, OUT_LD, HN, CN) = range(34)
+FIELDS = 34
 POSTED, TAKEN, DONE = 1, 2, 3
 ACTIVE, TABLE, ROWS, LOCK = range(4)                     # a mailbox's fields
 MAILBOX = 4
@@ -91,8 +93,8 @@ def _cas(typingctx, array, index, expected, new):
 
 
 @_jit
-def new_row(x_full, x, w_ih, b_ih, b_hh, wp, panels, ih_panels, wp_ih, h0, c0, a, hs, cs, tc, sizes, reverse, train,
-            out, h_n, c_n):
+def new_row(x_full, x, w_ih, b_ih, b_hh, wp, panels, ih_panels, wp_ih, chunk, h0, c0, a, hs, cs, tc, sizes, reverse,
+            train, out, h_n, c_n):
     """A posted row for these arrays (``_batchmajor._prepare`` made them; x_full: the block's rows
     of the layer's input, a view; sizes: the address of the int64 batch_sizes, or 0; out, h_n,
     c_n: views where the row lands its results, or None). Here, and not in Python, where an
@@ -109,7 +111,7 @@ def new_row(x_full, x, w_ih, b_ih, b_hh, wp, panels, ih_panels, wp_ih, h0, c0, a
     if ih_panels is not None:
         row[PANELS_IH] = ih_panels.ctypes.data
     if wp_ih is not None:
-        row[WP_IH], row[WP_IH_BYTES] = wp_ih.ctypes.data, wp_ih.size
+        row[WP_IH], row[WP_IH_BYTES], row[CHUNK] = wp_ih.ctypes.data, wp_ih.size, chunk
     row[A_], row[HS], row[CS], row[TC] = a.ctypes.data, hs.ctypes.data, cs.ctypes.data, tc.ctypes.data
     row[SIZES] = sizes
     if out is not None:
@@ -127,16 +129,17 @@ def run_row(row, gemm, compute):
     x = numba.carray(_f32(row[X]), (T, B, I))
     if row[X] != row[X_FULL]:                             # a row block: its rows of the whole input
         x[:] = numba.carray(_f32(row[X_FULL]), (T, row[B_FULL], I))[:, :B]
-    in_loop = row[PANELS_IH] != 0                         # each step's x_t W_ih^T made in the loop
-    if row[WP_IH] != 0:                                   # A = x W_ih^T, W_ih^T prepacked (a frozen copy's)
-        gemm_packed(compute, numba.carray(_u8(row[WP_IH]), (row[WP_IH_BYTES],)), T * B, G, I, row[X], I, row[A_], G)
-    elif not in_loop:
+    in_loop, chunk = row[PANELS_IH] != 0, row[CHUNK]      # each step's x_t W_ih^T made in the loop, or each chunk's
+    wp_ih = numba.carray(_u8(row[WP_IH]), (row[WP_IH_BYTES],))
+    if row[WP_IH] != 0 and chunk == 0:                    # A = x W_ih^T, W_ih^T prepacked (a frozen copy's)
+        gemm_packed(compute, wp_ih, T * B, G, I, row[X], I, row[A_], G)
+    elif not in_loop and chunk == 0:
         _blas.sgemm(gemm, False, True, T * B, G, I, row[X], I, row[W_IH], I, row[A_], G)   # A = x W_ih^T
     hs, cs = numba.carray(_f32(row[HS]), (T + 1, B, P)), numba.carray(_f32(row[CS]), (T + 1, B, H))
     panels = numba.carray(_f32(row[PANELS]), (G // COLS if row[PANELS] != 0 else 0, P, COLS))   # (0, ..): unused
     ih_panels = numba.carray(_f32(row[PANELS_IH]), (G // COLS if in_loop else 0, I, COLS))
-    args = (compute, numba.carray(_u8(row[WP]), (row[WP_BYTES],)), None, panels, (ih_panels, x),
-            numba.carray(_f32(row[A_]), (1 if in_loop else T, B, G)),
+    args = (compute, numba.carray(_u8(row[WP]), (row[WP_BYTES],)), None, panels, (ih_panels, x, wp_ih, chunk),
+            numba.carray(_f32(row[A_]), (1 if in_loop else chunk if chunk else T, B, G)),
             numba.carray(_f32(row[B_IH]), (G,)), numba.carray(_f32(row[B_HH]), (G,)),
             numba.carray(_f32(row[H0]), (B, P)), numba.carray(_f32(row[C0]), (B, H)),
             hs, cs, numba.carray(_f32(row[TC]), (row[TC_T], B, H)))

@@ -1,0 +1,108 @@
+"""Inference's input side made inside the batch-major loop a chunk of steps at a time, on oneDNN's
+packed GEMM (``_batchmajor._chunk``), instead of one GEMM before the loop: against the engine's
+Python loop, on one thread and in a frozen copy's 2-thread row blocks; and the chunk rule's table."""
+import numpy as np
+import pytest
+
+import nplstm
+from nplstm import _blas, engine
+
+numba = pytest.importorskip("numba")
+threadpoolctl = pytest.importorskip("threadpoolctl")
+from nplstm import _batchmajor, _rowblocks, _tilegemm  # noqa: E402  (need numba)
+
+I, H, T = 3, 5, 7              # distinct sizes; 7 steps: chunks of 3 leave a chunk of 1
+
+
+@pytest.fixture
+def onednn(monkeypatch):
+    """The batch-major path with the input side never on the kernel (it is oneDNN's where I > 256),
+    and no GEMM before the loop allowed; the list of ``_input_side``'s calls."""
+    if engine.get_backend() != "numba" or "onednn" not in _blas.PROVIDERS or _blas._packing is None:
+        pytest.skip("the batch-major path needs numba and oneDNN's packed GEMM")
+    monkeypatch.setattr(_tilegemm, "_AVAILABLE", False)
+    before = []
+    monkeypatch.setattr(_batchmajor, "_input_side", lambda *a, f=_batchmajor._input_side: before.append(1) or f(*a))
+    return before
+
+
+def lstm_and_input(B, **kw):
+    lstm = nplstm.LSTM(I, H, dtype="float32", seed=5, **kw)
+    rng = np.random.default_rng(6)
+    for v in lstm.params.values():                        # non-zero biases, saturated gates
+        v[...] = rng.uniform(-0.9, 0.9, v.shape)
+    x = rng.standard_normal((T, B, I)).astype(np.float32)
+    return lstm, x, rng.integers(1, T + 1, B)
+
+
+def python_loop(monkeypatch, lstm, x, lengths):
+    monkeypatch.setattr(engine, "_batch_major", lambda w, x: False)
+    monkeypatch.setattr(_blas, "gemm", lambda: None)
+    return lstm(x, lengths=lengths)
+
+
+def assert_same(got, want):
+    for a, b in zip((got[0], *got[1]), (want[0], *want[1])):
+        np.testing.assert_allclose(a, b, rtol=0, atol=5e-6)
+
+
+@pytest.mark.parametrize("frozen", [False, True])
+def test_chunks_on_one_thread_equal_the_python_loop(monkeypatch, onednn, frozen):
+    """Both directions (the reverse one takes its chunks from the end), lengths, a last chunk
+    shorter than the others; the plain layer packs W_ih^T for the chunk's rows at each call, a
+    frozen copy once."""
+    B = 4
+    lstm, x, lengths = lstm_and_input(B, bidirectional=True)
+    monkeypatch.setattr(_tilegemm, "L2_BYTES", 4 * 3 * B * 4 * H)   # a chunk of 3 steps fills it
+    packs = []
+    monkeypatch.setattr(_blas, "pack_right", lambda R, n, f=_blas.pack_right: packs.append((R.shape, n)) or f(R, n))
+    layer = lstm.frozen() if frozen else lstm
+    with threadpoolctl.threadpool_limits(1), _blas.use("onednn"):
+        assert _batchmajor._chunk(x.shape, lstm._packed(0, 0), train=False) == 3
+        got = [layer(x, lengths=lengths) for _ in range(2)]
+    assert not onednn                                     # no GEMM before the loop
+    assert packs.count(((I, 4 * H), 3 * B)) == 2 * (1 if frozen else 2)   # W_ih^T, per direction (and call)
+    want = python_loop(monkeypatch, lstm, x, lengths)
+    for g in got:
+        assert_same(g, want)
+
+
+def test_chunks_in_a_frozen_copys_row_blocks_equal_the_python_loop(monkeypatch, onednn):
+    """At 2 threads a batch of 35 runs as two row blocks (17 and 18 rows); a frozen copy's blocks
+    make the input side in chunks of 4 steps (4 + 3) from its one W_ih^T packing."""
+    if not _rowblocks.gil_free():
+        pytest.skip("GIL-free row blocks need numba, sched_yield and oneDNN's packed GEMM")
+    lstm, x, lengths = lstm_and_input(35)
+    monkeypatch.setattr(_tilegemm, "L2_BYTES", 4 * 4 * 18 * 4 * H)   # 4 steps of either block
+    frozen = lstm.frozen()
+    chunks = []
+    monkeypatch.setattr(_batchmajor, "_chunk", lambda *a, f=_batchmajor._chunk: chunks.append(f(*a)) or chunks[-1])
+    before = nplstm.get_num_threads()
+    try:
+        nplstm.set_num_threads(2)
+        got = frozen(x, lengths=lengths)
+    finally:
+        nplstm.set_num_threads(before)
+    assert chunks == [4, 4] and not onednn
+    assert_same(got, python_loop(monkeypatch, lstm, x, lengths))
+
+
+@pytest.mark.parametrize("T_, B, I_, kept, train, L2, want", [
+    (50, 64, 7, False, False, 2 << 20, 4),    # H = 512, B = 64: a step's A is 512 KiB, 4 of them fill L2
+    (50, 32, 7, False, False, 2 << 20, 8),
+    (50, 64, 7, False, True, 2 << 20, 0),     # training keeps A for the backward
+    (50, 1, 7, False, False, 2 << 20, 0),     # batch 1: no GEMM in its loop
+    (4, 64, 7, False, False, 2 << 20, 0),     # A (2 MiB) fits L2 as it is
+    (5, 64, 7, False, False, 8 << 20, 0),
+    (3, 512, 7, False, False, 2 << 20, 1),    # a step's A alone outgrows L2: a step at a time
+    (50, 64, 1024, False, False, 2 << 20, 0),  # the layer's packing of W_ih^T, for too few rows
+    (50, 64, 1024, True, False, 2 << 20, 4),  # a frozen copy's is made once
+    (50, 64, 800, False, False, 2 << 20, 4),  # T * B = 3200 >= 4 * 800
+])
+def test_chunk_rule(monkeypatch, T_, B, I_, kept, train, L2, want):
+    if "onednn" not in _blas.PROVIDERS or _blas._packing is None:
+        pytest.skip("the chunks are oneDNN's packed GEMM's")
+    monkeypatch.setattr(_tilegemm, "L2_BYTES", L2)
+    w = engine.pack(np.zeros((2048, I_), np.float32), np.zeros((2048, 512), np.float32), kept=kept)
+    with threadpoolctl.threadpool_limits(1), _blas.use("onednn"):
+        assert _batchmajor._chunk((T_, B, I_), w, train) == want
