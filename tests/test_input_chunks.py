@@ -106,3 +106,26 @@ def test_chunk_rule(monkeypatch, T_, B, I_, kept, train, L2, want):
     w = engine.pack(np.zeros((2048, I_), np.float32), np.zeros((2048, 512), np.float32), kept=kept)
     with threadpoolctl.threadpool_limits(1), _blas.use("onednn"):
         assert _batchmajor._chunk((T_, B, I_), w, train) == want
+
+
+def test_chunks_match_torch(monkeypatch, onednn):
+    """An independent oracle: torch.nn.LSTM on the same weights (float32, both directions, packed
+    sequences for the lengths), against inference made in chunks of 3 steps."""
+    torch = pytest.importorskip("torch")
+    B = 4
+    lstm, x, lengths = lstm_and_input(B, bidirectional=True)
+    module = torch.nn.LSTM(I, H, bidirectional=True)
+    with torch.no_grad():
+        for k, v in lstm.state_dict().items():
+            getattr(module, k).copy_(torch.from_numpy(v))
+    packed = torch.nn.utils.rnn.pack_padded_sequence(torch.from_numpy(x), torch.from_numpy(lengths),
+                                                     enforce_sorted=False)
+    with torch.no_grad():
+        out, (h, c) = module(packed)
+    want, _ = torch.nn.utils.rnn.pad_packed_sequence(out, total_length=T)
+    monkeypatch.setattr(_tilegemm, "L2_BYTES", 4 * 3 * B * 4 * H)
+    with threadpoolctl.threadpool_limits(1), _blas.use("onednn"):
+        got, (gh, gc) = lstm.frozen()(x, lengths=lengths)
+    assert not onednn
+    for a, b in ((got, want), (gh, h), (gc, c)):
+        np.testing.assert_allclose(a, b.numpy(), rtol=0, atol=1e-5)
