@@ -307,7 +307,7 @@ def _forward(x, h0, c0, w, batch_sizes, reverse, train, matmul):
         A = _input_side(x, w, forms, train, matmul)      # one GEMM; the bias is added in the loop
     else:
         A = np.empty((max(steps_in[3], 1), B, G), np.float32)   # a step's or a chunk's, made in the loop
-        compute = _blas.packed_compute() if steps_in[3] else compute   # (chunks: oneDNN's, whatever W_hh's)
+        compute = _blas.packed_compute()                  # (the loop's chunks are oneDNN's, whatever W_hh's is)
     hs, cs, tc = _states(T, B, G // 4, h0.shape[1], train)
     forward_sequence(compute, Wp, W, panels, steps_in, A, b_ih, b_hh, h0, c0, hs, cs, tc, _sizes(batch_sizes),
                      reverse, train)
@@ -320,7 +320,7 @@ def _steps_in(x, w, panels, forms, train, matmul):
     most of which lives in DRAM between the GEMM that writes it and the step that reads it, never
     exists. Two ways, on one thread:
 
-    - each step's x_t W_ih^T on ``_tilegemm``'s kernel (panels, no packing, chunk 1), where that
+    - each step's x_t W_ih^T on ``_tilegemm``'s kernel (panels, no packing, chunk 0), where that
       product is the kernel's and the panels each step reads fit L2 with room to spare
       (``_input_in_loop``). Measured (1 thread, inference, ms; (I,H,B,T), before / inside, the
       loops alone): (128,256,64,100) 34.29-34.72 / 31.43-31.94, (192,256,64,100) 38.41 / 36.14,
@@ -329,7 +329,7 @@ def _steps_in(x, w, panels, forms, train, matmul):
     if matmul is np.matmul:
         return None
     if _input_in_loop(x.shape, w, panels, train):
-        return _ih_panels(w, forms), np.ascontiguousarray(x), _NO_PACKING, 1
+        return _ih_panels(w, forms), np.ascontiguousarray(x), _NO_PACKING, 0
     chunk = _chunk(x.shape, w, train)
     if not chunk:
         return None
