@@ -65,3 +65,16 @@ def sgemm_calls(monkeypatch):
     calls, real = [], _blas.sgemm
     monkeypatch.setattr(_blas, "sgemm", lambda *args: calls.append(args[3:6]) or real(*args))
     return calls
+
+
+@pytest.fixture
+def python_loop(monkeypatch):
+    """Call it to switch the engine, for the rest of the test, to its own Python time loop with
+    NumPy's matmul: no batch-major path, no compiled GEMM calls (the independent path that the
+    compiled loops are checked against)."""
+    from nplstm import _blas, engine
+
+    def switch():
+        monkeypatch.setattr(engine, "_batch_major", lambda w, x: False)
+        monkeypatch.setattr(_blas, "gemm", lambda: None)
+    return switch

@@ -131,7 +131,7 @@ def test_frozen_copy_packs_its_weights_once(monkeypatch):
         assert len(packs) == 10 + 3 * 2                   # W_hh only
 
 
-def test_frozen_row_blocks_share_one_packing_of_w_ih(monkeypatch):
+def test_frozen_row_blocks_share_one_packing_of_w_ih(monkeypatch, python_loop):
     """At 2 threads a batch of 35 runs as two GIL-free row blocks (``_gilfree``). A frozen copy
     packs W_ih^T for oneDNN at its first call only, and both blocks' input GEMMs multiply by that
     packing; the results are the engine's Python loop's."""
@@ -153,8 +153,7 @@ def test_frozen_row_blocks_share_one_packing_of_w_ih(monkeypatch):
         nplstm.set_num_threads(before)
     assert shapes.count((H, 4 * H)) == 2                  # W_hh^T, once per block size (17 and 18 rows)
     assert shapes.count((I, 4 * H)) == 1                  # W_ih^T, once for both blocks and all calls
-    monkeypatch.setattr(engine, "_batch_major", lambda w, x: False)
-    monkeypatch.setattr(_blas, "gemm", lambda: None)
+    python_loop()
     want, (h, c) = lstm(x)
     for out, (fh, fc) in got:
         for a, b in ((out, want), (fh, h), (fc, c)):

@@ -15,9 +15,9 @@ I, H, T = 3, 5, 7              # distinct sizes; 7 steps: chunks of 3 leave a ch
 
 
 @pytest.fixture
-def onednn(monkeypatch):
-    """The batch-major path with the input side never on the kernel (it is oneDNN's where I > 256),
-    and no GEMM before the loop allowed; the list of ``_input_side``'s calls."""
+def input_gemms(monkeypatch):
+    """The batch-major path with the input side never on the kernel (as where I > 256); returns the
+    list of ``_input_side``'s calls, the GEMMs made before the loop."""
     if engine.get_backend() != "numba" or "onednn" not in _blas.PROVIDERS or _blas._packing is None:
         pytest.skip("the batch-major path needs numba and oneDNN's packed GEMM")
     monkeypatch.setattr(_tilegemm, "_AVAILABLE", False)
@@ -35,10 +35,6 @@ def lstm_and_input(B, **kw):
     return lstm, x, rng.integers(1, T + 1, B)
 
 
-def python_loop(monkeypatch, lstm, x, lengths):
-    monkeypatch.setattr(engine, "_batch_major", lambda w, x: False)
-    monkeypatch.setattr(_blas, "gemm", lambda: None)
-    return lstm(x, lengths=lengths)
 
 
 def assert_same(got, want):
@@ -47,7 +43,7 @@ def assert_same(got, want):
 
 
 @pytest.mark.parametrize("frozen", [False, True])
-def test_chunks_on_one_thread_equal_the_python_loop(monkeypatch, onednn, frozen):
+def test_chunks_on_one_thread_equal_the_python_loop(monkeypatch, input_gemms, python_loop, frozen):
     """Both directions (the reverse one takes its chunks from the end), lengths, a last chunk
     shorter than the others; the plain layer packs W_ih^T for the chunk's rows at each call, a
     frozen copy once."""
@@ -60,14 +56,15 @@ def test_chunks_on_one_thread_equal_the_python_loop(monkeypatch, onednn, frozen)
     with threadpoolctl.threadpool_limits(1), _blas.use("onednn"):
         assert _batchmajor._chunk(x.shape, lstm._packed(0, 0), train=False) == 3
         got = [layer(x, lengths=lengths) for _ in range(2)]
-    assert not onednn                                     # no GEMM before the loop
+    assert not input_gemms                                # no GEMM before the loop
     assert packs.count(((I, 4 * H), 3 * B)) == 2 * (1 if frozen else 2)   # W_ih^T, per direction (and call)
-    want = python_loop(monkeypatch, lstm, x, lengths)
+    python_loop()
+    want = lstm(x, lengths=lengths)
     for g in got:
         assert_same(g, want)
 
 
-def test_chunks_in_a_frozen_copys_row_blocks_equal_the_python_loop(monkeypatch, onednn):
+def test_chunks_in_a_frozen_copys_row_blocks_equal_the_python_loop(monkeypatch, input_gemms, python_loop):
     """At 2 threads a batch of 35 runs as two row blocks (17 and 18 rows); a frozen copy's blocks
     make the input side in chunks of 4 steps (4 + 3) from its one W_ih^T packing."""
     if not _rowblocks.gil_free():
@@ -83,8 +80,9 @@ def test_chunks_in_a_frozen_copys_row_blocks_equal_the_python_loop(monkeypatch, 
         got = frozen(x, lengths=lengths)
     finally:
         nplstm.set_num_threads(before)
-    assert chunks == [4, 4] and not onednn
-    assert_same(got, python_loop(monkeypatch, lstm, x, lengths))
+    assert chunks == [4, 4] and not input_gemms
+    python_loop()
+    assert_same(got, lstm(x, lengths=lengths))
 
 
 @pytest.mark.parametrize("T_, B, I_, kept, train, L2, want", [
@@ -108,7 +106,7 @@ def test_chunk_rule(monkeypatch, T_, B, I_, kept, train, L2, want):
         assert _batchmajor._chunk((T_, B, I_), w, train) == want
 
 
-def test_chunks_match_torch(monkeypatch, onednn):
+def test_chunks_match_torch(monkeypatch, input_gemms):
     """An independent oracle: torch.nn.LSTM on the same weights (float32, both directions, packed
     sequences for the lengths), against inference made in chunks of 3 steps."""
     torch = pytest.importorskip("torch")
@@ -126,6 +124,6 @@ def test_chunks_match_torch(monkeypatch, onednn):
     monkeypatch.setattr(_tilegemm, "L2_BYTES", 4 * 3 * B * 4 * H)
     with threadpoolctl.threadpool_limits(1), _blas.use("onednn"):
         got, (gh, gc) = lstm.frozen()(x, lengths=lengths)
-    assert not onednn
+    assert not input_gemms
     for a, b in ((got, want), (gh, h), (gc, c)):
         np.testing.assert_allclose(a, b.numpy(), rtol=0, atol=1e-5)

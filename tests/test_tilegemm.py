@@ -81,7 +81,7 @@ def _layer_runs(lstm, x, lengths, G, hx=None):
 
 
 @pytest.mark.parametrize("batch, longest", [(2, 7), (9, 7), (9, 5)])
-def test_a_layer_on_the_kernel_equals_the_python_loop(monkeypatch, packings, batch, longest):
+def test_a_layer_on_the_kernel_equals_the_python_loop(monkeypatch, packings, python_loop, batch, longest):
     """float32, H = 16 (4H = 64: one panel), two layers, both directions, lengths (the longest
     shorter than T: steps with no row), non-zero biases and initial state, batches of one tile
     and of two (6 + 3 rows): training forward, backward and inference through ``_batchmajor``
@@ -101,8 +101,7 @@ def test_a_layer_on_the_kernel_equals_the_python_loop(monkeypatch, packings, bat
         got = _layer_runs(lstm, x, lengths, G, hx)
     # each of 4 layer-directions, in training and in inference: W_hh^T, and W_ih^T for the input side
     assert sorted(packings) == sorted([(H, 4 * H)] * 8 + [(I, 4 * H)] * 4 + [(2 * H, 4 * H)] * 4)
-    monkeypatch.setattr(engine, "_batch_major", lambda w, x: False)
-    monkeypatch.setattr(_blas, "gemm", lambda: None)
+    python_loop()
     want = _layer_runs(lstm, x, lengths, G, hx)
     for k, (a, b) in enumerate(zip(got, want)):
         np.testing.assert_allclose(a, b, rtol=0, atol=5e-6, err_msg=str(k))
@@ -142,8 +141,8 @@ def test_the_input_side_is_the_kernels_up_to_2_25_multiply_adds(packings, T, ker
 
 
 @pytest.mark.parametrize("spare, inside", [(8, True), (-1, False)])
-def test_inference_makes_each_steps_input_side_in_the_loop_where_the_panels_fit_l2(monkeypatch, packings, spare,
-                                                                                    inside):
+def test_inference_makes_each_steps_input_side_in_the_loop_where_the_panels_fit_l2(monkeypatch, packings, python_loop,
+                                                                                    spare, inside):
     """Inference with both products on the kernel takes x_t W_ih^T step by step inside the loop
     (``_batchmajor._steps_in``) where W_ih^T's and W_hh^T's panels fit 7/8 of L2; else, A being
     larger than L2, a chunk of steps at a time on oneDNN (``_chunk``); the same outputs either way
@@ -164,18 +163,17 @@ def test_inference_makes_each_steps_input_side_in_the_loop_where_the_panels_fit_
     with threadpoolctl.threadpool_limits(1), _blas.use("onednn"):
         got = lstm(x, lengths=lengths)
     assert len(before) == 1 and ((I, 4 * H) in packings) is inside   # W_ih^T's panels: layer 1's, on the kernel
-    monkeypatch.setattr(engine, "_batch_major", lambda w, x: False)
-    monkeypatch.setattr(_blas, "gemm", lambda: None)
+    python_loop()
     want = lstm(x, lengths=lengths)
     for a, b in zip((got[0], *got[1]), (want[0], *want[1])):
         np.testing.assert_allclose(a, b, rtol=0, atol=5e-6)
 
 
-def test_row_blocks_on_the_kernel_equal_the_python_loop(monkeypatch, packings):
+def test_row_blocks_on_the_kernel_equal_the_python_loop(monkeypatch, packings, python_loop):
     """At 2 threads a batch of 35 runs as two GIL-free row blocks (``_gilfree``), each block's
     steps on the kernel (one packing shared by both blocks; in inference each step's input side
     too, made in the loop), against the engine's Python loop."""
-    from nplstm import _blas, _rowblocks
+    from nplstm import _rowblocks
     if not _rowblocks.gil_free():
         pytest.skip("GIL-free rows need numba, sched_yield and oneDNN's packed GEMM")
     T, B, I, H = 6, 35, 5, 16
@@ -196,8 +194,7 @@ def test_row_blocks_on_the_kernel_equal_the_python_loop(monkeypatch, packings):
         # W_hh^T for training's forward, then for inference with W_ih^T (each step's input side in the loop)
         assert sorted(packings) == [(I, 4 * H), (H, 4 * H), (H, 4 * H)]
         nplstm.set_num_threads(1)
-        monkeypatch.setattr(engine, "_batch_major", lambda w, x: False)
-        monkeypatch.setattr(_blas, "gemm", lambda: None)
+        python_loop()
         want = _layer_runs(lstm, x, lengths, G)
     finally:
         nplstm.set_num_threads(before)
@@ -206,7 +203,7 @@ def test_row_blocks_on_the_kernel_equal_the_python_loop(monkeypatch, packings):
 
 
 @pytest.mark.parametrize("threads", [1, 2])
-def test_the_input_side_in_the_loop_beside_onednns_step_product(monkeypatch, packings, threads):
+def test_the_input_side_in_the_loop_beside_onednns_step_product(monkeypatch, packings, python_loop, threads):
     """Where the step's product h W_hh^T is oneDNN's (P past the kernel's reach: here the kernel is
     told it suits only K = I) and W_ih^T's panels fit L2, inference still makes each step's x_t
     W_ih^T in the loop; on one thread and in the 2-thread row blocks, the outputs equal the
@@ -234,8 +231,7 @@ def test_the_input_side_in_the_loop_beside_onednns_step_product(monkeypatch, pac
     finally:
         nplstm.set_num_threads(was)
     assert packings == [(I, 4 * H)] and not before      # W_ih^T on the kernel, in the loop; W_hh^T oneDNN's
-    monkeypatch.setattr(engine, "_batch_major", lambda w, x: False)
-    monkeypatch.setattr(_blas, "gemm", lambda: None)
+    python_loop()
     want = lstm(x, lengths=lengths)
     for a, b in zip((got[0], *got[1]), (want[0], *want[1])):
         np.testing.assert_allclose(a, b, rtol=0, atol=5e-6)
