@@ -32,6 +32,79 @@ def test_gemm_equals_the_float64_product(n, K, N):
     assert (Y[n:] == 7).all()
 
 
+@numba.njit
+def _gemm_in_place(W, X, n, Y):
+    tg.gemm_in_place(W, X, n, Y)
+
+
+@numba.njit
+def _matvec(x, W, y):
+    tg.matvec(x, W, y)
+
+
+def _held_t(rng, K, N):
+    """W (K, N) as a layer holds W_ih^T and W_hh^T: the transposed view of a column-major (N, K)
+    weight, 64-byte aligned (``recurrent._Recurrent._held``)."""
+    from nplstm import _aligned
+    W = _aligned.copy(rng.standard_normal((N, K)).astype(np.float32), order="F").T
+    assert W.flags.c_contiguous and W.ctypes.data % 64 == 0
+    return W
+
+
+def _float32_bound(X, W):
+    """What float32 sums of K products may be off by, at most (K: W's rows)."""
+    return 2 * W.shape[0] * np.finfo(np.float32).eps * (np.abs(X) @ np.abs(W)).max()
+
+
+@pytest.mark.parametrize("N", [64, 192])
+@pytest.mark.parametrize("K", [1, 5, 17])
+@pytest.mark.parametrize("n", [1, 6, 7, 13])
+def test_gemm_in_place_equals_the_float64_product(n, K, N):
+    """W read where it lies, its rows N apart (a panel is 64 of them): rows of tiles 1-6 and more
+    tiles than one, K with and without a remainder of the unrolled loop, several panels."""
+    rng = np.random.default_rng(100 * n + K)
+    X = rng.standard_normal((n + 2, K)).astype(np.float32)
+    W = _held_t(rng, K, N)
+    Y = np.full((n + 2, N), 7.0, np.float32)
+    _gemm_in_place(W, X, n, Y)
+    assert np.abs(Y[:n] - X[:n].astype(np.float64) @ W.astype(np.float64)).max() <= _float32_bound(X[:n], W)
+    assert (Y[n:] == 7).all()
+
+
+@pytest.mark.parametrize("N", [64, 128, 192, 256, 320, 576, 1024])
+@pytest.mark.parametrize("K", [1, 3, 4, 5, 64])
+def test_matvec_equals_the_float64_product(K, N):
+    """Batch 1's step product, 4 to 16 registers of sums at a time: every width (64-256 columns),
+    and more blocks than one (320 = 256 + 64, 576, 1024)."""
+    rng = np.random.default_rng(10 * K + N)
+    x = rng.standard_normal(K).astype(np.float32)
+    W = _held_t(rng, K, N)
+    y = np.full(N + 3, 7.0, np.float32)
+    _matvec(x, W, y[:N])
+    assert np.abs(y[:N] - x.astype(np.float64) @ W.astype(np.float64)).max() <= _float32_bound(x[None], W)
+    assert (y[N:] == 7).all()
+
+
+@pytest.mark.parametrize("H", [16, 48, 64, 80])
+def test_batch_of_one_on_the_row_kernel_equals_the_python_loop(python_loop, H):
+    """float32 at batch 1, 4H = 64, 192, 256 and 320 (each a width of ``matvec``, and two blocks at
+    320), two layers, both directions, a sequence shorter than T, non-zero biases and initial
+    state: training forward, backward and inference against the engine's Python loop."""
+    if engine.get_backend() != "numba" or not tg.row_fits.py_func(4 * H):
+        pytest.skip("the row kernel needs numba and AVX-512")
+    T, I = 7, 5
+    lstm = nplstm.LSTM(I, H, num_layers=2, bidirectional=True, dtype="float32", seed=4)
+    rng = np.random.default_rng(H)
+    x = rng.standard_normal((T, 1, I)).astype(np.float32)
+    hx = tuple(rng.standard_normal((4, 1, H)).astype(np.float32) for _ in range(2))
+    G = rng.standard_normal((T, 1, 2 * H)).astype(np.float32)
+    got = _layer_runs(lstm, x, [5], G, hx)
+    python_loop()
+    want = _layer_runs(lstm, x, [5], G, hx)
+    for k, (a, b) in enumerate(zip(got, want)):
+        np.testing.assert_allclose(a, b, rtol=0, atol=5e-6, err_msg=str(k))
+
+
 def test_pack_puts_64_columns_in_each_aligned_panel():
     W = np.arange(3 * 128, dtype=np.float32).reshape(3, 128)
     panels = tg.pack(W)
@@ -96,11 +169,14 @@ def test_a_layer_on_the_kernel_equals_the_python_loop(monkeypatch, packings, pyt
     lengths = [longest] + [int(v) for v in rng.integers(1, longest + 1, batch - 1)]
     hx = tuple(rng.standard_normal((4, batch, H)).astype(np.float32) for _ in range(2))
     G = rng.standard_normal((T, batch, 2 * H)).astype(np.float32)
-    monkeypatch.setattr(tg, "L2_BYTES", 8 << 10)          # layer 1's inference: the input side in the loop
+    monkeypatch.setattr(tg, "L2_BYTES", 8 << 10)          # layer 0's inference at batch 9: the input side in the loop
     with threadpoolctl.threadpool_limits(1), _blas.use("onednn"):
         got = _layer_runs(lstm, x, lengths, G, hx)
-    # each of 4 layer-directions, in training and in inference: W_hh^T, and W_ih^T for the input side
-    assert sorted(packings) == sorted([(H, 4 * H)] * 8 + [(I, 4 * H)] * 4 + [(2 * H, 4 * H)] * 4)
+    # each of 4 layer-directions, in training and in inference: W_hh^T; W_ih^T only where layer 0's
+    # inference makes the input side in the loop (A past L2: batch 9; its panels serve every step),
+    # else it is read in place (``_batchmajor._in_place``)
+    in_loop = [(I, 4 * H)] * 2 if batch == 9 else []
+    assert sorted(packings) == sorted([(H, 4 * H)] * 8 + in_loop)
     python_loop()
     want = _layer_runs(lstm, x, lengths, G, hx)
     for k, (a, b) in enumerate(zip(got, want)):
@@ -109,7 +185,8 @@ def test_a_layer_on_the_kernel_equals_the_python_loop(monkeypatch, packings, pyt
 
 def test_frozen_packs_for_the_kernel_once(packings):
     """A frozen copy keeps its panels, W_ih^T's and W_hh^T's (``Packed.gemm_forms``); the plain
-    layer packs at each call, since its weights may change between calls."""
+    layer packs W_hh^T at each call, since its weights may change between calls, and reads its
+    W_ih^T (held column-major) in place for the small input product."""
     import threadpoolctl
     from nplstm import _blas
     lstm = nplstm.LSTM(3, 16, dtype="float32", seed=2)
@@ -121,7 +198,7 @@ def test_frozen_packs_for_the_kernel_once(packings):
         assert sorted(packings) == [(3, 64), (16, 64)]
         for _ in range(3):
             lstm(x)
-        assert len(packings) == 8
+        assert sorted(packings) == [(3, 64)] + [(16, 64)] * 4
 
 
 @pytest.mark.parametrize("T, kernel", [(64, True), (65, False)])
@@ -253,3 +330,32 @@ def test_input_in_loop_rule(monkeypatch, shape, kernel_step, train, want):
     w = engine.pack(np.zeros((4 * H, shape[2]), np.float32), np.zeros((4 * H, H), np.float32))
     panels = np.zeros((1, 1, 64), np.float32) if kernel_step else None
     assert _batchmajor._input_in_loop(shape, w, panels, train) is want
+
+
+def _weight_ih(layout):
+    """A (4H, I) = (64, 5) weight_ih: held (column-major, aligned), row-major, or column-major 16
+    bytes past a 64-byte boundary."""
+    from nplstm import _aligned
+    W = np.random.default_rng(0).standard_normal((64, 5)).astype(np.float32)
+    if layout == "held":
+        return _aligned.copy(W, order="F")
+    if layout == "rows":
+        return _aligned.copy(W)
+    buf = np.empty(W.size + 16, np.float32)
+    start = ((-buf.ctypes.data // 4) % 16 + 4) % 16
+    out = buf[start:start + W.size].reshape(5, 64).T
+    out[...] = W
+    return out
+
+
+@pytest.mark.parametrize("layout, kept, rows, want", [
+    ("held", False, 100, True),
+    ("held", False, (1 << 23) // (5 * 64), True),         # 2^23 multiply-adds at most
+    ("held", False, (1 << 23) // (5 * 64) + 1, False),
+    ("held", True, 100, False),                            # a frozen copy keeps its panels
+    ("rows", False, 100, False),                           # weight_ih put in row-major: W_ih^T is not
+    ("misaligned", False, 100, False)])
+def test_in_place_rule(layout, kept, rows, want):
+    from nplstm import _batchmajor
+    w = engine.pack(_weight_ih(layout), np.zeros((64, 16), np.float32), kept=kept)
+    assert _batchmajor._in_place(w, rows) is want

@@ -1,10 +1,10 @@
-"""How a layer holds weight_hh in memory, and that the answers do not depend on it.
+"""How a layer holds weight_ih and weight_hh in memory, and that the answers do not depend on it.
 
-A float32 LSTM without projection holds weight_hh column-major and 64-byte aligned
-(``_Recurrent._held``): torch's (4H, P), as a view of W_hh^T (P, 4H), which the batch-1 loop
-multiplies by with no transpose or copy per call (``nplstm._aligned``: why aligned). Whatever puts
-weights in must keep that, and a row-major or misaligned weight_hh put in by hand must still give
-the same results, through a copy.
+A float32 LSTM without projection holds both column-major and 64-byte aligned (``_Recurrent._held``):
+torch's (4H, I) and (4H, P), as views of W_ih^T (I, 4H) and W_hh^T (P, 4H), which the compiled
+products read with no transpose or copy per call (the batch-1 loop's W_hh^T, a small input side's
+W_ih^T; ``nplstm._aligned``: why aligned). Whatever puts weights in must keep that, and a row-major
+or misaligned weight put in by hand must still give the same results, through a copy.
 """
 import numpy as np
 import pytest
@@ -16,12 +16,15 @@ from nplstm.optim import SGD, Adam
 I, H, T = 3, 5, 6              # distinct sizes; batches 1 and 4 below
 
 
+HELD = ("weight_ih", "weight_hh")                     # the weights held column-major
+
+
 def column_major(layer):
-    return {k: v.T.flags.c_contiguous for k, v in layer.params.items() if k.startswith("weight_hh")}
+    return {k: v.T.flags.c_contiguous for k, v in layer.params.items() if k.startswith(HELD)}
 
 
 def aligned(layer):
-    return {k: v.ctypes.data % 64 == 0 for k, v in layer.params.items() if k.startswith("weight_hh")}
+    return {k: v.ctypes.data % 64 == 0 for k, v in layer.params.items() if k.startswith(HELD)}
 
 
 def rows_of(state):
@@ -37,22 +40,23 @@ def rows_of(state):
     lambda: stepped(nplstm.LSTM(I, H, seed=0), SGD(0.1, momentum=0.9)),
     lambda: model_loaded().recurrent,
 ], ids=["init", "frozen", "to", "load_state_dict", "adam", "sgd", "model"])
-def test_a_float32_lstm_holds_weight_hh_column_major(make):
+def test_a_float32_lstm_holds_weight_ih_and_weight_hh_column_major(make):
     layer = make()
-    assert column_major(layer) and all(column_major(layer).values())
+    assert len(column_major(layer)) == 2 * layer.num_layers * layer.num_directions
+    assert all(column_major(layer).values())
     assert all(aligned(layer).values())
     for k, v in layer.params.items():
         assert v.shape == layer.param_shapes()[k]
     assert all(v.flags.c_contiguous for v in layer.state_dict().values())   # what users get: torch's layout
 
 
-def test_weight_hh_is_aligned_however_it_came():
-    """Six weight_hh of a 3-layer bidirectional LSTM, each 64-byte aligned (NumPy's own allocations
-    are 16-byte aligned: all six aligned by chance about once in 4096): at init, frozen, loaded,
-    moved and stepped."""
+def test_the_held_weights_are_aligned_however_they_came():
+    """Twelve weight_ih and weight_hh of a 3-layer bidirectional LSTM, each 64-byte aligned (NumPy's
+    own allocations are 16-byte aligned: all aligned by chance about once in 4^12): at init, frozen,
+    loaded, moved and stepped."""
     lstm = nplstm.LSTM(I, H, num_layers=3, bidirectional=True, seed=0)
     for layer in (lstm, lstm.frozen(), loaded3(lstm), lstm.to("cpu"), stepped(lstm, Adam(1e-2))):
-        assert len(aligned(layer)) == 6 and all(aligned(layer).values()), aligned(layer)
+        assert len(aligned(layer)) == 12 and all(aligned(layer).values()), aligned(layer)
 
 
 def loaded3(lstm):
@@ -67,7 +71,7 @@ def loaded3(lstm):
     lambda: nplstm.RNN(I, H, seed=0),
 ], ids=["float64", "proj", "gru", "rnn"])
 def test_other_layers_hold_every_weight_row_major(make):
-    """Their loops gather weight_hh's rows into the engine's order, 3-24x slower from column-major."""
+    """Their loops gather the weights' rows into the engine's order, 3-24x slower from column-major."""
     assert all(v.flags.c_contiguous for v in make().params.values())
 
 
@@ -91,10 +95,10 @@ def model_loaded():
 
 
 def misaligned_columns(state):
-    """Column-major copies of the weight_hh in ``state`` that start 16 bytes past a 64-byte boundary."""
+    """Column-major copies of the held weights in ``state`` that start 16 bytes past a 64-byte boundary."""
     out = {}
     for k, v in state.items():
-        if k.startswith("weight_hh"):
+        if k.startswith(HELD):
             buf = np.empty(v.size + 16, np.float32)
             start = ((-buf.ctypes.data // 4) % 16 + 4) % 16
             out[k] = buf[start:start + v.size].reshape(v.shape[::-1]).T
@@ -106,10 +110,10 @@ def misaligned_columns(state):
 @pytest.mark.parametrize("B", [1, 4])
 @pytest.mark.parametrize("lengths", [None, "short"])
 @pytest.mark.parametrize("put_in", [rows_of, misaligned_columns], ids=["row-major", "misaligned"])
-def test_a_row_major_weight_hh_gives_the_same_answers(B, lengths, put_in):
-    """Forward, backward and inference with weight_hh put into params row-major, or column-major
-    but not 64-byte aligned, by hand equal those of the layer holding it column-major and aligned,
-    exactly: the same products, after one copy."""
+def test_a_row_major_weight_gives_the_same_answers(B, lengths, put_in):
+    """Forward, backward and inference with weight_ih and weight_hh put into params row-major, or
+    column-major but not 64-byte aligned, by hand equal those of the layer holding them column-major
+    and aligned, exactly: the same products, after one copy (or packing)."""
     lstm = nplstm.LSTM(I, H, num_layers=2, bidirectional=True, seed=2)
     rng = np.random.default_rng(3)
     for v in lstm.params.values():                        # non-zero biases, saturated gates

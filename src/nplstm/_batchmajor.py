@@ -4,9 +4,10 @@
 when ``engine._batch_major`` says so: numba, float32 NumPy arrays, LSTM without projection,
 and batch 1, or oneDNN's packed GEMM in use (``nplstm._blas.packed_compute()``), or one
 step's product too small to split over threads. Same arguments, same results (to rounding),
-same contract as the engine's. At batch 1 each step's product is numba's own matrix-vector
-product, cheaper than a GEMM call at that size, and BLAS runs on one thread for the call
-(``nplstm._threads``); at batch > 1 oneDNN's OpenMP does (``_blas.one_omp_thread``).
+same contract as the engine's. At batch 1 each step's product is our own matrix-vector
+product (``_tilegemm.matvec``, or ``_vecmat``), cheaper than a GEMM call at that size, and BLAS
+runs on one thread for the call (``nplstm._threads``); at batch > 1 oneDNN's OpenMP does
+(``_blas.one_omp_thread``).
 
 Why another layout. The engine's loop is feature-major, (features, B) per step. On oneDNN
 the recurrent GEMM is faster with the batch as rows, h_{t-1} (B, P) @ W_hh^T (P, 4H), and
@@ -144,7 +145,7 @@ def _matvec(W, h, z):
 def _vecmat(v, M, out):
     """out += v M: the rows of M (K, N) weighted by v (K,) and summed, four rows a pass, so that out
     is read and written once per four rows (each pass one vector loop over N). Batch 1's forward
-    h W_hh^T. Against ``_matvec``'s dot product per row of W_hh, whose rows are only P long,
+    h W_hh^T where ``_tilegemm.matvec`` does not fit (no AVX-512, or 4H not a multiple of 64). Against ``_matvec``'s dot product per row of W_hh, whose rows are only P long,
     measured at 1 thread (us a step, T = 100; 4H x P): 256x64 0.98 against 1.58, 512x128 4.6
     against 6.1, 1024x256 21.2 against 21.4."""
     wide_vectors()
@@ -198,8 +199,8 @@ def forward_loop(compute, Wp, W, panels, steps_in, A, b, hs, cs, tc, batch_sizes
     """The time loop: R = h_{t-1} W_hh^T, then each active row's cell over A[t] and R. The product
     one of three ways, the others None: ``panels``, W_hh^T packed for ``_tilegemm``'s kernel
     (batch > 1, where it is the faster); oneDNN's ``compute`` on its packed Wp (batch > 1); or,
-    batch 1, numba's own product with W = W_hh^T (P, 4H), which costs less than a GEMM call at
-    that size. (The GEMM writes R, beta = 0, rather than adding onto A[t]: 3-17% faster, oneDNN
+    batch 1, our own product with W = W_hh^T (P, 4H) (``_tilegemm.matvec``, else ``_vecmat``),
+    which costs less than a GEMM call at that size. (The GEMM writes R, beta = 0, rather than adding onto A[t]: 3-17% faster, oneDNN
     at 1 thread, B = 16-64, H = 128-512.) ``steps_in``: None where A holds every step's input
     side already; else (W_ih^T's panels, x (T, B, I), W_ih^T packed for oneDNN, chunk), and the
     input side is made here, in inference, just before the cells read it from L2 (``_steps_in``):
@@ -233,7 +234,9 @@ def forward_loop(compute, Wp, W, panels, steps_in, A, b, hs, cs, tc, batch_sizes
             _tilegemm.gemm(panels, hs[prev], n, R)        # R = h W_hh^T
         elif Wp is not None:
             gemm_packed(compute, Wp, n, G, P, hs[prev].ctypes.data, P, R.ctypes.data, G)
-        elif W is not None and n > 0:                     # batch 1: h_{t-1} W_hh^T, by rows of W_hh^T
+        elif W is not None and n > 0 and _tilegemm.row_fits(G):   # batch 1: h_{t-1} W_hh^T, 16 vectors at once
+            _tilegemm.matvec(hs[prev, 0], W, R[0])
+        elif W is not None and n > 0:                     # batch 1, by rows of W_hh^T
             R[0] = 0
             _vecmat(hs[prev, 0], W, R[0])
         if n == 1 and train:
@@ -382,9 +385,11 @@ def _ih_panels(w, forms):
 def _input_side(x, w, forms, train, matmul):
     """x_t W_ih^T of every step, (T, B, 4H): one GEMM. On one thread, a small one (up to 2^25
     multiply-adds, I <= 256) runs on ``_tilegemm``'s kernel, W_ih^T packed for it at each call (a
-    frozen copy: once, kept in ``Packed.gemm_forms``). Measured, 1 thread, us: (100x32)@(32x256)
-    _blas.matmul 26, oneDNN packed 14, the kernel 10-11 (+4-5 to pack); (800x64)@(64x512) 326 /
-    294 / 279-285; but (6400x128)@(128x1024) 9931 / 9814 / 11166 (its panels re-read all of x).
+    frozen copy: once, kept in ``Packed.gemm_forms``); or, up to 2^23 and where the layer holds
+    weight_ih column-major (W_ih^T row-major, ``recurrent._Recurrent._held``), read in place, with
+    no packing (``_in_place``). Measured, 1 thread, us: (100x32)@(32x256) _blas.matmul 26, oneDNN
+    packed 14, the kernel 10-11 (+4-5 to pack); (800x64)@(64x512) 326 / 294 / 279-285; but
+    (6400x128)@(128x1024) 9931 / 9814 / 11166 (its panels re-read all of x).
     Larger products: a frozen copy's inference on one thread multiplies by W_ih^T packed for
     oneDNN once and kept (``Packed.kept``, ``_ih_packed``; its row blocks at several threads
     share it too), as an ONNX Runtime session prepacks its weights.
@@ -398,9 +403,12 @@ def _input_side(x, w, forms, train, matmul):
     G = w_ih.shape[0]
     one_thread = matmul is not np.matmul                  # (np.matmul: BLAS's threads in use, ``_threads_for``)
     if one_thread and _tilegemm.suits(I, G) and T * B * I * G <= _SMALL_INPUT:
-        panels = _ih_panels(w, forms)
         A = np.empty((T, B, G), np.float32)
-        _times_tiles(panels, np.ascontiguousarray(x).reshape(T * B, I), A.reshape(T * B, G))
+        X, Y = np.ascontiguousarray(x).reshape(T * B, I), A.reshape(T * B, G)
+        if _in_place(w, T * B):
+            _times_in_place(w_ih.T, X, Y)
+        else:
+            _times_tiles(_ih_panels(w, forms), X, Y)
         return A
     compute = _blas.packed_compute() if w.kept and not train and one_thread else None
     if compute is None:
@@ -413,6 +421,20 @@ def _input_side(x, w, forms, train, matmul):
 
 
 _SMALL_INPUT = 1 << 25                                    # multiply-adds
+_IN_PLACE = 1 << 23
+
+
+def _in_place(w, rows):
+    """Whether ``_input_side``'s kernel reads W_ih^T in place (``_tilegemm.gemm_in_place``) for a
+    product of ``rows`` rows, rather than packed: where packing would be made for this call alone
+    (not a frozen copy's, which keeps its panels), the product is small (up to ``_IN_PLACE``
+    multiply-adds), and the layer holds W_ih^T row-major and 64-byte aligned. Whole inference calls
+    of the plain layer, in place / packed (1 thread, paired medians of 400 interleaved; (I,H,B,T)):
+    (32,64,1,100) 0.964, (64,128,1,100) 0.981; at batch > 1 within noise, (16,64,16,100) 1.006,
+    (32,128,8,50) 0.998, (64,128,4,100) 1.000 (``_tilegemm.gemm_in_place``: the product alone)."""
+    w_ih = w.source[0]
+    G, I = w_ih.shape
+    return (not w.kept and rows * I * G <= _IN_PLACE and w_ih.T.flags.c_contiguous and _aligned.is_aligned(w_ih))
 
 
 def _ih_packed(w, rows):
@@ -430,6 +452,12 @@ def _ih_packed(w, rows):
 def _times_tiles(panels, X, Y):
     """Y = X @ W, W packed into ``panels`` (``_tilegemm``)."""
     _tilegemm.gemm(panels, X, X.shape[0], Y)
+
+
+@_jit
+def _times_in_place(W, X, Y):
+    """Y = X @ W, W (K, N) read as it is (``_tilegemm.gemm_in_place``)."""
+    _tilegemm.gemm_in_place(W, X, X.shape[0], Y)
 
 
 @_jit
@@ -491,8 +519,8 @@ def _prepare(x, h0, c0, w, batch_sizes, reverse, train, forms, into):
         x = np.ascontiguousarray(x)
     xb = x if x.flags.c_contiguous else np.empty((T, B, I), np.float32)   # the block's rows, copied by the row
     zeros = np.zeros(G, np.float32)                       # bias=False
-    w_ih, b_ih, b_hh = (np.ascontiguousarray(a) for a in (w_ih, zeros if b_ih is None else b_ih,
-                                                           zeros if b_hh is None else b_hh))
+    w_ih_t = _blas.c_contiguous(w_ih.T)                   # (I, G): no copy where weight_ih is held column-major
+    b_ih, b_hh = (np.ascontiguousarray(a) for a in (zeros if b_ih is None else b_ih, zeros if b_hh is None else b_hh))
     panels = _panels(w, B, forms)                         # (its rows share it, and W_ih, b, ...)
     Wp = _NO_PACKING if panels is not None else _packed(w, B, transpose=True, forms=forms)[1]
     in_loop = _input_in_loop(x.shape, w, panels, train)   # x_t W_ih^T step by step (``_steps_in``)
@@ -504,10 +532,10 @@ def _prepare(x, h0, c0, w, batch_sizes, reverse, train, forms, into):
     A = np.empty((1 if ih_panels is not None else chunk or T, B, G), np.float32)
     hs, cs, tc = _states(T, B, G // 4, P, train)
     sizes = _sizes(batch_sizes)
-    row = g.new_row(x, xb, w_ih, b_ih, b_hh, Wp, panels, ih_panels, wp_ih, chunk, h0, c0, A, hs, cs, tc,
+    row = g.new_row(x, xb, w_ih_t, b_ih, b_hh, Wp, panels, ih_panels, wp_ih, chunk, h0, c0, A, hs, cs, tc,
                     0 if sizes is None else sizes.ctypes.data, reverse, train, *(into or (None, None, None)))
-    return row, (x, w_ih, b_ih, b_hh, Wp, panels, ih_panels, wp_ih, h0, c0, sizes), (xb, A, hs, cs, tc, w, batch_sizes,
-                                                                              reverse, train, into)
+    return row, (x, w_ih_t, b_ih, b_hh, Wp, panels, ih_panels, wp_ih, h0, c0, sizes), (xb, A, hs, cs, tc, w,
+                                                                                batch_sizes, reverse, train, into)
 
 
 def backward(dout, dh_n, dc_n, cache):

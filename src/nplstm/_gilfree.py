@@ -21,7 +21,9 @@ A row, int64 (``FIELDS`` of them; the names below index it)::
                                and the block's copy of its rows (T, B, I); the same where B == B_FULL
                                (no copy). (Read from X_FULL as (T, B_FULL, I), the array runs past
                                the input's end by the rows before the block; only [:, :B] is read.)
-    W_IH, B_IH, B_HH           (G, I), (G,), (G,)  PyTorch's layout (zeros for bias=False)
+    W_IH_T, B_IH, B_HH         W_ih^T (I, G), row-major (a view of the weight torch keeps as (G, I),
+                               held column-major: ``recurrent._Recurrent._held``); (G,), (G,)
+                               (zeros for bias=False)
     WP, WP_BYTES               W_hh^T packed for oneDNN (``_blas.pack_right``), or empty where
     PANELS                     W_hh^T packed for ``_tilegemm`` (G / COLS, P, COLS) is the product, else 0
     PANELS_IH                  W_ih^T packed for it (G / COLS, I, COLS) where the loop makes each step's
@@ -54,7 +56,7 @@ from . import _blas
 from ._batchmajor import forward_sequence, gemm_packed
 from ._tilegemm import COLS
 
-(STATE, T_, B_, I_, G_, P_, B_FULL, REVERSE, TRAIN, TC_T, X_FULL, X, W_IH, B_IH, B_HH, WP, WP_BYTES, PANELS,
+(STATE, T_, B_, I_, G_, P_, B_FULL, REVERSE, TRAIN, TC_T, X_FULL, X, W_IH_T, B_IH, B_HH, WP, WP_BYTES, PANELS,
  PANELS_IH, WP_IH, WP_IH_BYTES, CHUNK, H0, C0, A_, HS, CS, TC, SIZES, OUT, OUT_ROWS, OUT_LD, HN, CN) = range(34)
 FIELDS = 34
 POSTED, TAKEN, DONE = 1, 2, 3
@@ -94,7 +96,7 @@ def _cas(typingctx, array, index, expected, new):
 
 
 @_jit
-def new_row(x_full, x, w_ih, b_ih, b_hh, wp, panels, ih_panels, wp_ih, chunk, h0, c0, a, hs, cs, tc, sizes, reverse,
+def new_row(x_full, x, w_ih_t, b_ih, b_hh, wp, panels, ih_panels, wp_ih, chunk, h0, c0, a, hs, cs, tc, sizes, reverse,
             train, out, h_n, c_n):
     """A posted row for these arrays (``_batchmajor._prepare`` made them; x_full: the block's rows
     of the layer's input, a view; sizes: the address of the int64 batch_sizes, or 0; out, h_n,
@@ -102,10 +104,10 @@ def new_row(x_full, x, w_ih, b_ih, b_hh, wp, panels, ih_panels, wp_ih, chunk, h0
     array's address costs ~3 us (``.ctypes``), a tenth of a row's setup."""
     T, B, I = x.shape
     row = np.zeros(FIELDS, np.int64)
-    row[STATE], row[T_], row[B_], row[I_], row[G_], row[P_] = POSTED, T, B, I, w_ih.shape[0], h0.shape[1]
+    row[STATE], row[T_], row[B_], row[I_], row[G_], row[P_] = POSTED, T, B, I, w_ih_t.shape[1], h0.shape[1]
     row[B_FULL], row[REVERSE], row[TRAIN], row[TC_T] = x_full.strides[0] // (4 * I), reverse, train, tc.shape[0]
-    row[X_FULL], row[X], row[W_IH], row[B_IH], row[B_HH] = (x_full.ctypes.data, x.ctypes.data, w_ih.ctypes.data,
-                                                            b_ih.ctypes.data, b_hh.ctypes.data)
+    row[X_FULL], row[X], row[W_IH_T], row[B_IH], row[B_HH] = (x_full.ctypes.data, x.ctypes.data, w_ih_t.ctypes.data,
+                                                              b_ih.ctypes.data, b_hh.ctypes.data)
     row[WP], row[WP_BYTES], row[H0], row[C0] = wp.ctypes.data, wp.size, h0.ctypes.data, c0.ctypes.data
     if panels is not None:
         row[PANELS] = panels.ctypes.data
@@ -135,7 +137,7 @@ def run_row(row, gemm, compute):
     if row[WP_IH] != 0 and chunk == 0:                    # A = x W_ih^T, W_ih^T prepacked (a frozen copy's)
         gemm_packed(compute, wp_ih, T * B, G, I, row[X], I, row[A_], G)
     elif not in_loop and chunk == 0:
-        _blas.sgemm(gemm, False, True, T * B, G, I, row[X], I, row[W_IH], I, row[A_], G)   # A = x W_ih^T
+        _blas.sgemm(gemm, False, False, T * B, G, I, row[X], I, row[W_IH_T], G, row[A_], G)   # A = x W_ih^T
     hs, cs = numba.carray(_f32(row[HS]), (T + 1, B, P)), numba.carray(_f32(row[CS]), (T + 1, B, H))
     panels = numba.carray(_f32(row[PANELS]), (G // COLS if row[PANELS] != 0 else 0, P, COLS))   # (0, ..): unused
     ih_panels = numba.carray(_f32(row[PANELS_IH]), (G // COLS if in_loop else 0, I, COLS))

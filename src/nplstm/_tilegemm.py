@@ -10,16 +10,18 @@ loop; our time / oneDNN's): (n, P) = (64, 256) 0.93-0.95, (32, 256) 0.94-0.96, (
 0.90-0.92, (64, 128) 0.96-0.97, (64, 64) 0.88-0.92, (3, 128) 0.74; but (64, 384) 1.00 and
 (64, 512) 1.02-1.10, where a panel (128 KiB) outgrows L1 and oneDNN's blocking wins: so
 ``suits`` takes P <= 256 (benchmarks/RESULTS.md, sixteenth round). The same kernel multiplies a
-call's input side x W_ih^T where that product is small (``_batchmajor._input_side``). Not at
-batch 1: one row is four FMA chains per panel, latency-bound when the next step waits for this
-one's h (measured: no gain over ``_batchmajor._vecmat`` in the loop), nor in the backward,
-whose product is K = 4H deep.
+call's input side x W_ih^T where that product is small (``_batchmajor._input_side``), there
+read in place where the layer holds W_ih^T row-major (``gemm_in_place``). At batch 1 a tile of
+one row by one panel is four FMA chains, latency-bound when the next step waits for this one's
+h (measured: no gain over ``_batchmajor._vecmat`` in the loop); ``matvec`` holds one row 16
+registers wide instead, 16 independent chains. Not in the backward, whose product is K = 4H deep.
 
 The same sums in the same order as a plain k loop (one FMA per k), so a row's results do not
 depend on the batch size or the tile it falls in.
 
 Layout. ``pack(W)`` copies W (K, N), N a multiple of COLS, into panels (N / COLS, K, COLS),
-64-byte aligned: panel p holds columns p*COLS .. p*COLS + COLS-1, row by row.
+64-byte aligned: panel p holds columns p*COLS .. p*COLS + COLS-1, row by row. ``gemm_in_place``
+and ``matvec`` read W (K, N) itself instead, row-major and 64-byte aligned, its rows N apart.
 
 Written in LLVM IR through a numba intrinsic (explicit 16-lane vectors and ``llvm.fma``):
 numba leaves LLVM's SLP vectorizer off, so the same loops in Python stay scalar (RESULTS.md,
@@ -96,7 +98,7 @@ def _const(value):
     return ir.Constant(_I64, value)
 
 
-def _k_loop(b, fma, rows, w, k0, k1, unroll, sums):
+def _k_loop(b, fma, rows, w, ldw, k0, k1, unroll, sums, vectors=4):
     """sums[i][g] += x[i, k] * panel[k, g*LANES:(g+1)*LANES] for k0 <= k < k1 ((k1 - k0) % unroll
     == 0); rows: the tile's row pointers into x; returns the new sums."""
     undef = ir.Constant(_V, ir.Undefined)
@@ -109,11 +111,11 @@ def _k_loop(b, fma, rows, w, k0, k1, unroll, sums):
     phis = [[b.phi(_V) for _ in row] for row in sums]
     acc, kk = phis, k
     for _ in range(unroll):
-        wk = b.gep(w, [b.mul(kk, _const(COLS))])          # the panel's row k: four registers
-        wv = [b.load(b.bitcast(b.gep(wk, [_const(g * LANES)]), _V.as_pointer()), align=64) for g in range(4)]
+        wk = b.gep(w, [b.mul(kk, ldw)])                   # the panel's row k: four registers
+        wv = [b.load(b.bitcast(b.gep(wk, [_const(g * LANES)]), _V.as_pointer()), align=64) for g in range(vectors)]
         xk = [b.shuffle_vector(b.insert_element(undef, b.load(b.gep(row, [kk]), align=4), lane0), undef, splat)
               for row in rows]                            # x[i, k] in every lane
-        acc = [[b.call(fma, [xk[i], wv[g], acc[i][g]]) for g in range(4)] for i in range(len(rows))]
+        acc = [[b.call(fma, [xk[i], wv[g], acc[i][g]]) for g in range(vectors)] for i in range(len(rows))]
         kk = b.add(kk, _const(1))
     end = b.block
     b.cbranch(b.icmp_signed("<", kk, k1), loop, done)
@@ -130,42 +132,56 @@ def _k_loop(b, fma, rows, w, k0, k1, unroll, sums):
     return out
 
 
-def _tile_rows(b, fma, m, x, ldx, w, K, y, ldy):
-    """Y[:m, panel] = X[:m] @ panel for one tile of m rows: unrolled k loop, then the K % UNROLL rest."""
+def _tile_rows(b, fma, m, x, ldx, w, ldw, K, y, ldy, vectors=4):
+    """Y[:m, panel] = X[:m] @ panel for one tile of m rows, ``vectors`` registers wide: unrolled k
+    loop, then the K % UNROLL rest."""
     rows = [b.gep(x, [b.mul(_const(i), ldx)]) for i in range(m)]
-    sums = [[ir.Constant(_V, [0.0] * LANES)] * 4 for _ in range(m)]
+    sums = [[ir.Constant(_V, [0.0] * LANES)] * vectors for _ in range(m)]
     k4 = b.and_(K, _const(-UNROLL))                       # K rounded down to a multiple of UNROLL
-    sums = _k_loop(b, fma, rows, w, _const(0), k4, UNROLL, sums)
-    sums = _k_loop(b, fma, rows, w, k4, K, 1, sums)
+    sums = _k_loop(b, fma, rows, w, ldw, _const(0), k4, UNROLL, sums, vectors)
+    sums = _k_loop(b, fma, rows, w, ldw, k4, K, 1, sums, vectors)
     for i in range(m):
         yi = b.gep(y, [b.mul(_const(i), ldy)])
-        for g in range(4):
+        for g in range(vectors):
             b.store(sums[i][g], b.bitcast(b.gep(yi, [_const(g * LANES)]), _V.as_pointer()), align=4)
 
 
-def _codegen(context, builder, signature, args):
-    m, x, ldx, w, K, y, ldy = args
+def _kernel_setup(builder, addresses):
+    """The function's attributes (16 lanes as one register: ``_ftanh``'s note), llvm.fma, and the
+    addresses as float pointers."""
     for attribute in ('"prefer-vector-width"="512"', '"min-legal-vector-width"="512"'):
-        set.add(builder.function.attributes, attribute)   # 16 lanes as one register (``_ftanh``'s note)
+        set.add(builder.function.attributes, attribute)
     fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_V, [_V] * 3), f"llvm.fma.v{LANES}f32")
-    x, w, y = (builder.inttoptr(v, _F32.as_pointer()) for v in (x, w, y))
-    cases = [builder.append_basic_block(f"tile_{rows}_rows") for rows in range(1, ROWS + 1)]
-    after = builder.append_basic_block("tile_after")
-    switch = builder.switch(m, cases[-1])
-    for rows, block in enumerate(cases, 1):              # a code path for each row count
-        switch.add_case(_const(rows), block)
+    return fma, [builder.inttoptr(v, _F32.as_pointer()) for v in addresses]
+
+
+def _cases(builder, selector, choices, emit):
+    """A code path for each of ``choices`` (ints), emit(choice), taken where selector equals it
+    (else the last one's)."""
+    blocks = [builder.append_basic_block(f"case_{c}") for c in choices]
+    after = builder.append_basic_block("after")
+    switch = builder.switch(selector, blocks[-1])
+    for c, block in zip(choices, blocks):
+        switch.add_case(_const(c), block)
         builder.position_at_end(block)
-        _tile_rows(builder, fma, rows, x, ldx, w, K, y, ldy)
+        emit(c)
         builder.branch(after)
     builder.position_at_end(after)
+
+
+def _codegen(context, builder, signature, args):
+    m, x, ldx, w, ldw, K, y, ldy = args
+    fma, (x, w, y) = _kernel_setup(builder, (x, w, y))
+    _cases(builder, m, range(1, ROWS + 1), lambda rows: _tile_rows(builder, fma, rows, x, ldx, w, ldw, K, y, ldy))
     return context.get_dummy_value()
 
 
 @intrinsic
-def _tile(typingctx, m, x, ldx, w, K, y, ldy):
-    """tile(m, x, ldx, w, K, y, ldy): Y (m, COLS) = X (m, K) @ panel (K, COLS), 1 <= m <= ROWS;
-    x, w, y addresses, ldx and ldy row lengths in floats."""
-    return types.void(*[types.int64] * 7), _codegen
+def _tile(typingctx, m, x, ldx, w, ldw, K, y, ldy):
+    """tile(m, x, ldx, w, ldw, K, y, ldy): Y (m, COLS) = X (m, K) @ panel (K, COLS), 1 <= m <= ROWS;
+    x, w, y addresses (w's 64-byte aligned, as is each of its rows), ldx, ldw and ldy row lengths
+    in floats."""
+    return types.void(*[types.int64] * 8), _codegen
 
 
 @numba.njit(inline="always")
@@ -173,9 +189,72 @@ def gemm(panels, X, n, Y):
     """Y[:n] = X[:n] @ W, W (K, N) packed into ``panels``; X (B, K), Y (B, N) C-contiguous float32.
     Panel by panel, its tiles down the rows: a panel is read from L1/L2 by each of its tiles."""
     npan, K, _ = panels.shape
+    _by_panels(panels.ctypes.data, K * COLS, COLS, npan, K, X, n, Y)
+
+
+@numba.njit(inline="always")
+def gemm_in_place(W, X, n, Y):
+    """The same product read from W (K, N) itself, row-major and 64-byte aligned: panel p is
+    W[:, p*COLS:(p+1)*COLS], its rows N apart, so no packing. For a product made once per call
+    (``_batchmajor._input_side``): measured (1 thread, us, (n x K) @ (K x N); packing / the
+    packed product / in place): (100x32)@(32x256) 3.7 / 9.7 / 10.6, (400x32)@(32x256) 3.7 / 39.8
+    / 40.5, (200x64)@(64x512) 6.5 / 72.8 / 78.7, (50x128)@(128x512) 10.3 / 36.7 / 37.8; but
+    (800x64)@(64x512) 6.6 / 313 / 332 and (3200x128)@(128x1024) 18 / 5089 / 5814, where rows N
+    apart keep a panel from L1. Where the same W serves many products (each step's), pack."""
+    K, N = W.shape
+    _by_panels(W.ctypes.data, COLS, N, N // COLS, K, X, n, Y)
+
+
+@numba.njit(inline="always")
+def _by_panels(w0, panel_step, ldw, npan, K, X, n, Y):
+    """``gemm``'s loop: panel p starts panel_step floats after panel p - 1, its rows ldw apart."""
     N = Y.shape[1]
-    w0, x0, y0 = panels.ctypes.data, X.ctypes.data, Y.ctypes.data
+    x0, y0 = X.ctypes.data, Y.ctypes.data
     for p in range(npan):
-        w = w0 + 4 * p * K * COLS
+        w = w0 + 4 * p * panel_step
         for r in range(0, n, ROWS):
-            _tile(min(ROWS, n - r), x0 + 4 * r * K, K, w, K, y0 + 4 * (r * N + p * COLS), N)
+            _tile(min(ROWS, n - r), x0 + 4 * r * K, K, w, ldw, K, y0 + 4 * (r * N + p * COLS), N)
+
+
+# ---- batch 1: one row, up to 16 registers wide ------------------------------------------------
+
+def _row_codegen(context, builder, signature, args):
+    x, w, ldw, K, y, vectors = args
+    fma, (x, w, y) = _kernel_setup(builder, (x, w, y))
+    _cases(builder, vectors, _ROW_VECTORS,
+           lambda v: _tile_rows(builder, fma, 1, x, _const(0), w, ldw, K, y, _const(0), v))
+    return context.get_dummy_value()
+
+
+_ROW_VECTORS = (4, 8, 12, 16)
+
+
+@intrinsic
+def _row(typingctx, x, w, ldw, K, y, vectors):
+    """row(x, w, ldw, K, y, vectors): y (1, V) = x (1, K) @ W[:, :V], V = vectors * LANES, vectors
+    one of _ROW_VECTORS; W's rows ldw floats apart, each 64-byte aligned."""
+    return types.void(*[types.int64] * 6), _row_codegen
+
+
+@numba.njit(inline="always")
+def row_fits(N):
+    """Whether ``matvec`` takes a product N wide (AVX-512, as ``suits``; compiled in, so fixed
+    per machine)."""
+    return _AVAILABLE and N % COLS == 0
+
+
+@numba.njit(inline="always")
+def matvec(x, W, y):
+    """y (N,) = x (K,) @ W (K, N), W row-major and 64-byte aligned, N a multiple of COLS: batch 1's
+    step product h_{t-1} W_hh^T (``_batchmajor.forward_loop``), in blocks of up to 16 registers of
+    sums (256 columns), each held over the whole k loop. Against ``_batchmajor._vecmat``, which
+    keeps its sums in memory, a pass over them for every four rows of W (1 thread, a step's
+    product and a tanh over h in a loop of 100, us a step; (K, N)): (32, 128) 0.12 / 0.19, (64,
+    256) 0.62 / 0.69, (128, 512) 2.17 / 2.45, (256, 1024) 11.3 / 12.7. Whole forward loops at
+    batch 1 (paired medians of 2001; (I,H,T)): (16,32,100) 0.88, (32,64,100) 0.97-0.98, (64,128,100)
+    0.95-0.96, (128,256,50) 0.95. At H = 64 the step's product is bound by reading W_hh^T
+    (64 KiB) from L2, not by its FMAs."""
+    K, N = W.shape
+    w0, x0, y0 = W.ctypes.data, x.ctypes.data, y.ctypes.data
+    for j in range(0, N, 16 * LANES):
+        _row(x0, w0 + 4 * j, N, K, y0 + 4 * j, min(16, (N - j) // LANES))

@@ -230,8 +230,9 @@ class Packed:
         cell, (w_ih, w_hh, b_ih, b_hh), xp, H = KINDS[self.kind], self.source, self.xp, self.H
         gpu = getattr(getattr(w_ih, "device", None), "id", None)   # CuPy: which GPU the arrays live on
         perm, scale = _gate_layout(self.kind, H, w_ih.dtype, xp, gpu)
-        w_hh = _blas.c_contiguous(w_hh)                  # row-major: a float32 LSTM holds it column-major,
-                                                          # and rows gathered from that come 3-24x slower
+        w_ih, w_hh = _blas.c_contiguous(w_ih), _blas.c_contiguous(w_hh)   # row-major: a float32 LSTM holds
+                                                          # them column-major, and rows gathered from that
+                                                          # come 3-24x slower
         Wx, Wh = w_ih[perm], w_hh[perm]                  # one gather each (copies), then halved in place:
         Wx[:cell.sigmoid_gates * H] *= 0.5                # a pass over the sigmoid rows, no second copy
         Wh[:cell.sigmoid_gates * H] *= 0.5

@@ -19,8 +19,8 @@ Weights, exactly torch's ``state_dict()``::
     bias_ih_l{k}{sfx}, bias_hh_l{k}{sfx} (G*H,)      weight_hr_l{k}{sfx} (P, H), LSTM with proj_size only
     where sfx is "" for the forward direction and "_reverse" for the backward one.
 
-``params`` holds these arrays (a float32 LSTM's weight_hh column-major: ``_Recurrent._held``);
-``state_dict()`` hands out row-major copies.
+``params`` holds these arrays (a float32 LSTM's weight_ih and weight_hh column-major:
+``_Recurrent._held``); ``state_dict()`` hands out row-major copies.
 
 Gate rows in torch's order: LSTM [i | f | g | o], GRU [r | z | n] (with b_hn inside
 r * (W_hn h + b_hn), as torch places it), RNN a single block.
@@ -116,11 +116,14 @@ class _Recurrent(_xp.OnDevice):
 
     def _held(self, key, value, copy=False):
         """How ``params`` holds a weight (a copy of it with ``copy``): as it is, except a float32
-        LSTM's weight_hh (no projection) on the CPU, held column-major and 64-byte aligned: still
-        (4H, P) as torch's, but a view of W_hh^T (P, 4H) row-major, which the compiled loop at
-        batch 1 multiplies by, with no transpose or copy at each call (``_batchmajor._packed``;
-        ``_aligned``: why aligned). A weight_hh put into ``params`` otherwise costs that copy."""
-        if (self.mode == "lstm" and not self.proj_size and key.startswith("weight_hh")
+        LSTM's weight_ih and weight_hh (no projection) on the CPU, held column-major and 64-byte
+        aligned: still (4H, I) and (4H, P) as torch's, but views of W_ih^T (I, 4H) and W_hh^T
+        (P, 4H) row-major, the operands the compiled loops multiply by, with no transpose or copy
+        at each call: at batch 1 W_hh^T in the loop (``_batchmajor._packed``) and a small W_ih^T
+        read in place by the input product (``_batchmajor._input_side``); oneDNN's packings start
+        from them (``_aligned``: why aligned). A weight put into ``params`` otherwise costs a copy
+        per call."""
+        if (self.mode == "lstm" and not self.proj_size and key.startswith(("weight_ih", "weight_hh"))
                 and type(value) is np.ndarray and value.dtype == np.float32):
             fit = value.flags.f_contiguous and _aligned.is_aligned(value)
             return value if fit and not copy else _aligned.copy(value, order="F")
