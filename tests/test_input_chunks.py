@@ -1,6 +1,6 @@
 """Inference's input side made inside the batch-major loop a chunk of steps at a time, on oneDNN's
 packed GEMM (``_batchmajor._chunk``), instead of one GEMM before the loop: against the engine's
-Python loop, on one thread and in a frozen copy's 2-thread row blocks; and the chunk rule's table."""
+Python loop, on one thread and in 2-thread row blocks; and the chunk rule's table."""
 import numpy as np
 import pytest
 
@@ -45,7 +45,7 @@ def assert_same(got, want):
 @pytest.mark.parametrize("frozen", [False, True])
 def test_chunks_on_one_thread_equal_the_python_loop(monkeypatch, input_gemms, python_loop, frozen):
     """Both directions (the reverse one takes its chunks from the end), lengths, a last chunk
-    shorter than the others; the plain layer packs W_ih^T for the chunk's rows at each call, a
+    shorter than the others; the plain layer packs W_ih^T (for the input's rows) at each call, a
     frozen copy once."""
     B = 4
     lstm, x, lengths = lstm_and_input(B, bidirectional=True)
@@ -54,56 +54,64 @@ def test_chunks_on_one_thread_equal_the_python_loop(monkeypatch, input_gemms, py
     monkeypatch.setattr(_blas, "pack_right", lambda R, n, f=_blas.pack_right: packs.append((R.shape, n)) or f(R, n))
     layer = lstm.frozen() if frozen else lstm
     with threadpoolctl.threadpool_limits(1), _blas.use("onednn"):
-        assert _batchmajor._chunk(x.shape, lstm._packed(0, 0), train=False) == 3
+        assert _batchmajor._chunk(x.shape, lstm._packed(0, 0), False, T * B) == 3
         got = [layer(x, lengths=lengths) for _ in range(2)]
     assert not input_gemms                                # no GEMM before the loop
-    assert packs.count(((I, 4 * H), 3 * B)) == 2 * (1 if frozen else 2)   # W_ih^T, per direction (and call)
+    assert packs.count(((I, 4 * H), T * B)) == 2 * (1 if frozen else 2)   # W_ih^T, per direction (and call)
     python_loop()
     want = lstm(x, lengths=lengths)
     for g in got:
         assert_same(g, want)
 
 
-def test_chunks_in_a_frozen_copys_row_blocks_equal_the_python_loop(monkeypatch, input_gemms, python_loop):
-    """At 2 threads a batch of 35 runs as two row blocks (17 and 18 rows); a frozen copy's blocks
-    make the input side in chunks of 4 steps (4 + 3) from its one W_ih^T packing."""
+@pytest.mark.parametrize("frozen", [False, True])
+def test_chunks_in_row_blocks_equal_the_python_loop(monkeypatch, input_gemms, python_loop, frozen):
+    """At 2 threads a batch of 35 runs as two row blocks (17 and 18 rows); the blocks make the
+    input side in chunks of 4 steps (4 + 3) from one W_ih^T packing for both: a frozen copy's,
+    kept, or the plain layer's, made at the call."""
     if not _rowblocks.gil_free():
         pytest.skip("GIL-free row blocks need numba, sched_yield and oneDNN's packed GEMM")
     lstm, x, lengths = lstm_and_input(35)
     monkeypatch.setattr(_tilegemm, "L2_BYTES", 4 * 4 * 18 * 4 * H)   # 4 steps of either block
-    frozen = lstm.frozen()
-    chunks = []
-    monkeypatch.setattr(_batchmajor, "_chunk", lambda *a, f=_batchmajor._chunk: chunks.append(f(*a)) or chunks[-1])
+    layer = lstm.frozen() if frozen else lstm
+    g = _rowblocks._gilfree()
+    chunks, packs = [], []                                # each row's CHUNK field: what its thread runs
+    monkeypatch.setattr(g, "new_row", lambda *a, f=g.new_row: chunks.append(f(*a)) or chunks[-1])
+    monkeypatch.setattr(_blas, "pack_right", lambda R, n, f=_blas.pack_right: packs.append((R.shape, n)) or f(R, n))
     before = nplstm.get_num_threads()
     try:
         nplstm.set_num_threads(2)
-        got = frozen(x, lengths=lengths)
+        got = layer(x, lengths=lengths)
     finally:
         nplstm.set_num_threads(before)
-    assert chunks == [4, 4] and not input_gemms
+    assert [row[g.CHUNK] for row in chunks] == [4, 4] and not input_gemms
+    assert packs.count(((I, 4 * H), T * 35)) == 1
     python_loop()
     assert_same(got, lstm(x, lengths=lengths))
 
 
-@pytest.mark.parametrize("T_, B, I_, kept, train, L2, want", [
-    (50, 64, 7, False, False, 2 << 20, 4),    # H = 512, B = 64: a step's A is 512 KiB, 4 of them fill L2
-    (50, 32, 7, False, False, 2 << 20, 8),
-    (50, 64, 7, False, True, 2 << 20, 0),     # training keeps A for the backward
-    (50, 1, 7, False, False, 2 << 20, 0),     # batch 1: no GEMM in its loop
-    (4, 64, 7, False, False, 2 << 20, 0),     # A (2 MiB) fits L2 as it is
-    (5, 64, 7, False, False, 8 << 20, 0),
-    (3, 512, 7, False, False, 2 << 20, 1),    # a step's A alone outgrows L2: a step at a time
-    (50, 64, 1024, False, False, 2 << 20, 0),  # the layer's packing of W_ih^T, for too few rows
-    (50, 64, 1024, True, False, 2 << 20, 4),  # a frozen copy's is made once
-    (50, 64, 800, False, False, 2 << 20, 4),  # T * B = 3200 >= 4 * 800
+@pytest.mark.parametrize("T_, B, I_, kept, train, L2, rows, want", [
+    (50, 64, 7, False, False, 2 << 20, None, 4),    # H = 512, B = 64: a step's A is 512 KiB, 4 of them fill L2
+    (50, 32, 7, False, False, 2 << 20, None, 8),
+    (50, 64, 7, False, True, 2 << 20, None, 0),     # training keeps A for the backward
+    (50, 1, 7, False, False, 2 << 20, None, 0),     # batch 1: no GEMM in its loop
+    (4, 64, 7, False, False, 2 << 20, None, 0),     # A (2 MiB) fits L2 as it is
+    (5, 64, 7, False, False, 8 << 20, None, 0),
+    (3, 512, 7, False, False, 2 << 20, None, 1),    # a step's A alone outgrows L2: a step at a time
+    (50, 64, 1024, False, False, 2 << 20, None, 0),  # the layer's packing of W_ih^T, for too few rows
+    (50, 64, 1024, True, False, 2 << 20, None, 4),  # a frozen copy's is made once
+    (50, 64, 800, False, False, 2 << 20, None, 4),  # T * B = 3200 >= 4 * 800
+    (50, 32, 800, False, False, 2 << 20, 3200, 8),  # a row block of that input: its packing serves 3200 rows
+    (50, 32, 800, False, False, 2 << 20, 1600, 0),  # the whole input: 1600 rows
 ])
-def test_chunk_rule(monkeypatch, T_, B, I_, kept, train, L2, want):
+def test_chunk_rule(monkeypatch, T_, B, I_, kept, train, L2, rows, want):
+    """``rows``: the input's, which one packing serves (None: T * B, a call on one thread)."""
     if "onednn" not in _blas.PROVIDERS or _blas._packing is None:
         pytest.skip("the chunks are oneDNN's packed GEMM's")
     monkeypatch.setattr(_tilegemm, "L2_BYTES", L2)
     w = engine.pack(np.zeros((2048, I_), np.float32), np.zeros((2048, 512), np.float32), kept=kept)
     with threadpoolctl.threadpool_limits(1), _blas.use("onednn"):
-        assert _batchmajor._chunk((T_, B, I_), w, train) == want
+        assert _batchmajor._chunk((T_, B, I_), w, train, T_ * B if rows is None else rows) == want
 
 
 def test_chunks_match_torch(monkeypatch, input_gemms):

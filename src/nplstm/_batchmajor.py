@@ -318,30 +318,42 @@ def _forward(x, h0, c0, w, batch_sizes, reverse, train, matmul):
 
 
 def _steps_in(x, w, panels, forms, train, matmul):
-    """(W_ih^T's panels, x as C-contiguous, W_ih^T packed for oneDNN, chunk) where inference makes
-    the input side inside the loop instead of one GEMM before it; else None. Then A (T, B, 4H),
-    most of which lives in DRAM between the GEMM that writes it and the step that reads it, never
-    exists. Two ways, on one thread:
-
-    - each step's x_t W_ih^T on ``_tilegemm``'s kernel (panels, no packing, chunk 0), where that
-      product is the kernel's and the panels each step reads fit L2 with room to spare
-      (``_input_in_loop``). Measured (1 thread, inference, ms; (I,H,B,T), before / inside, the
-      loops alone): (128,256,64,100) 34.29-34.72 / 31.43-31.94, (192,256,64,100) 38.41 / 36.14,
-      (64,128,32,50) 2.22 / 2.08; but (256,256,64,100), 2 MiB of panels, 43.68 / 44.22;
-    - else a chunk of steps' at a time on oneDNN's packed GEMM (no panels, chunk > 0: ``_chunk``)."""
+    """``forward_loop``'s steps_in on one thread: (W_ih^T's panels, x as C-contiguous, W_ih^T
+    packed for oneDNN, chunk) where inference makes the input side inside the loop (``_in_loop``),
+    each unused part empty; else None."""
     if matmul is np.matmul:
         return None
-    if _input_in_loop(x.shape, w, panels, train):
-        return _ih_panels(w, forms), np.ascontiguousarray(x), _NO_PACKING, 0
-    chunk = _chunk(x.shape, w, train)
-    if not chunk:
+    T, B, _ = x.shape
+    plan = _in_loop(x.shape, w, panels, train, forms, T * B)
+    if plan is None:
         return None
-    rows = chunk * x.shape[1]
-    Wp = _ih_packed(w, rows) if w.kept else _blas.pack_right(_blas.c_contiguous(w.source[0].T), rows)
-    return _NO_PANELS, np.ascontiguousarray(x), Wp, chunk
+    ih_panels, wp_ih, chunk = plan
+    return (_NO_PANELS if ih_panels is None else ih_panels, np.ascontiguousarray(x),
+            _NO_PACKING if wp_ih is None else wp_ih, chunk)
 
 
-def _chunk(shape, w, train):
+def _in_loop(shape, w, panels, train, forms, rows):
+    """(W_ih^T's panels, W_ih^T packed for oneDNN, chunk) where inference on x of ``shape`` makes the
+    input side inside the loop instead of one GEMM before it, the unused part None; else None.
+    Then A (T, B, 4H), most of which lives in DRAM between the GEMM that writes it and the step
+    that reads it, never exists. For one thread's call (``_steps_in``) and a row block's
+    (``_prepare``); ``rows``: the whole input's, which one packing serves (a block is some of
+    them). Two ways:
+
+    - each step's x_t W_ih^T on ``_tilegemm``'s kernel (panels, None, 0), where that product is the
+      kernel's and the panels each step reads fit L2 with room to spare (``_input_in_loop``).
+      Measured (1 thread, inference, ms; (I,H,B,T), before / inside, the loops alone):
+      (128,256,64,100) 34.29-34.72 / 31.43-31.94, (192,256,64,100) 38.41 / 36.14, (64,128,32,50)
+      2.22 / 2.08; but (256,256,64,100), 2 MiB of panels, 43.68 / 44.22;
+    - else a chunk of steps' at a time on oneDNN's packed GEMM (None, packing, chunk > 0:
+      ``_chunk``)."""
+    if _input_in_loop(shape, w, panels, train):
+        return _ih_panels(w, forms), None, 0
+    chunk = _chunk(shape, w, train, rows)
+    return (None, _ih_packed(w, rows), chunk) if chunk else None
+
+
+def _chunk(shape, w, train, rows):
     """Steps a chunk of the input side holds where inference makes it in the loop on oneDNN, chunk
     by chunk (``forward_loop``), or 0: one GEMM before the loop. Inference at batch > 1 with
     oneDNN's packed GEMM, and A larger than L2; a chunk as many steps as fill L2 (one at least).
@@ -351,12 +363,15 @@ def _chunk(shape, w, train):
     (512,512,64,50) 0.956 / 0.942 / 0.956; (512,512,32,50) 0.990 / 0.975 / 0.953; (512,256,64,100)
     0.957 / 0.942 / 0.947; (1024,512,64,50) 0.983 / 0.967 / 0.998; (512,1024,64,30) 0.986 /
     0.978 / 0.989. The plain layer (not ``w.kept``) packs W_ih^T at each call for it, which pays
-    over enough rows, T * B >= 4 I: whole calls, chunks / one GEMM, (512,512,64,50) 0.962,
-    (256,512,64,50) 0.971, but (1024,512,64,50) 1.004; a frozen copy 0.955, 0.940, 0.973."""
+    over enough rows, ``rows`` >= 4 I (the whole input's, T * B, which one packing serves: a row
+    block is some of them): whole calls, chunks / one GEMM, (512,512,64,50) 0.962,
+    (256,512,64,50) 0.971, but (1024,512,64,50) 1.004; a frozen copy 0.955, 0.940, 0.973. The
+    plain layer's row blocks at 2 threads (paired medians of 31-61): (512,512,64,50) 0.978,
+    (256,512,64,50) 0.981, (512,256,64,100) 0.975."""
     T, B, I = shape
     G = w.source[1].shape[0]
     L2 = _tilegemm.L2_BYTES
-    if train or B == 1 or 4 * T * B * G <= L2 or (T * B < 4 * I and not w.kept) or _blas.packed_compute() is None:
+    if train or B == 1 or 4 * T * B * G <= L2 or (rows < 4 * I and not w.kept) or _blas.packed_compute() is None:
         return 0
     return max(1, L2 // (4 * B * G))                      # (fewer than T: A outgrows L2)
 
@@ -438,9 +453,10 @@ def _in_place(w, rows):
 
 
 def _ih_packed(w, rows):
-    """W_ih^T packed for oneDNN for up to ``rows`` rows (at least the most a call has had), kept in a
-    frozen copy's ``gemm_forms`` ("ih"): its input GEMM before the loop, on one thread and in each
-    row block (``_prepare``), which share it."""
+    """W_ih^T packed for oneDNN for up to ``rows`` rows (at least the most a call has had), kept in
+    ``w.gemm_forms`` ("ih"): for good in a frozen copy's (its input GEMM before the loop, and the
+    loop's chunks), for the call in the plain layer's (the chunks), and shared by the row blocks
+    (``_prepare``) either way."""
     n, Wp = w.gemm_forms.get("ih", (0, None))
     if rows > n:
         n, Wp = rows, _blas.pack_right(_blas.c_contiguous(w.source[0].T), rows)
@@ -523,12 +539,11 @@ def _prepare(x, h0, c0, w, batch_sizes, reverse, train, forms, into):
     b_ih, b_hh = (np.ascontiguousarray(a) for a in (zeros if b_ih is None else b_ih, zeros if b_hh is None else b_hh))
     panels = _panels(w, B, forms)                         # (its rows share it, and W_ih, b, ...)
     Wp = _NO_PACKING if panels is not None else _packed(w, B, transpose=True, forms=forms)[1]
-    in_loop = _input_in_loop(x.shape, w, panels, train)   # x_t W_ih^T step by step (``_steps_in``)
-    ih_panels = _ih_panels(w, forms) if in_loop else None
     h0, c0 = np.ascontiguousarray(h0), np.ascontiguousarray(c0)
-    rows = T * (x.strides[0] // (4 * I))                  # the whole input's (a block is a view of it): one
-    wp_ih = _ih_packed(w, rows) if w.kept and not train and ih_panels is None else None   # packing, all blocks
-    chunk = 0 if wp_ih is None else _chunk(x.shape, w, train)   # (a frozen copy's: the layer's would pack per call)
+    rows = T * (x.strides[0] // (4 * I))                  # the whole input's (a block is a view of it)
+    ih_panels, wp_ih, chunk = _in_loop(x.shape, w, panels, train, forms, rows) or (None, None, 0)
+    if wp_ih is None and ih_panels is None and w.kept and not train:
+        wp_ih = _ih_packed(w, rows)                       # a frozen copy's GEMM before the loop, on its packing
     A = np.empty((1 if ih_panels is not None else chunk or T, B, G), np.float32)
     hs, cs, tc = _states(T, B, G // 4, P, train)
     sizes = _sizes(batch_sizes)

@@ -28,9 +28,9 @@ A row, int64 (``FIELDS`` of them; the names below index it)::
     PANELS                     W_hh^T packed for ``_tilegemm`` (G / COLS, P, COLS) is the product, else 0
     PANELS_IH                  W_ih^T packed for it (G / COLS, I, COLS) where the loop makes each step's
                                input side (then A is (1, B, G): ``_batchmajor._steps_in``), else 0
-    WP_IH, WP_IH_BYTES         W_ih^T packed for oneDNN for at least T * B rows (a frozen copy's:
+    WP_IH, WP_IH_BYTES         W_ih^T packed for oneDNN for at least T * B rows (one for all blocks:
                                ``_batchmajor._ih_packed``), or 0: the row's input GEMM before the loop
-                               multiplies by it where CHUNK is 0
+                               multiplies by it where CHUNK is 0 (a frozen copy's)
     CHUNK                      > 0: the loop makes the input side from WP_IH, CHUNK steps at a time
                                (then A is (CHUNK, B, G): ``_batchmajor._chunk``)
     H0, C0, A, HS, CS, TC      (B, P), (B, H), (T, B, G), (T+1, B, P), (T+1, B, H), (TC_T, B, H)
