@@ -75,6 +75,6 @@ def python_loop(monkeypatch):
     from nplstm import _blas, engine
 
     def switch():
-        monkeypatch.setattr(engine, "_batch_major", lambda w, x: False)
+        monkeypatch.setattr(engine, "_batch_major", lambda w, x, kinds=None: False)
         monkeypatch.setattr(_blas, "gemm", lambda: None)
     return switch

@@ -200,15 +200,15 @@ def forward_loop(compute, Wp, W, panels, steps_in, A, b, hs, cs, tc, batch_sizes
     one of three ways, the others None: ``panels``, W_hh^T packed for ``_tilegemm``'s kernel
     (batch > 1, where it is the faster); oneDNN's ``compute`` on its packed Wp (batch > 1); or,
     batch 1, our own product with W = W_hh^T (P, 4H) (``_tilegemm.matvec``, else ``_vecmat``),
-    which costs less than a GEMM call at that size. (The GEMM writes R, beta = 0, rather than adding onto A[t]: 3-17% faster, oneDNN
-    at 1 thread, B = 16-64, H = 128-512.) ``steps_in``: None where A holds every step's input
+    which costs less than a GEMM call at that size (``step_product``). (The GEMM writes R, beta =
+    0, rather than adding onto A[t]: 3-17% faster, oneDNN at 1 thread, B = 16-64, H = 128-512.)
+    ``steps_in`` (``step_input``): None where A holds every step's input
     side already; else (W_ih^T's panels, x (T, B, I), W_ih^T packed for oneDNN, chunk), and the
     input side is made here, in inference, just before the cells read it from L2 (``_steps_in``):
     each step's x_t W_ih^T on the kernel, into A[0] (A (1, B, 4H)), where there are panels; else
     ``chunk`` steps' at a time on oneDNN, into A (chunk, B, 4H), where chunk > 0. (A ``_gilfree``
     row passes (no panels, x, no packing, 0) where its A holds every step's.)"""
     T, B, G = hs.shape[0] - 1, A.shape[1], A.shape[2]
-    P = hs.shape[2]
     R = _empty_aligned(B, G)                              # the recurrent side of the current step
     lo = 0                                                # the first step A holds (chunks)
     for s in range(T):
@@ -217,28 +217,8 @@ def forward_loop(compute, Wp, W, panels, steps_in, A, b, hs, cs, tc, batch_sizes
         n = B if batch_sizes is None else batch_sizes[t]  # rows n.. have finished (or not yet started):
         hs[nxt, n:] = hs[prev, n:]                        # their state carries over
         cs[nxt, n:] = cs[prev, n:]
-        a = t
-        if steps_in is not None:
-            ih_panels, xs, wp_ih, chunk = steps_in
-            I = xs.shape[2]
-            if ih_panels.shape[0] > 0:                    # this step's x_t W_ih^T, into L2 for the cell
-                a = 0
-                _tilegemm.gemm(ih_panels, xs[t], n, A[0])
-            elif chunk > 0:                               # the next chunk of steps' x_t W_ih^T, into L2
-                if s % chunk == 0:
-                    c = min(chunk, T - s)
-                    lo = t - c + 1 if reverse else t      # x[lo:lo + c]: c * B rows, one GEMM
-                    gemm_packed(compute, wp_ih, c * B, G, I, xs[lo].ctypes.data, I, A.ctypes.data, G)
-                a = t - lo
-        if panels is not None and panels.shape[0] > 0:   # (a ``_gilfree`` row's unused panels: none)
-            _tilegemm.gemm(panels, hs[prev], n, R)        # R = h W_hh^T
-        elif Wp is not None:
-            gemm_packed(compute, Wp, n, G, P, hs[prev].ctypes.data, P, R.ctypes.data, G)
-        elif W is not None and n > 0 and _tilegemm.row_fits(G):   # batch 1: h_{t-1} W_hh^T, 16 vectors at once
-            _tilegemm.matvec(hs[prev, 0], W, R[0])
-        elif W is not None and n > 0:                     # batch 1, by rows of W_hh^T
-            R[0] = 0
-            _vecmat(hs[prev, 0], W, R[0])
+        a, lo = step_input(compute, steps_in, A, s, t, lo, n, reverse)
+        step_product(compute, Wp, W, panels, hs[prev], n, R)
         if n == 1 and train:
             _one_row_train(A[a, 0], R[0], b, cs[prev, 0], cs[nxt, 0], tc[t, 0], hs[nxt, 0])
         elif n == 1:
@@ -247,6 +227,41 @@ def forward_loop(compute, Wp, W, panels, steps_in, A, b, hs, cs, tc, batch_sizes
             _cells_train(A[a], R, b, cs[prev], cs[nxt], tc[t], hs[nxt], n)
         else:
             _cells_infer(A[a], R, b, cs[prev], cs[nxt], hs[nxt], n)
+
+
+@_inline
+def step_input(compute, steps_in, A, s, t, lo, n, reverse):
+    """(a, lo): A[a] holds step t's input side (the s-th step the loop runs), made here where
+    ``steps_in`` says so (``forward_loop``); lo: the first step A holds (chunks), carried."""
+    a = t
+    if steps_in is not None:
+        ih_panels, xs, wp_ih, chunk = steps_in
+        T, B, G, I = xs.shape[0], A.shape[1], A.shape[2], xs.shape[2]
+        if ih_panels.shape[0] > 0:                        # this step's x_t W_ih^T, into L2 for the cell
+            a = 0
+            _tilegemm.gemm(ih_panels, xs[t], n, A[0])
+        elif chunk > 0:                                   # the next chunk of steps' x_t W_ih^T, into L2
+            if s % chunk == 0:
+                c = min(chunk, T - s)
+                lo = t - c + 1 if reverse else t          # x[lo:lo + c]: c * B rows, one GEMM
+                gemm_packed(compute, wp_ih, c * B, G, I, xs[lo].ctypes.data, I, A.ctypes.data, G)
+            a = t - lo
+    return a, lo
+
+
+@_inline
+def step_product(compute, Wp, W, panels, h, n, R):
+    """R[:n] = h[:n] W_hh^T, the step's product, one of ``forward_loop``'s three ways."""
+    G, P = R.shape[1], h.shape[1]
+    if panels is not None and panels.shape[0] > 0:       # (a ``_gilfree`` row's unused panels: none)
+        _tilegemm.gemm(panels, h, n, R)
+    elif Wp is not None:
+        gemm_packed(compute, Wp, n, G, P, h.ctypes.data, P, R.ctypes.data, G)
+    elif W is not None and n > 0 and _tilegemm.row_fits(G):   # batch 1: 16 vectors of sums at once
+        _tilegemm.matvec(h[0], W, R[0])
+    elif W is not None and n > 0:                         # batch 1, by rows of W_hh^T
+        R[0] = 0
+        _vecmat(h[0], W, R[0])
 
 
 @_jit
@@ -302,19 +317,29 @@ def _forward(x, h0, c0, w, batch_sizes, reverse, train, matmul):
     T, B, _ = x.shape
     _, w_hh, b_ih, b_hh = w.source
     G = w_hh.shape[0]
+    compute, Wp, W, panels, steps_in, A = operands(x, w, train, matmul)
+    hs, cs, tc = _states(T, B, G // 4, h0.shape[1], train)
+    forward_sequence(compute, Wp, W, panels, steps_in, A, b_ih, b_hh, h0, c0, hs, cs, tc, _sizes(batch_sizes),
+                     reverse, train)
+    return _result(x, A, hs, cs, tc, w, batch_sizes, reverse, train)
+
+
+def operands(x, w, train, matmul):
+    """``forward_loop``'s (compute, Wp, W, panels, steps_in, A) for x (T, B, I) and the Packed w,
+    of any gate count G: the step's product (W_hh^T on our kernel, or else packed for oneDNN, or
+    at batch 1 as it is), the input side's way, and A: every step's input side made by one GEMM
+    (the bias is added in the loop), or room for the step's or the chunk's the loop makes."""
+    B, G = x.shape[1], w.source[1].shape[0]
     forms = None if train else w.gemm_forms
     panels = _panels(w, B, forms)                         # W_hh^T, every step: our kernel's, or else
     compute, Wp, W = (None, None, None) if panels is not None else _packed(w, B, transpose=True, forms=forms)
     steps_in = _steps_in(x, w, panels, forms, train, matmul)
     if steps_in is None:
-        A = _input_side(x, w, forms, train, matmul)      # one GEMM; the bias is added in the loop
+        A = _input_side(x, w, forms, train, matmul)
     else:
-        A = np.empty((max(steps_in[3], 1), B, G), np.float32)   # a step's or a chunk's, made in the loop
+        A = np.empty((max(steps_in[3], 1), B, G), np.float32)
         compute = _blas.packed_compute()                  # (the loop's chunks are oneDNN's, whatever W_hh's is)
-    hs, cs, tc = _states(T, B, G // 4, h0.shape[1], train)
-    forward_sequence(compute, Wp, W, panels, steps_in, A, b_ih, b_hh, h0, c0, hs, cs, tc, _sizes(batch_sizes),
-                     reverse, train)
-    return _result(x, A, hs, cs, tc, w, batch_sizes, reverse, train)
+    return compute, Wp, W, panels, steps_in, A
 
 
 def _steps_in(x, w, panels, forms, train, matmul):

@@ -41,6 +41,9 @@ of slicing and dispatch per step, with the same results:
   (``_rowblocks``), each block as above; the batch-major forward's blocks (and a small batch's
   two directions) as GIL-free rows, which the pool's threads run in compiled code (``_gilfree``).
 
+A float32 GRU or RNN in inference takes the batch-major loop too, with its own cells
+(``_batchmajor_gru_rnn``); its training keeps the loop below.
+
 Arrays: every array here comes from one module ``xp`` (``Packed.xp``, picked from the weights by
 ``nplstm._xp.array_module``): NumPy on the CPU, CuPy on a GPU, with the same code. The lengths
 (``batch_sizes``) stay on the host, so the loop never reads anything back from the device.
@@ -362,6 +365,9 @@ def _forward_rows(x, h0, c0, w, batch_sizes, reverse, train):
     """``forward`` on the calling thread."""
     if _batch_major(w, x):                                # float32 LSTM, compiled: the same, batch-major
         return _batchmajor().forward(x, h0, c0, w, batch_sizes, reverse, train)
+    if not train and _batch_major(w, x, kinds=_GRU_RNN):  # GRU and RNN inference: the same loop, their cells
+        from ._batchmajor_gru_rnn import forward
+        return forward(x, h0, w, batch_sizes, reverse)
     return _forward(x, h0, c0, w, batch_sizes, reverse, train)
 
 
@@ -545,10 +551,14 @@ def _step_matmul(xp):
     return _blas.matmul_into if xp is np else (lambda a, b, out: xp.matmul(a, b, out=out))
 
 
-def _compiled_lstm(w, x):
-    """What both compiled LSTM loops need: numba backend, NumPy arrays, an LSTM without projection,
-    float32 input and weights (biases None or float32)."""
-    if not (_backend == "numba" and w.xp is np and w.kind == "lstm" and w.w_hr is None and x.ndim == 3):
+_GRU_RNN = ("gru", "rnn_tanh", "rnn_relu")
+
+
+def _compiled_lstm(w, x, kinds=("lstm",)):
+    """What both compiled LSTM loops need (and the batch-major one for the other ``kinds``):
+    numba backend, NumPy arrays, an LSTM without projection, float32 input and weights (biases
+    None or float32)."""
+    if not (_backend == "numba" and w.xp is np and w.kind in kinds and w.w_hr is None and x.ndim == 3):
         return False
     w_ih, w_hh, b_ih, b_hh = w.source
     return (x.dtype == w_ih.dtype == w_hh.dtype == np.float32 and (b_ih is None or b_ih.dtype == np.float32)
@@ -568,12 +578,13 @@ def _compiled_loop(w, x):
     return _compiled_lstm(w, x) and x.shape[1] > 1 and _blas.gemm() is not None
 
 
-def _batch_major(w, x):
+def _batch_major(w, x, kinds=("lstm",)):
     """Hand the call to ``_batchmajor`` (see there): a compiled LSTM (above) at batch 1; with
     oneDNN's packed GEMM in use; or, while oneDNN's OpenMP has more threads, when one step's
     product is too small to split over threads (``_one_thread_step``): then ``_batchmajor`` runs
-    the steps on one thread and NumPy's OpenBLAS keeps its threads for the big GEMMs."""
-    if not _compiled_lstm(w, x):
+    the steps on one thread and NumPy's OpenBLAS keeps its threads for the big GEMMs. The same
+    for a GRU or RNN in inference (``kinds``; ``_batchmajor_gru_rnn``)."""
+    if not _compiled_lstm(w, x, kinds):
         return False
     B = x.shape[1]
     if B == 1 or _blas.packed_compute() is not None:

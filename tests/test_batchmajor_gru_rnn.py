@@ -1,0 +1,136 @@
+"""GRU and RNN inference on the batch-major loop (``nplstm._batchmajor_gru_rnn``): against the
+engine's own Python loop (an independent path: feature-major, NumPy's matmul, the engine's gate
+math), in each of the loop's ways to make a step's product and input side, and against torch."""
+import numpy as np
+import pytest
+
+import nplstm
+from nplstm import _blas, engine
+
+numba = pytest.importorskip("numba")
+threadpoolctl = pytest.importorskip("threadpoolctl")
+from nplstm import _batchmajor, _batchmajor_gru_rnn, _tilegemm  # noqa: E402  (need numba)
+
+I, T = 5, 7                    # distinct sizes; hidden sizes and batches below
+
+MAKERS = {"gru": lambda **kw: nplstm.GRU(**kw), "rnn_tanh": lambda **kw: nplstm.RNN(**kw),
+          "rnn_relu": lambda **kw: nplstm.RNN(nonlinearity="relu", **kw)}
+
+
+@pytest.fixture
+def calls(monkeypatch):
+    """The batch-major path's calls: for each, the ``steps_in`` it ran with (None: A made before the loop)."""
+    if engine.get_backend() != "numba" or "onednn" not in _blas.PROVIDERS or _blas._packing is None:
+        pytest.skip("the batch-major path needs numba and oneDNN's packed GEMM")
+    seen = []
+    real = _batchmajor.operands
+    monkeypatch.setattr(_batchmajor, "operands", lambda *a: seen.append(real(*a)) or seen[-1])
+    return seen
+
+
+def layer_and_inputs(kind, H, B, **kw):
+    layer = MAKERS[kind](input_size=I, hidden_size=H, num_layers=2, bidirectional=True, dtype="float32", seed=3, **kw)
+    rng = np.random.default_rng(H + B)
+    for k, v in layer.params.items():                     # non-zero biases, saturated gates; W_hh smaller:
+        v[...] = rng.uniform(-0.9, 0.9, v.shape) * (0.3 if k.startswith("weight_hh") else 1)   # (*)
+    # (*) at 0.9 a tanh RNN of H = 64 is chaotic: float32 rounding grows to ~1e-4 in 7 steps, on
+    # the engine's loop as on this one (either is that far from float64)
+    x = rng.standard_normal((T, B, I)).astype(np.float32)
+    h0 = rng.standard_normal((4, B, H)).astype(np.float32)
+    lengths = [T - 1] + [int(v) for v in rng.integers(1, T, B - 1)]   # the longest shorter than T
+    return layer, x, h0, lengths
+
+
+def assert_close(got, want):
+    """float32 against the same sums in another order; relu's values grow to the hundreds."""
+    for a, b in zip(got, want):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-5 * max(1.0, float(np.abs(b).max())))
+
+
+@pytest.mark.parametrize("kind", sorted(MAKERS))
+@pytest.mark.parametrize("H, B", [(16, 1), (16, 4), (64, 1), (64, 9), (80, 9)])
+def test_inference_equals_the_python_loop(calls, python_loop, kind, H, B):
+    """Two layers, both directions, lengths, a non-zero initial state. The step's product on each
+    of its ways (G: 3H for the GRU, H for the RNN): batch 1's matrix-vector product (G = 48, 16:
+    ``_vecmat``; 192, 64: ``_tilegemm.matvec``); at batch > 1 oneDNN's packed GEMM (G = 48, 16,
+    240, 80: not whole panels of 64) or our tiles (G = 192, 64)."""
+    layer, x, h0, lengths = layer_and_inputs(kind, H, B)
+    with threadpoolctl.threadpool_limits(1):
+        got = layer(x, h0, lengths=lengths)
+    assert len(calls) == 4                                # every layer-direction took the path
+    python_loop()
+    assert_close(got, layer(x, h0, lengths=lengths))
+
+
+@pytest.mark.parametrize("kind", sorted(MAKERS))
+@pytest.mark.parametrize("way", ["steps", "chunks"])
+def test_input_side_in_the_loop_equals_the_python_loop(monkeypatch, calls, python_loop, kind, way):
+    """The input side made inside the loop (A past a shrunken L2): each step's on our kernel, or a
+    chunk of 3 steps at a time on oneDNN (the kernel turned off), the reverse direction's from the
+    end, and a plain layer's and a frozen copy's."""
+    H, B = (64, 16) if way == "steps" else (16, 4)       # steps: 4H-wide panels (G = 192, 64), A past them
+    layer, x, h0, lengths = layer_and_inputs(kind, H, B)
+    G = 3 * H if kind == "gru" else H
+    if way == "steps":
+        monkeypatch.setattr(_tilegemm, "_AVAILABLE", True)    # (the kernel's rule; it runs without AVX-512)
+        monkeypatch.setattr(_tilegemm, "L2_BYTES", 4 * T * B * G - 4)
+    else:
+        monkeypatch.setattr(_tilegemm, "_AVAILABLE", False)
+        monkeypatch.setattr(_tilegemm, "L2_BYTES", 4 * 3 * B * G)
+    with threadpoolctl.threadpool_limits(1):
+        got = [layer(x, h0, lengths=lengths), layer.frozen()(x, h0, lengths=lengths)]
+    layer0 = [calls[k][4] for k in (0, 1, 4, 5)]          # steps_in; (layer 1's input is 2H wide: its own rule)
+    if way == "steps":
+        assert all(s is not None and s[0].shape[0] > 0 for s in layer0)
+    else:
+        assert all(s is not None and s[3] == 3 for s in layer0)
+    python_loop()
+    want = layer(x, h0, lengths=lengths)
+    for g in got:
+        assert_close(g, want)
+
+
+@pytest.mark.parametrize("kind", sorted(MAKERS))
+def test_without_biases(calls, python_loop, kind):
+    layer, x, h0, lengths = layer_and_inputs(kind, 16, 4, bias=False)
+    with threadpoolctl.threadpool_limits(1):
+        got = layer(x, h0, lengths=lengths)
+    assert calls
+    python_loop()
+    assert_close(got, layer(x, h0, lengths=lengths))
+
+
+def test_training_keeps_the_engines_loop(calls):
+    """Its backward reads the engine's feature-major cache: forward(train=True) does not come here."""
+    layer, x, h0, lengths = layer_and_inputs("gru", 16, 4)
+    with threadpoolctl.threadpool_limits(1):
+        layer.forward(x, h0, lengths=lengths, train=True)
+        assert not calls
+        layer(x, h0, lengths=lengths)
+    assert len(calls) == 4
+
+
+@pytest.mark.parametrize("kind", ["gru", "rnn_tanh"])
+def test_inference_matches_torch(calls, kind):
+    """An independent oracle: torch's GRU / RNN on the same weights, float32, both directions,
+    packed sequences for the lengths, a non-zero initial state."""
+    torch = pytest.importorskip("torch")
+    H, B = 64, 9
+    layer, x, h0, lengths = layer_and_inputs(kind, H, B)
+    module = (torch.nn.GRU if kind == "gru" else torch.nn.RNN)(I, H, num_layers=2, bidirectional=True)
+    with torch.no_grad():
+        for k, v in layer.state_dict().items():
+            getattr(module, k).copy_(torch.from_numpy(v))
+        packed = torch.nn.utils.rnn.pack_padded_sequence(torch.from_numpy(x), torch.tensor(lengths),
+                                                         enforce_sorted=False)
+        out, h = module(packed, torch.from_numpy(h0))
+        want, _ = torch.nn.utils.rnn.pad_packed_sequence(out, total_length=T)
+    with threadpoolctl.threadpool_limits(1):
+        got, gh = layer(x, h0, lengths=lengths)
+    assert len(calls) == 4
+    np.testing.assert_allclose(got, want.numpy(), rtol=0, atol=2e-5)
+    np.testing.assert_allclose(gh, h.numpy(), rtol=0, atol=2e-5)
+
+
+def test_kinds_cover_the_engines():
+    assert set(_batchmajor_gru_rnn.KINDS) == set(engine.KINDS) - {"lstm"}
