@@ -12,6 +12,8 @@ rep's own ratio with its quartiles (``nplstm.bench.paired_ratio``):
 - ``row-chunks``: the plain layer's 2-thread row blocks, input side in one GEMM before the loop
   / in chunks of steps from one W_ih^T packing per call (``_batchmajor._in_loop``). Whole
   inference calls.
+- ``gru-rnn``: GRU and RNN (tanh) inference, the engine's generic loop (feature-major, an sgemm a
+  step) / the batch-major loop with their cells (``nplstm._batchmajor_gru_rnn``). Whole calls.
 - ``column-blocks``: measured and not built. A step at H = 512 as one oneDNN GEMM then every
   cell / as column blocks of [i|f|g|o] for U units at a time, a GEMM and then that block's cells
   while its products are in cache (``--units``). The loop alone.
@@ -21,6 +23,7 @@ Float32, 1 thread (``row-chunks``: 2). Results in benchmarks/RESULTS.md (eightee
     python benchmarks/weights_in_place.py --compare matvec --config 32,64,1,100
     python benchmarks/weights_in_place.py --compare in-place --config 32,64,1,100
     python benchmarks/weights_in_place.py --compare row-chunks --config 512,512,64,50
+    python benchmarks/weights_in_place.py --compare gru-rnn --config 128,256,64,100
     python benchmarks/weights_in_place.py --compare column-blocks --config 16,512,64,50 --units 128
 """
 import argparse
@@ -31,7 +34,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 import nplstm
-from nplstm import _blas, _tilegemm, bench
+from nplstm import _blas, _tilegemm, bench, engine
 from nplstm import _batchmajor as bm
 from nplstm._cellmath_numba import _gates_and_c
 from nplstm._ftanh import HALF, ftanh, wide_vectors
@@ -140,6 +143,25 @@ def _block_runners(lstm, x, U):
     return {"old": runner(False), "new": runner(True)}
 
 
+def _family_runners(cls, I, H, x):
+    """{old, new}: inference calls of a GRU or RNN on the engine's generic loop / the batch-major one."""
+    layer = cls(I, H, seed=0)
+    real = engine._batch_major
+
+    def generic_loop(w, x, kinds=("lstm",)):
+        return kinds == ("lstm",) and real(w, x)
+
+    def runner(batch_major):
+        def run():
+            engine._batch_major = real if batch_major else generic_loop
+            try:
+                layer(x)
+            finally:
+                engine._batch_major = real
+        return run
+    return {"old": runner(False), "new": runner(True)}
+
+
 def _plain_rows_do_not_chunk(shape, w, panels, train, forms, rows):
     """``_in_loop`` before the eighteenth round: a row block (its rows fewer than the input's) of the
     plain layer made its input side in one GEMM before the loop."""
@@ -153,7 +175,8 @@ _IN_LOOP = bm._in_loop
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--compare", choices=["matvec", "in-place", "row-chunks", "column-blocks"], default="matvec")
+    ap.add_argument("--compare", choices=["matvec", "in-place", "row-chunks", "gru-rnn", "column-blocks"],
+                    default="matvec")
     ap.add_argument("--config", action="append", help="I,H,B,T (repeatable)")
     ap.add_argument("--units", type=int, default=128, help="column-blocks: units a block")
     ap.add_argument("--reps", type=int, default=201)
@@ -172,6 +195,8 @@ def main(argv=None):
                                    ("train", _sequence_runners(lstm, x, True, old_sequence))],
                 "in-place": lambda: [("infer", _call_runners(lstm, x, {"_in_place": lambda w, rows: False}))],
                 "row-chunks": lambda: [("infer", _call_runners(lstm, x, {"_in_loop": _plain_rows_do_not_chunk}))],
+                "gru-rnn": lambda: [("GRU", _family_runners(nplstm.GRU, I, H, x)),
+                                    ("RNN", _family_runners(nplstm.RNN, I, H, x))],
                 "column-blocks": lambda: [(f"U = {args.units}", _block_runners(lstm, x, args.units))],
             }[args.compare]()
             for what, runners in cases:

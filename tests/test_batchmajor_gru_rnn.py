@@ -1,6 +1,7 @@
-"""GRU and RNN inference on the batch-major loop (``nplstm._batchmajor_gru_rnn``): against the
-engine's own Python loop (an independent path: feature-major, NumPy's matmul, the engine's gate
-math), in each of the loop's ways to make a step's product and input side, and against torch."""
+"""GRU and RNN on the batch-major loops (``nplstm._batchmajor_gru_rnn``), inference and training:
+against the engine's own Python loop (an independent path: feature-major, NumPy's matmul, the
+engine's gate math), in each of the loop's ways to make a step's product and input side, and
+against torch."""
 import numpy as np
 import pytest
 
@@ -100,20 +101,43 @@ def test_without_biases(calls, python_loop, kind):
     assert_close(got, layer(x, h0, lengths=lengths))
 
 
-def test_training_keeps_the_engines_loop(calls):
-    """Its backward reads the engine's feature-major cache: forward(train=True) does not come here."""
+def training_run(layer, x, h0, lengths, seed):
+    """Forward in training, backward with a gradient for every output and for h_n."""
+    d = np.random.default_rng(seed).standard_normal(x.shape[:2] + (2 * layer.hidden_size,)).astype(np.float32)
+    out, h_n, cache = layer.forward(x, h0, lengths=lengths, train=True)
+    dx, dh0, grads = layer.backward(d, cache, h_n)
+    return cache["layers"][0][0][0], [out, h_n, dx, dh0, *(grads[k] for k in sorted(grads))]
+
+
+@pytest.mark.parametrize("kind", sorted(MAKERS))
+@pytest.mark.parametrize("H, B", [(16, 1), (16, 4), (64, 1), (64, 9)])
+def test_training_equals_the_python_loop(calls, python_loop, kind, H, B):
+    """Forward and backward, every parameter's gradient, dx and dh0, with lengths (padded rows get
+    no gradient), both directions, two layers: batch 1's products (``_vecmat``, ``_matvec``), and
+    oneDNN's packed GEMM and our tiles forward, oneDNN's backward."""
+    layer, x, h0, lengths = layer_and_inputs(kind, H, B)
+    with threadpoolctl.threadpool_limits(1):
+        tag, got = training_run(layer, x, h0, lengths, H)
+    assert tag == _batchmajor_gru_rnn.BATCH_MAJOR and len(calls) == 4
+    python_loop()
+    tag, want = training_run(layer, x, h0, lengths, H)
+    assert not isinstance(tag, str)                       # the engine's own cache
+    assert_close(got, want)
+
+
+def test_activations_refuse_its_caches(calls):
     layer, x, h0, lengths = layer_and_inputs("gru", 16, 4)
     with threadpoolctl.threadpool_limits(1):
-        layer.forward(x, h0, lengths=lengths, train=True)
-        assert not calls
-        layer(x, h0, lengths=lengths)
-    assert len(calls) == 4
+        _, _, cache = layer.forward(x, h0, train=True)
+    with pytest.raises(ValueError, match="LSTM caches"):
+        engine.activations(cache["layers"][0][0])
 
 
 @pytest.mark.parametrize("kind", ["gru", "rnn_tanh"])
 def test_inference_matches_torch(calls, kind):
     """An independent oracle: torch's GRU / RNN on the same weights, float32, both directions,
-    packed sequences for the lengths, a non-zero initial state."""
+    packed sequences for the lengths, a non-zero initial state: outputs, h_n, and every weight's
+    gradient of the outputs' sum plus h_n weighted at random."""
     torch = pytest.importorskip("torch")
     H, B = 64, 9
     layer, x, h0, lengths = layer_and_inputs(kind, H, B)
@@ -121,15 +145,23 @@ def test_inference_matches_torch(calls, kind):
     with torch.no_grad():
         for k, v in layer.state_dict().items():
             getattr(module, k).copy_(torch.from_numpy(v))
-        packed = torch.nn.utils.rnn.pack_padded_sequence(torch.from_numpy(x), torch.tensor(lengths),
-                                                         enforce_sorted=False)
-        out, h = module(packed, torch.from_numpy(h0))
-        want, _ = torch.nn.utils.rnn.pad_packed_sequence(out, total_length=T)
+    packed = torch.nn.utils.rnn.pack_padded_sequence(torch.from_numpy(x), torch.tensor(lengths),
+                                                     enforce_sorted=False)
+    out, h = module(packed, torch.from_numpy(h0))
+    want, _ = torch.nn.utils.rnn.pad_packed_sequence(out, total_length=T)
+    dh_n = np.random.default_rng(8).standard_normal(h.shape).astype(np.float32)
+    (out.data.sum() + (h * torch.from_numpy(dh_n)).sum()).backward()
+    want, h = want.detach(), h.detach()
     with threadpoolctl.threadpool_limits(1):
         got, gh = layer(x, h0, lengths=lengths)
-    assert len(calls) == 4
+        out_, h_, cache = layer.forward(x, h0, lengths=lengths, train=True)
+        _, _, grads = layer.backward(np.ones(out_.shape, np.float32), cache, dh_n)
+    assert len(calls) == 8                                # 4 layer-directions, twice
     np.testing.assert_allclose(got, want.numpy(), rtol=0, atol=2e-5)
     np.testing.assert_allclose(gh, h.numpy(), rtol=0, atol=2e-5)
+    for k, g in grads.items():                            # d(sum of outputs + weighted h_n) / d(each weight)
+        want_g = getattr(module, k).grad.numpy()
+        np.testing.assert_allclose(g, want_g, rtol=0, atol=2e-5 * np.abs(want_g).max(), err_msg=k)
 
 
 def test_kinds_cover_the_engines():

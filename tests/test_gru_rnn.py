@@ -114,14 +114,16 @@ def test_float32_layer_matches_float64(cls):
 
 
 @pytest.mark.parametrize("cls", [nplstm.GRU, nplstm.RNN])
-def test_float32_steps_through_onednn_match_float64(cls, sgemm_calls):
-    """At 1 thread, with oneDNN installed, a step's product from ~2M multiply-adds goes through
-    oneDNN's sgemm, forward and backward (``_blas.matmul_into``); lengths make the active columns
-    a strided block. The same layer in float64 (np.matmul) is the reference."""
+def test_float32_steps_through_onednn_match_float64(monkeypatch, cls, sgemm_calls):
+    """The engine's generic loop (where the batch-major one is not taken: ``_batchmajor_gru_rnn``,
+    switched off here) at 1 thread, with oneDNN installed: a step's product from ~2M multiply-adds
+    goes through oneDNN's sgemm, forward and backward (``_blas.matmul_into``); lengths make the
+    active columns a strided block. The same layer in float64 (np.matmul) is the reference."""
     from threadpoolctl import threadpool_limits
     from nplstm import _blas, engine
     if "onednn" not in _blas.PROVIDERS or engine.get_backend() != "numba":
         pytest.skip("oneDNN's sgemm and the numba kernels are what this checks")
+    monkeypatch.setattr(engine, "_batch_major", lambda w, x, kinds=None: False)
     I, H, B, T = 6, 192, 64, 3                            # GRU: 576 x 192 x 64 = 7.1M; RNN: 2.4M
     ours = cls(I, H, dtype="float32", seed=1)
     ref = cls(I, H, seed=1)

@@ -587,21 +587,30 @@ def backward(dout, dh_n, dc_n, cache):
 
 def _backward(dout, dh_n, dc_n, cache, matmul):
     _, x, A, hs, cs, tc, w, batch_sizes, reverse = cache
-    T, B, I = x.shape
-    w_ih, w_hh = w.source[:2]
-    G, P = w_hh.shape
+    B = x.shape[1]
+    G, P = w.source[1].shape
     dh = np.zeros((B, P), np.float32) if dh_n is None else np.array(dh_n, np.float32)   # carries, own copies
     dc = np.zeros((B, G // 4), np.float32) if dc_n is None else np.array(dc_n, np.float32)
     compute, Wp, W = _packed(w, B, transpose=False, forms=None)   # W_hh (batch 1: W_hh^T)
     backward_loop(compute, Wp, W, A, tc, cs, dout, dh, dc, _sizes(batch_sizes), reverse)
-    Z = A.reshape(T * B, G)                               # dL/dz of every step, a row per (t, b)
-    h_prev = (hs[1:] if reverse else hs[:T]).reshape(T * B, P)   # h_{t-1} of each step, no copy
-    b_ih = Z.sum(axis=0)
-    grads = {"w_ih": matmul(Z.T, x.reshape(T * B, I)),   # (4H, I)  one GEMM over all T*B rows
-             "w_hh": matmul(Z.T, h_prev),                # (4H, P)
-             "b_ih": b_ih, "b_hh": b_ih.copy(), "w_hr": None}
-    dx = matmul(Z, w_ih).reshape(T, B, I)                 # backprop through x W_ih^T
+    dx, grads = weight_grads(x, A, A, hs, w, reverse, matmul)
     return dx, dh, dc, grads
+
+
+def weight_grads(x, A, AR, hs, w, reverse, matmul):
+    """(dx, grads) after the backward loop, each one GEMM over all T*B rows: A (T, B, G) holds
+    dL/d(input side) of every step, AR dL/d(recurrent side) (A itself where one sum feeds both,
+    as in the LSTM; the GRU's n differs)."""
+    T, B, I = x.shape
+    G, P = w.source[1].shape
+    Z, ZR = A.reshape(T * B, G), AR.reshape(T * B, G)    # a row per (t, b)
+    h_prev = (hs[1:] if reverse else hs[:T]).reshape(T * B, P)   # h_{t-1} of each step, no copy
+    b_ih, b_hh = Z.sum(axis=0), ZR.sum(axis=0)
+    grads = {"w_ih": matmul(Z.T, x.reshape(T * B, I)),   # (G, I)
+             "w_hh": matmul(ZR.T, h_prev),               # (G, P)
+             "b_ih": b_ih, "b_hh": b_hh.copy() if AR is A else b_hh, "w_hr": None}
+    dx = matmul(Z, w.source[0]).reshape(T, B, I)          # backprop through x W_ih^T
+    return dx, grads
 
 
 def _panels(w, B, forms):

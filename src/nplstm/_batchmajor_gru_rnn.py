@@ -1,20 +1,24 @@
-"""GRU and RNN inference on the batch-major loop: ``_batchmajor``'s time loop with their cells.
+"""GRU and RNN on the batch-major loop: ``_batchmajor``'s time loops with their cells.
 
-``engine.forward`` hands a float32 GRU or RNN over here in inference where it would hand an
+``engine.forward`` and ``backward`` hand a float32 GRU or RNN over here where they would hand an
 LSTM to ``_batchmajor`` (``engine._batch_major``): the same step's product (W_hh^T on our
 register tiles, or packed once per call for oneDNN, or batch 1's matrix-vector product) and the
 same input side (one GEMM before the loop, or made in the loop step by step or chunk by chunk:
-``_batchmajor.operands``, ``step_input``, ``step_product``); only the cell differs. The engine's
-generic loop, which training keeps, multiplies by W_hh feature-major through an sgemm that packs
-W_hh again at every step: measured (1 thread, a step's product, us, sgemm feature-major / oneDNN
+``_batchmajor.operands``, ``step_input``, ``step_product``), the same backward products and
+weight gradients (``_batchmajor.weight_grads``); only the cells differ. The engine's generic
+loop multiplies by W_hh feature-major through an sgemm that packs W_hh again at every step:
+measured (1 thread, a step's product, us, sgemm feature-major / oneDNN
 packed batch-major): GRU (H, B) = (256, 64) 168 / 148, (512, 64) 703 / 616; RNN (256, 64) 58 /
 50, (512, 64) 233 / 196 (benchmarks/RESULTS.md, eighteenth round).
 
 Weights as PyTorch keeps them (``Packed.source``), gate rows GRU [r | z | n], RNN one block::
 
-    A   (T, B, G)   x_t W_ih^T (or one step's, or a chunk's: see ``_batchmajor.forward_loop``)
+    A   (T, B, G)   x_t W_ih^T (or one step's, or a chunk's: see ``_batchmajor.forward_loop``);
+                    in training the GRU's gates r, z, n then, and the backward's dL/d(input side)
     R   (B, G)      h_{t-1} W_hh^T of the current step, no bias
     hs  (T+1, B, H) h_{t-1} of step t sits at prev(t), h_t at next(t)
+    HN  (T, B, H)   GRU training: h_{t-1} W_hn^T + b_hn, kept for the backward
+    DR  (T, B, G)   GRU backward: dL/d(recurrent side), which differs from A's on n (times r)
 
 GRU (PyTorch's): r, z = sigma(x W_i^T + b_i + h W_h^T + b_h), n = tanh(x W_in^T + b_in +
 r (h W_hn^T + b_hn)), h_t = (1 - z) n + z h_{t-1}; sigma(v) = (1 + tanh(v/2)) / 2, the r and z
@@ -26,7 +30,7 @@ import numpy as np
 
 from . import _batchmajor as bm
 from ._ftanh import HALF, ftanh
-from .engine import _sizes
+from .engine import BATCH_MAJOR_GRU_RNN as BATCH_MAJOR, _sizes   # (the tag of this path's caches)
 
 GRU, RNN_TANH, RNN_RELU = 0, 1, 2
 KINDS = {"gru": GRU, "rnn_tanh": RNN_TANH, "rnn_relu": RNN_RELU}
@@ -36,17 +40,37 @@ _inline = numba.njit(inline="always", fastmath=True, error_model="numpy")
 
 
 @_inline
-def _row_gru(a, r, b, b_hn, hp, h):
-    """One row's GRU cell: a, r (3H,) the step's input and recurrent sides (a is written over),
-    b (3H,) the biases (r and z: b_i + b_h, halved; n: b_in), hp: h_{t-1}, h: h_t."""
+def _row_gru(a, r, b, b_hn, hp, h, hn):
+    """One row's GRU cell: a, r (3H,) the step's input and recurrent sides (a becomes the gates r,
+    z, n), b (3H,) the biases (r and z: b_i + b_h, halved; n: b_in), hp: h_{t-1}, h: h_t, hn:
+    where W_hn h_{t-1} + b_hn goes (training), or a row of length 0."""
     H = h.shape[0]
     for j in range(2 * H):                                # tanh(v/2) of r and z
         a[j] = ftanh(HALF * (a[j] + r[j]) + b[j])
     az, an, rn, bn = a[H:2 * H], a[2 * H:], r[2 * H:], b[2 * H:]
     for j in range(H):
-        rg, zg = HALF * a[j] + HALF, HALF * az[j] + HALF
-        n = ftanh(an[j] + bn[j] + rg * (rn[j] + b_hn[j]))
+        rg, zg, hnj = HALF * a[j] + HALF, HALF * az[j] + HALF, rn[j] + b_hn[j]
+        n = ftanh(an[j] + bn[j] + rg * hnj)
         h[j] = n + zg * (hp[j] - n)                       # (1 - z) n + z h_{t-1}
+        a[j], az[j], an[j] = rg, zg, n
+        if hn.shape[0] > 0:
+            hn[j] = hnj
+
+
+@_inline
+def _row_gru_back(a, dr, hn, hp, dh, direct):
+    """One row back through the GRU cell: the gates in a become dL/d(input side), dr gets
+    dL/d(recurrent side), direct the term z dh of dL/dh_{t-1} that skips W_hh."""
+    H = dh.shape[0]
+    az, an, drz, drn = a[H:2 * H], a[2 * H:], dr[H:2 * H], dr[2 * H:]
+    for j in range(H):
+        r, z, n, d = a[j], az[j], an[j], dh[j]
+        dn = d * (1 - z) * (1 - n * n)                    # backprop through (1 - z) n and tanh
+        dz = d * (hp[j] - n) * z * (1 - z)                # through z h_{t-1} - z n and sigma
+        dr_ = dn * hn[j] * r * (1 - r)                    # through r (W_hn h + b_hn) and sigma
+        a[j], az[j], an[j] = dr_, dz, dn
+        dr[j], drz[j], drn[j] = dr_, dz, dn * r           # the recurrent side's n is inside r (...)
+        direct[j] = d * z
 
 
 @_inline
@@ -57,20 +81,37 @@ def _row_rnn(a, r, b, h, relu):
         h[j] = max(v, np.float32(0)) if relu else ftanh(v)
 
 
+@_inline
+def _row_rnn_back(a, h, dh, relu):
+    """dL/dz of one row into a, from h_t (the activation itself)."""
+    for j in range(h.shape[0]):
+        a[j] = (dh[j] if h[j] > 0 else np.float32(0)) if relu else dh[j] * (1 - h[j] * h[j])
+
+
 @_jit
-def _cells(kind, A, R, b, b_hn, hp, h, n):
-    """One step's cell over its first n rows (A, R (B, G); hp, h (B, H))."""
+def _cells(kind, A, R, b, b_hn, hp, h, hn, n):
+    """One step's cell over its first n rows (A, R (B, G); hp, h (B, H); hn (B, H) or (B, 0))."""
     for r in range(n):
         if kind == GRU:
-            _row_gru(A[r], R[r], b, b_hn, hp[r], h[r])
+            _row_gru(A[r], R[r], b, b_hn, hp[r], h[r], hn[r])
         else:
             _row_rnn(A[r], R[r], b, h[r], kind == RNN_RELU)
 
 
 @_jit
-def forward_sequence(kind, compute, Wp, W, panels, steps_in, A, b_ih, b_hh, h0, hs, batch_sizes, reverse):
+def _cells_back(kind, A, DR, HN, hp, h, dh, direct, n):
+    for r in range(n):
+        if kind == GRU:
+            _row_gru_back(A[r], DR[r], HN[r], hp[r], dh[r], direct[r])
+        else:
+            _row_rnn_back(A[r], h[r], dh[r], kind == RNN_RELU)
+
+
+@_jit
+def forward_sequence(kind, compute, Wp, W, panels, steps_in, A, b_ih, b_hh, h0, hs, HN, batch_sizes, reverse):
     """The biases, the first state and the time loop in one compiled call (see
-    ``_batchmajor.forward_sequence``); fills hs. Biases None: bias=False."""
+    ``_batchmajor.forward_sequence``); fills hs, and HN (T, B, H) in a GRU's training (else
+    (1, B, 0)). Biases None: bias=False."""
     T, B, G = hs.shape[0] - 1, A.shape[1], A.shape[2]
     H = hs.shape[2]
     b, b_hn = np.zeros(G, np.float32), np.zeros(H, np.float32)
@@ -93,19 +134,61 @@ def forward_sequence(kind, compute, Wp, W, panels, steps_in, A, b_ih, b_hh, h0, 
         hs[nxt, n:] = hs[prev, n:]
         a, lo = bm.step_input(compute, steps_in, A, s, t, lo, n, reverse)
         bm.step_product(compute, Wp, W, panels, hs[prev], n, R)
-        _cells(kind, A[a], R, b, b_hn, hs[prev], hs[nxt], n)
+        _cells(kind, A[a], R, b, b_hn, hs[prev], hs[nxt], HN[t if HN.shape[0] > 1 else 0], n)
 
 
-def forward(x, h0, w, batch_sizes, reverse):
-    """``engine.forward`` in inference for a GRU or RNN: (out (T, B, H), h_n, None, None); out and
-    h_n are views of the states."""
+@_jit
+def backward_loop(kind, compute, Wp, W, A, DR, HN, hs, dout, dh, batch_sizes, reverse):
+    """The backward time loop (``_batchmajor.backward_loop``'s, with these cells); dh (B, H)
+    carried; Wp: W_hh packed (or None at batch 1, and W = W_hh^T (H, G))."""
+    T, B, G = A.shape
+    H = dh.shape[1]
+    direct = np.zeros((B, H), np.float32)                 # the GRU's z dh; the RNN has none
+    for s in range(T):
+        t = s if reverse else T - 1 - s
+        prev, nxt = (t + 1, t) if reverse else (t, t + 1)
+        n = B if batch_sizes is None else batch_sizes[t]
+        A[t, n:] = 0                                      # padded rows: no gradient
+        DR[t, n:] = 0
+        dh[:n] += dout[t, :n]                             # this step's output plus what step t+1 sent
+        _cells_back(kind, A[t], DR[t], HN[t], hs[prev], hs[nxt], dh, direct, n)
+        Z = DR[t]                                         # dh_{t-1} = dL/d(recurrent side) W_hh (+ z dh)
+        if Wp is not None:
+            bm.gemm_packed(compute, Wp, n, H, G, Z.ctypes.data, G, dh.ctypes.data, H)
+        elif W is not None and n > 0:
+            bm._matvec(W, Z[0], dh[0])
+        dh[:n] += direct[:n]
+
+
+def forward(x, h0, w, batch_sizes, reverse, train):
+    """``engine.forward`` for a GRU or RNN: (out (T, B, H), h_n, None, cache); out and h_n are views
+    of the states."""
     threads, matmul = bm._threads_for(x.shape[1])
     with threads:
         T, B, _ = x.shape
         _, _, b_ih, b_hh = w.source
-        compute, Wp, W, panels, steps_in, A = bm.operands(x, w, False, matmul)
-        hs = np.empty((T + 1, B, h0.shape[1]), np.float32)
-        forward_sequence(KINDS[w.kind], compute, Wp, W, panels, steps_in, A, b_ih, b_hh, h0, hs,
+        compute, Wp, W, panels, steps_in, A = bm.operands(x, w, train, matmul)
+        H = h0.shape[1]
+        hs = np.empty((T + 1, B, H), np.float32)
+        HN = np.empty((T, B, H) if train and w.kind == "gru" else (1, B, 0), np.float32)
+        forward_sequence(KINDS[w.kind], compute, Wp, W, panels, steps_in, A, b_ih, b_hh, h0, hs, HN,
                          _sizes(batch_sizes), reverse)
     out, last = (hs[:T], 0) if reverse else (hs[1:], T)
-    return out, hs[last], None, None
+    cache = (BATCH_MAJOR, x, A, hs, HN, w, batch_sizes, reverse) if train else None
+    return out, hs[last], None, cache
+
+
+def backward(dout, dh_n, cache):
+    """``engine.backward`` for a cache from ``forward`` above (used up: the gradients replace the
+    gates): dx, dh0, None, grads."""
+    _, x, A, hs, HN, w, batch_sizes, reverse = cache
+    T, B, _ = x.shape
+    threads, matmul = bm._threads_for(B)
+    with threads:
+        dh = np.zeros((B, hs.shape[2]), np.float32) if dh_n is None else np.array(dh_n, np.float32)
+        DR = np.empty_like(A) if w.kind == "gru" else A  # the RNN's one sum feeds both sides
+        HN = HN if w.kind == "gru" else np.empty((T, B, 0), np.float32)
+        compute, Wp, W = bm._packed(w, B, transpose=False, forms=None)   # W_hh (batch 1: W_hh^T)
+        backward_loop(KINDS[w.kind], compute, Wp, W, A, DR, HN, hs, dout, dh, _sizes(batch_sizes), reverse)
+        dx, grads = bm.weight_grads(x, A, DR, hs, w, reverse, matmul)
+    return dx, dh, None, grads

@@ -41,8 +41,8 @@ of slicing and dispatch per step, with the same results:
   (``_rowblocks``), each block as above; the batch-major forward's blocks (and a small batch's
   two directions) as GIL-free rows, which the pool's threads run in compiled code (``_gilfree``).
 
-A float32 GRU or RNN in inference takes the batch-major loop too, with its own cells
-(``_batchmajor_gru_rnn``); its training keeps the loop below.
+A float32 GRU or RNN takes the batch-major loops too, with its own cells
+(``_batchmajor_gru_rnn``).
 
 Arrays: every array here comes from one module ``xp`` (``Packed.xp``, picked from the weights by
 ``nplstm._xp.array_module``): NumPy on the CPU, CuPy on a GPU, with the same code. The lengths
@@ -70,6 +70,7 @@ _backend = _cellmath.DEFAULT
 # and ``activations`` hand it back to that path (``_tag``); the engine's own cache is untagged.
 SEGMENTS = "segments"                 # forward_segments: bounded memory
 BATCH_MAJOR = "batch-major"           # _batchmajor: the batch-major float32 loop
+BATCH_MAJOR_GRU_RNN = "batch-major-gru-rnn"   # _batchmajor_gru_rnn: the same for GRU and RNN
 # _rowblocks.SPLIT ("row-blocks"):      the batch in row blocks, a thread each
 
 
@@ -365,9 +366,8 @@ def _forward_rows(x, h0, c0, w, batch_sizes, reverse, train):
     """``forward`` on the calling thread."""
     if _batch_major(w, x):                                # float32 LSTM, compiled: the same, batch-major
         return _batchmajor().forward(x, h0, c0, w, batch_sizes, reverse, train)
-    if not train and _batch_major(w, x, kinds=_GRU_RNN):  # GRU and RNN inference: the same loop, their cells
-        from ._batchmajor_gru_rnn import forward
-        return forward(x, h0, w, batch_sizes, reverse)
+    if _batch_major(w, x, kinds=_GRU_RNN):               # GRU and RNN: the same loops, their cells
+        return _batchmajor_gru_rnn().forward(x, h0, w, batch_sizes, reverse, train)
     return _forward(x, h0, c0, w, batch_sizes, reverse, train)
 
 
@@ -440,6 +440,8 @@ def backward(dout, dh_n, dc_n, cache):
         return _rowblocks.backward(backward, dout, dh_n, dc_n, cache)
     if tag == BATCH_MAJOR:
         return _batchmajor().backward(dout, dh_n, dc_n, cache)
+    if tag == BATCH_MAJOR_GRU_RNN:
+        return _batchmajor_gru_rnn().backward(dout, dh_n, cache)
     return _backward(dout, dh_n, dc_n, cache)
 
 
@@ -506,6 +508,8 @@ def activations(cache):
     tag = _tag(cache)
     if tag == SEGMENTS:
         raise ValueError("a checkpointed cache (forward_segments) keeps no gates: run forward without checkpointing")
+    if tag == BATCH_MAJOR_GRU_RNN:
+        raise ValueError("activations reads LSTM caches; this one is a GRU's or an RNN's")
     if tag == _rowblocks.SPLIT:
         return _rowblocks.activations(activations, cache)
     if tag == BATCH_MAJOR:                                # (T, B, 4H), PyTorch's gate order
@@ -570,6 +574,12 @@ def _batchmajor():
     """The ``_batchmajor`` module, imported on first use (it needs numba), once."""
     from . import _batchmajor
     return _batchmajor
+
+
+@lru_cache(maxsize=None)
+def _batchmajor_gru_rnn():
+    from . import _batchmajor_gru_rnn
+    return _batchmajor_gru_rnn
 
 
 def _compiled_loop(w, x):
