@@ -12,8 +12,9 @@ rep's own ratio with its quartiles (``nplstm.bench.paired_ratio``):
 - ``row-chunks``: the plain layer's 2-thread row blocks, input side in one GEMM before the loop
   / in chunks of steps from one W_ih^T packing per call (``_batchmajor._in_loop``). Whole
   inference calls.
-- ``gru-rnn``: GRU and RNN (tanh) inference, the engine's generic loop (feature-major, an sgemm a
-  step) / the batch-major loop with their cells (``nplstm._batchmajor_gru_rnn``). Whole calls.
+- ``gru-rnn``: GRU and RNN (tanh), the engine's generic loop (feature-major, an sgemm a step) /
+  the batch-major loops with their cells (``nplstm._batchmajor_gru_rnn``). Whole inference calls
+  and training steps (forward and backward).
 - ``column-blocks``: measured and not built. A step at H = 512 as one oneDNN GEMM then every
   cell / as column blocks of [i|f|g|o] for U units at a time, a GEMM and then that block's cells
   while its products are in cache (``--units``). The loop alone.
@@ -143,10 +144,12 @@ def _block_runners(lstm, x, U):
     return {"old": runner(False), "new": runner(True)}
 
 
-def _family_runners(cls, I, H, x):
-    """{old, new}: inference calls of a GRU or RNN on the engine's generic loop / the batch-major one."""
+def _family_runners(cls, I, H, x, train):
+    """{old, new}: inference calls, or training steps (forward and backward), of a GRU or RNN on
+    the engine's generic loop / the batch-major one."""
     layer = cls(I, H, seed=0)
     real = engine._batch_major
+    d = np.ones(x.shape[:2] + (H,), np.float32)
 
     def generic_loop(w, x, kinds=("lstm",)):
         return kinds == ("lstm",) and real(w, x)
@@ -155,7 +158,11 @@ def _family_runners(cls, I, H, x):
         def run():
             engine._batch_major = real if batch_major else generic_loop
             try:
-                layer(x)
+                if train:
+                    out, _, cache = layer.forward(x, train=True)
+                    layer.backward(d, cache)
+                else:
+                    layer(x)
             finally:
                 engine._batch_major = real
         return run
@@ -195,8 +202,8 @@ def main(argv=None):
                                    ("train", _sequence_runners(lstm, x, True, old_sequence))],
                 "in-place": lambda: [("infer", _call_runners(lstm, x, {"_in_place": lambda w, rows: False}))],
                 "row-chunks": lambda: [("infer", _call_runners(lstm, x, {"_in_loop": _plain_rows_do_not_chunk}))],
-                "gru-rnn": lambda: [("GRU", _family_runners(nplstm.GRU, I, H, x)),
-                                    ("RNN", _family_runners(nplstm.RNN, I, H, x))],
+                "gru-rnn": lambda: [(f"{cls.__name__} {what}", _family_runners(cls, I, H, x, what == "train"))
+                                    for cls in (nplstm.GRU, nplstm.RNN) for what in ("infer", "train")],
                 "column-blocks": lambda: [(f"U = {args.units}", _block_runners(lstm, x, args.units))],
             }[args.compare]()
             for what, runners in cases:
