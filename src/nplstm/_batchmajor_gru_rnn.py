@@ -156,7 +156,7 @@ def forward_sequence(kind, compute, Wp, W, panels, steps_in, A, b_ih, b_hh, h0, 
         n = B if batch_sizes is None else batch_sizes[t]  # rows n.. carry their state over
         hs[nxt, n:] = hs[prev, n:]
         a, lo = bm.step_input(compute, steps_in, A, s, t, lo, n, reverse)
-        bm.step_product(compute, Wp, W, panels, hs[prev], n, R)
+        bm.step_product(compute, Wp, W, panels, hs, prev, n, R)
         _cells(kind, A[a], R, b, b_hn, hs[prev], hs[nxt], HN[t if HN.shape[0] > 1 else 0], n)
 
 
@@ -166,7 +166,7 @@ def backward_loop(kind, compute, Wp, W, A, DR, HN, hs, dout, dh, batch_sizes, re
     carried; Wp: W_hh packed (or None at batch 1, and W = W_hh^T (H, G))."""
     T, B, G = A.shape
     H = dh.shape[1]
-    direct = np.zeros((B, H), np.float32)                 # the GRU's z dh; the RNN has none
+    direct = np.zeros((B, H), np.float32)                 # the GRU's z dh (the RNN has none)
     for s in range(T):
         t = s if reverse else T - 1 - s
         prev, nxt = (t + 1, t) if reverse else (t, t + 1)
@@ -180,7 +180,8 @@ def backward_loop(kind, compute, Wp, W, A, DR, HN, hs, dout, dh, batch_sizes, re
             bm.gemm_packed(compute, Wp, n, H, G, Z.ctypes.data, G, dh.ctypes.data, H)
         elif W is not None and n > 0:
             bm._matvec(W, Z[0], dh[0])
-        dh[:n] += direct[:n]
+        if kind == GRU:
+            dh[:n] += direct[:n]
 
 
 def forward(x, h0, w, batch_sizes, reverse, train):
