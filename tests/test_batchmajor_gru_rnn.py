@@ -166,3 +166,29 @@ def test_inference_matches_torch(calls, kind):
 
 def test_kinds_cover_the_engines():
     assert set(_batchmajor_gru_rnn.KINDS) == set(engine.KINDS) - {"lstm"}
+
+
+@pytest.mark.parametrize("kind", sorted(MAKERS))
+@pytest.mark.parametrize("B", [35, 4], ids=["row-blocks", "directions"])
+def test_two_threads_equal_the_python_loop(calls, python_loop, kind, B):
+    """``nplstm.set_num_threads(2)``: a batch of 35 as two row blocks (17 and 18 rows), a thread each;
+    a batch of 4, too small to split, with the two directions at once. Training (every gradient)
+    and inference against the engine's Python loop on one thread."""
+    from nplstm import _rowblocks
+    layer, x, h0, lengths = layer_and_inputs(kind, 16, B)
+    before = nplstm.get_num_threads()
+    try:
+        nplstm.set_num_threads(2)
+        tag, got = training_run(layer, x, h0, lengths, B)
+        _, _, cache = layer.forward(x, h0, lengths=lengths, train=True)
+        got.append(layer(x, h0, lengths=lengths)[0])
+    finally:
+        nplstm.set_num_threads(before)
+    if B == 35:
+        assert tag == _rowblocks.SPLIT and _rowblocks.bounds(35) is None   # (bounds: back to 1 thread)
+    else:
+        assert tag == _batchmajor_gru_rnn.BATCH_MAJOR and cache["together"] == [True, True]
+    assert calls
+    python_loop()
+    want = training_run(layer, x, h0, lengths, B)[1] + [layer(x, h0, lengths=lengths)[0]]
+    assert_close(got, want)

@@ -88,8 +88,8 @@ def test_row_blocks_answer_as_one_thread(compiled, threads, monkeypatch, B, n, b
     (lambda: nplstm.LSTM(I, H, seed=0), 31),                        # fewer than 2 x 16 rows
     (lambda: nplstm.LSTM(I, H, dtype="float64", seed=0), 40),       # not the compiled LSTM
     (lambda: nplstm.LSTM(I, H, proj_size=2, seed=0), 40),
-    (lambda: nplstm.GRU(I, H, seed=0), 40),
-])
+    (lambda: nplstm.GRU(I, H, dtype="float64", seed=0), 40),      # (a float32 GRU or RNN is split:
+])                                                                  # tests/test_batchmajor_gru_rnn.py)
 def test_what_is_not_split(threads, make, B):
     threads(4)
     layer = make()

@@ -42,7 +42,8 @@ of slicing and dispatch per step, with the same results:
   two directions) as GIL-free rows, which the pool's threads run in compiled code (``_gilfree``).
 
 A float32 GRU or RNN takes the batch-major loops too, with its own cells
-(``_batchmajor_gru_rnn``).
+(``_batchmajor_gru_rnn``), and the row blocks, as Python calls on the pool's threads (the
+GIL-free rows are the LSTM's).
 
 Arrays: every array here comes from one module ``xp`` (``Packed.xp``, picked from the weights by
 ``nplstm._xp.array_module``): NumPy on the CPU, CuPy on a GPU, with the same code. The lengths
@@ -317,7 +318,7 @@ def forward(x, h0, c0, w, batch_sizes=None, reverse=False, train=True):
         cache -- for ``backward`` (None unless train)
     """
     blocks = _rowblocks.bounds(x.shape[1])                # nplstm.set_num_threads(n): row blocks, a thread each
-    if blocks is not None and _compiled_lstm(w, x):
+    if blocks is not None and _compiled_lstm(w, x, _COMPILED):
         return _rowblocks.forward(forward_at_once, blocks, x, h0, c0, w, batch_sizes, reverse, train)
     return _forward_rows(x, h0, c0, w, batch_sizes, reverse, train)
 
@@ -357,9 +358,11 @@ def forward_at_once(calls, train, into=None):
 
 def directions_at_once(w, x):
     """Whether a bidirectional layer may run its two directions at once, a thread each
-    (``forward_at_once``, ``_rowblocks.each``): ``nplstm.set_num_threads(n >= 2)``, a compiled LSTM, and a batch too
-    small for row blocks (which take the threads instead). w, x: one direction's arguments."""
-    return _rowblocks.get_num_threads() >= 2 and _rowblocks.bounds(x.shape[1]) is None and _compiled_lstm(w, x)
+    (``forward_at_once``, ``_rowblocks.each``): ``nplstm.set_num_threads(n >= 2)``, a compiled LSTM
+    (or GRU, RNN), and a batch too small for row blocks (which take the threads instead). w, x:
+    one direction's arguments."""
+    return (_rowblocks.get_num_threads() >= 2 and _rowblocks.bounds(x.shape[1]) is None
+            and _compiled_lstm(w, x, _COMPILED))
 
 
 def _forward_rows(x, h0, c0, w, batch_sizes, reverse, train):
@@ -556,6 +559,7 @@ def _step_matmul(xp):
 
 
 _GRU_RNN = ("gru", "rnn_tanh", "rnn_relu")
+_COMPILED = ("lstm",) + _GRU_RNN                          # the kinds with compiled batch-major loops
 
 
 def _compiled_lstm(w, x, kinds=("lstm",)):
