@@ -145,9 +145,10 @@ def _matvec(W, h, z):
 def _vecmat(v, M, out):
     """out += v M: the rows of M (K, N) weighted by v (K,) and summed, four rows a pass, so that out
     is read and written once per four rows (each pass one vector loop over N). Batch 1's forward
-    h W_hh^T where ``_tilegemm.matvec`` does not fit (no AVX-512, or 4H not a multiple of 64). Against ``_matvec``'s dot product per row of W_hh, whose rows are only P long,
-    measured at 1 thread (us a step, T = 100; 4H x P): 256x64 0.98 against 1.58, 512x128 4.6
-    against 6.1, 1024x256 21.2 against 21.4."""
+    h W_hh^T where ``_tilegemm.matvec`` does not fit (no AVX-512, or 4H not a multiple of 64).
+    Against ``_matvec``'s dot product per row of W_hh, whose rows are only P long, measured at 1
+    thread (us a step, T = 100; 4H x P): 256x64 0.98 against 1.58, 512x128 4.6 against 6.1,
+    1024x256 21.2 against 21.4."""
     wide_vectors()
     K, N = M.shape
     k = 0

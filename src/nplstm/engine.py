@@ -318,7 +318,7 @@ def forward(x, h0, c0, w, batch_sizes=None, reverse=False, train=True):
         cache -- for ``backward`` (None unless train)
     """
     blocks = _rowblocks.bounds(x.shape[1])                # nplstm.set_num_threads(n): row blocks, a thread each
-    if blocks is not None and _compiled_lstm(w, x, _COMPILED):
+    if blocks is not None and _compiled(w, x, _COMPILED):
         return _rowblocks.forward(forward_at_once, blocks, x, h0, c0, w, batch_sizes, reverse, train)
     return _forward_rows(x, h0, c0, w, batch_sizes, reverse, train)
 
@@ -362,7 +362,7 @@ def directions_at_once(w, x):
     (or GRU, RNN), and a batch too small for row blocks (which take the threads instead). w, x:
     one direction's arguments."""
     return (_rowblocks.get_num_threads() >= 2 and _rowblocks.bounds(x.shape[1]) is None
-            and _compiled_lstm(w, x, _COMPILED))
+            and _compiled(w, x, _COMPILED))
 
 
 def _forward_rows(x, h0, c0, w, batch_sizes, reverse, train):
@@ -562,10 +562,10 @@ _GRU_RNN = ("gru", "rnn_tanh", "rnn_relu")
 _COMPILED = ("lstm",) + _GRU_RNN                          # the kinds with compiled batch-major loops
 
 
-def _compiled_lstm(w, x, kinds=("lstm",)):
-    """What both compiled LSTM loops need (and the batch-major one for the other ``kinds``):
-    numba backend, NumPy arrays, an LSTM without projection, float32 input and weights (biases
-    None or float32)."""
+def _compiled(w, x, kinds=("lstm",)):
+    """What the compiled loops need: numba backend, NumPy arrays, a cell of ``kinds`` (the LSTM's
+    two loops; the GRU and RNN have the batch-major one) without projection, float32 input and
+    weights (biases None or float32)."""
     if not (_backend == "numba" and w.xp is np and w.kind in kinds and w.w_hr is None and x.ndim == 3):
         return False
     w_ih, w_hh, b_ih, b_hh = w.source
@@ -582,6 +582,7 @@ def _batchmajor():
 
 @lru_cache(maxsize=None)
 def _batchmajor_gru_rnn():
+    """The ``_batchmajor_gru_rnn`` module, imported on first use (it needs numba), once."""
     from . import _batchmajor_gru_rnn
     return _batchmajor_gru_rnn
 
@@ -589,7 +590,7 @@ def _batchmajor_gru_rnn():
 def _compiled_loop(w, x):
     """Take ``_cellmath_numba``'s time loop for batch > 1, which calls BLAS itself (``nplstm._blas``):
     a compiled LSTM (above) and an sgemm found."""
-    return _compiled_lstm(w, x) and x.shape[1] > 1 and _blas.gemm() is not None
+    return _compiled(w, x) and x.shape[1] > 1 and _blas.gemm() is not None
 
 
 def _batch_major(w, x, kinds=("lstm",)):
@@ -597,8 +598,8 @@ def _batch_major(w, x, kinds=("lstm",)):
     oneDNN's packed GEMM in use; or, while oneDNN's OpenMP has more threads, when one step's
     product is too small to split over threads (``_one_thread_step``): then ``_batchmajor`` runs
     the steps on one thread and NumPy's OpenBLAS keeps its threads for the big GEMMs. The same
-    for a GRU or RNN in inference (``kinds``; ``_batchmajor_gru_rnn``)."""
-    if not _compiled_lstm(w, x, kinds):
+    for a GRU or RNN (``kinds``; ``_batchmajor_gru_rnn``)."""
+    if not _compiled(w, x, kinds):
         return False
     B = x.shape[1]
     if B == 1 or _blas.packed_compute() is not None:
