@@ -121,3 +121,23 @@ def test_format_row_prints_paired_ratios_with_quartiles_and_median_times():
     assert cells[4] == "0.50 (0.50-0.50) / n/a"
     assert cells[5] == "3.00 / 2.00"                # medians, ms
     assert cells[6] == "1.00 / 4.00"
+
+
+def test_memory_runs_the_cell_it_is_asked_for(monkeypatch):
+    """``--memory --cell gru``: each child process is told the cell, and the child builds that
+    layer (it built an LSTM whatever --cell said)."""
+    import json
+    import subprocess
+    argvs = []
+
+    def fake_run(argv, **kw):
+        argvs.append(argv)
+        return subprocess.CompletedProcess(argv, 0, stdout=json.dumps({"peak_bytes": 1}) + "\n")
+    monkeypatch.setattr(bench.subprocess, "run", fake_run)
+    bench.run_memory([(3, 4, 2, 5, 1, False)], 1, "gru")
+    assert [a[-1] for a in argvs] == ["gru", "gru"]       # nplstm's child and torch's
+    cells = []
+    monkeypatch.setattr(bench, "make_pair", lambda cfg, seed=0, cell="lstm": cells.append(cell) or 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        bench._memory_child("nplstm", (3, 4, 2, 5, 1, False), 1, "gru")
+    assert cells == ["gru"]

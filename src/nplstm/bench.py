@@ -276,13 +276,13 @@ HEADER = ("Ratios: the median over the reps of each rep's ratio (its two runs in
 
 
 # ---------------------------------------------------------------------------- memory
-def _memory_child(impl, cfg, threads):
+def _memory_child(impl, cfg, threads, cell="lstm"):
     import torch
     from threadpoolctl import threadpool_limits
     torch.set_num_threads(threads)                        # the same count each, as in the speed tables
     nplstm.set_num_threads(threads)
     threadpool_limits(threads)
-    module, ours, x, G = make_pair(cfg)
+    module, ours, x, G = make_pair(cfg, cell=cell)
     runners = torch_runners if impl == "torch" else nplstm_runners
     # Warm up on a 2-step input with few rows only: that pays one-time costs (numba's compiler and
     # cache loads, oneDNN's set-up) without leaving this size's pages in the allocator, which would
@@ -303,13 +303,13 @@ def _memory_child(impl, cfg, threads):
     print(json.dumps({"peak_bytes": rss("VmHWM:") - base}))
 
 
-def run_memory(grid, threads=1):
+def run_memory(grid, threads=1, cell="lstm"):
     rows = []
     for cfg in grid:
         peaks = {}
         for impl in ("nplstm", "torch"):
             out = subprocess.run([sys.executable, "-m", "nplstm.bench", "--memory-child", impl, json.dumps(cfg),
-                                  str(threads)], capture_output=True, text=True, check=True)
+                                  str(threads), cell], capture_output=True, text=True, check=True)
             peaks[impl] = json.loads(out.stdout.strip().splitlines()[-1])["peak_bytes"]
         rows.append((cfg, peaks))
         print(f"{cfg}: nplstm {peaks['nplstm'] / 2**20:.1f} MiB, torch {peaks['torch'] / 2**20:.1f} MiB", flush=True)
@@ -387,23 +387,26 @@ def main(argv=None):
     ap.add_argument("--memory", action="store_true", help="measure peak RSS of a training step instead")
     ap.add_argument("--gemm", choices=sorted(_blas.PROVIDERS), help="sgemm provider for nplstm's float32 GEMMs (default: the fastest installed; "
                     "see nplstm._blas)")
-    ap.add_argument("--memory-child", nargs=3, help=argparse.SUPPRESS)
+    ap.add_argument("--memory-child", nargs=4, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.gemm:
         _blas.set_provider(args.gemm)
     grid = args.config or GRID
     if args.memory_child:
-        impl, cfg, threads = args.memory_child
-        return _memory_child(impl, tuple(json.loads(cfg)), int(threads))
+        impl, cfg, threads, cell = args.memory_child
+        return _memory_child(impl, tuple(json.loads(cfg)), int(threads), cell)
     if args.memory:
         threads = args.threads or 1
-        rows = run_memory(grid, threads)
+        rows = run_memory(grid, threads, args.cell)
         if args.write:
             lines = ["| config (I,H,B,T,layers,bidir) | nplstm MiB | torch MiB | ratio |", "|---|---|---|---|"]
             lines += [f"| {cfg} | {p['nplstm'] / 2**20:.1f} | {p['torch'] / 2**20:.1f} | "
                       f"{p['nplstm'] / max(p['torch'], 1):.2f} |" for cfg, p in rows]
             key, flag = ("memory", "") if threads == 1 else (f"memory-threads{threads}", f" --threads {threads}")
-            _write_section(key, f"Peak memory of one training step (rise in RSS), {threads} thread(s)",
+            if args.cell != "lstm":
+                key, flag = f"{key}-{args.cell}", f"{flag} --cell {args.cell}"
+            _write_section(key, f"Peak memory of one training step (rise in RSS), {threads} thread(s), "
+                           f"{CELLS[args.cell][1]}",
                            f"python benchmarks/bench_lstm.py --memory{flag} --write", "\n".join(lines), threads,
                            args.results)
         return None                                       # (sys.exit(main()): a returned list would exit 1)
