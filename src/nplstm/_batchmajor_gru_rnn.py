@@ -80,18 +80,27 @@ def _row_gru_train(a, r, b, b_hn, hp, h, hn):
 
 @_inline
 def _row_gru_back(a, dr, hn, hp, dh, direct):
-    """One row back through the GRU cell: the gates in a become dL/d(input side), dr gets
-    dL/d(recurrent side), direct the term z dh of dL/dh_{t-1} that skips W_hh."""
+    """One row back through the GRU cell: the gates r, z, n in a become dL/d(input side), dr gets
+    dL/d(recurrent side), direct the term z dh of dL/dh_{t-1} that skips W_hh. A loop for each
+    array written, in an order that reads each gate before it is written over (as
+    ``_row_gru_train``: one loop writing through several views of a row stays scalar)."""
     H = dh.shape[0]
-    az, an, drz, drn = a[H:2 * H], a[2 * H:], dr[H:2 * H], dr[2 * H:]
+    ar, az, an, a_rz = a[:H], a[H:2 * H], a[2 * H:], a[:2 * H]
+    d_r, d_z, d_n, d_rz = dr[:H], dr[H:2 * H], dr[2 * H:], dr[:2 * H]
     for j in range(H):
-        r, z, n, d = a[j], az[j], an[j], dh[j]
-        dn = d * (1 - z) * (1 - n * n)                    # backprop through (1 - z) n and tanh
-        dz = d * (hp[j] - n) * z * (1 - z)                # through z h_{t-1} - z n and sigma
-        dr_ = dn * hn[j] * r * (1 - r)                    # through r (W_hn h + b_hn) and sigma
-        a[j], az[j], an[j] = dr_, dz, dn
-        dr[j], drz[j], drn[j] = dr_, dz, dn * r           # the recurrent side's n is inside r (...)
-        direct[j] = d * z
+        direct[j] = dh[j] * az[j]                         # h_t = ... + z h_{t-1}
+    for j in range(H):                                    # backprop through (1 - z) n and tanh
+        d_n[j] = dh[j] * (1 - az[j]) * (1 - an[j] * an[j])
+    for j in range(H):                                    # through z h_{t-1} - z n and sigma
+        d_z[j] = dh[j] * (hp[j] - an[j]) * az[j] * (1 - az[j])
+    for j in range(H):                                    # through r (W_hn h + b_hn) and sigma
+        d_r[j] = d_n[j] * hn[j] * ar[j] * (1 - ar[j])
+    for j in range(H):
+        an[j] = d_n[j]
+    for j in range(H):                                    # the recurrent side's n is inside r (...)
+        d_n[j] *= ar[j]
+    for j in range(2 * H):                                # r and z: one sum feeds both sides
+        a_rz[j] = d_rz[j]
 
 
 @_inline
