@@ -44,13 +44,17 @@ _jit = numba.njit(nogil=True, fastmath=True, error_model="numpy")
 
 
 def _loop_without_matvec():
-    """``forward_sequence`` compiled again with ``_tilegemm.row_fits`` False: batch 1 on ``_vecmat``."""
+    """``forward_sequence`` compiled again with ``_tilegemm.row_fits`` False: batch 1 on ``_vecmat``.
+    Each compiled function on the way down to the step's product is compiled again over the
+    patched globals (``step_product`` is a function of its own, not inlined: patching the loops
+    alone would leave it the real one)."""
     fake = types.ModuleType("tilegemm_without_matvec")
     fake.__dict__.update(_tilegemm.__dict__)
     fake.row_fits = numba.njit(inline="always")(lambda N: False)
     g = dict(bm.__dict__, _tilegemm=fake)
-    g["forward_loop"] = _jit(types.FunctionType(bm.forward_loop.py_func.__code__, g, "forward_loop"))
-    return _jit(types.FunctionType(bm.forward_sequence.py_func.__code__, g, "forward_sequence"))
+    for name in ("step_product", "forward_loop", "forward_sequence"):   # callees first
+        g[name] = _jit(types.FunctionType(getattr(bm, name).py_func.__code__, g, name))
+    return g["forward_sequence"]
 
 
 def _sequence_runners(lstm, x, train, old_sequence):
