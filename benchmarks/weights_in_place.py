@@ -155,8 +155,8 @@ def _family_runners(cls, I, H, x, train):
     real = engine._batch_major
     d = np.ones(x.shape[:2] + (H,), np.float32)
 
-    def generic_loop(w, x, kinds=("lstm",)):
-        return kinds == ("lstm",) and real(w, x)
+    def generic_loop(w, x, kinds=("lstm",)):              # the LSTM's way as it was, no GRU/RNN
+        return w.kind == "lstm" and real(w, x, kinds)
 
     def runner(batch_major):
         def run():

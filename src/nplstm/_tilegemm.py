@@ -249,11 +249,11 @@ def matvec(x, W, y):
     step product h_{t-1} W_hh^T (``_batchmajor.forward_loop``), in blocks of up to 16 registers of
     sums (256 columns), each held over the whole k loop. Against ``_batchmajor._vecmat``, which
     keeps its sums in memory, a pass over them for every four rows of W (1 thread, a step's
-    product and a tanh over h in a loop of 100, us a step; (K, N)): (32, 128) 0.12 / 0.19, (64,
-    256) 0.62 / 0.69, (128, 512) 2.17 / 2.45, (256, 1024) 11.3 / 12.7. Whole forward loops at
-    batch 1 (paired medians of 2001; (I,H,T)): (16,32,100) 0.88, (32,64,100) 0.97-0.98, (64,128,100)
-    0.95-0.96, (128,256,50) 0.95. At H = 64 the step's product is bound by reading W_hh^T
-    (64 KiB) from L2, not by its FMAs."""
+    product and a tanh over h in a loop of 100, us a step, this / ``_vecmat``; (K, N)): (32, 128)
+    0.12 / 0.19, (64, 256) 0.62 / 0.69, (128, 512) 2.17 / 2.45, (256, 1024) 11.3 / 12.7. Whole
+    forward loops at batch 1 (paired medians of 2001; (I,H,T)): (16,32,100) 0.88, (32,64,100)
+    0.97-0.98, (64,128,100) 0.95-0.96, (128,256,50) 0.95. At H = 64 the step's product is bound by
+    reading W_hh^T (64 KiB) from L2, not by its FMAs."""
     K, N = W.shape
     w0, x0, y0 = W.ctypes.data, x.ctypes.data, y.ctypes.data
     for j in range(0, N, 16 * LANES):

@@ -367,11 +367,11 @@ def directions_at_once(w, x):
 
 def _forward_rows(x, h0, c0, w, batch_sizes, reverse, train):
     """``forward`` on the calling thread."""
-    if _batch_major(w, x):                                # float32 LSTM, compiled: the same, batch-major
+    if not _batch_major(w, x, kinds=_COMPILED):           # float32, compiled: the same, batch-major
+        return _forward(x, h0, c0, w, batch_sizes, reverse, train)
+    if w.kind == "lstm":
         return _batchmajor().forward(x, h0, c0, w, batch_sizes, reverse, train)
-    if _batch_major(w, x, kinds=_GRU_RNN):               # GRU and RNN: the same loops, their cells
-        return _batchmajor_gru_rnn().forward(x, h0, w, batch_sizes, reverse, train)
-    return _forward(x, h0, c0, w, batch_sizes, reverse, train)
+    return _batchmajor_gru_rnn().forward(x, h0, w, batch_sizes, reverse, train)   # the same loops, their cells
 
 
 def _forward(x, h0, c0, w, batch_sizes, reverse, train):
@@ -558,8 +558,7 @@ def _step_matmul(xp):
     return _blas.matmul_into if xp is np else (lambda a, b, out: xp.matmul(a, b, out=out))
 
 
-_GRU_RNN = ("gru", "rnn_tanh", "rnn_relu")
-_COMPILED = ("lstm",) + _GRU_RNN                          # the kinds with compiled batch-major loops
+_COMPILED = ("lstm", "gru", "rnn_tanh", "rnn_relu")      # the kinds with compiled batch-major loops
 
 
 def _compiled(w, x, kinds=("lstm",)):
