@@ -211,11 +211,7 @@ def main(argv=None):
                 "column-blocks": lambda: [(f"U = {args.units}", _block_runners(lstm, x, args.units))],
             }[args.compare]()
             for what, runners in cases:
-                times = bench.interleaved_times(runners, args.reps, settle=0)
-                ratio, lo, hi = bench.paired_ratio(times, "new", "old")
-                print(f"({I},{H},{B},{T}) {what}: new / old {ratio:.3f} ({lo:.3f}-{hi:.3f}); "
-                      f"us old {np.median(times['old']) * 1e6:.1f}, new {np.median(times['new']) * 1e6:.1f}",
-                      flush=True)
+                print(f"({I},{H},{B},{T}) {what}: {bench.new_over_old(runners, args.reps)}", flush=True)
 
 
 if __name__ == "__main__":

@@ -192,3 +192,32 @@ def test_two_threads_equal_the_python_loop(calls, python_loop, kind, B):
     python_loop()
     want = training_run(layer, x, h0, lengths, B)[1] + [layer(x, h0, lengths=lengths)[0]]
     assert_close(got, want)
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_weight_gradients_through_onednn_equal_the_python_loop(calls, python_loop, sgemm_calls, monkeypatch, kind):
+    """Past ~4M multiply-adds the weight gradients dZ^T X and dZ^T H are oneDNN's, made the other
+    way round (``_blas.matmul_tn``: (X^T dZ)^T), and the bias gradients one sum (the LSTM's two
+    are the same sum, handed out as two arrays); against the Python loop's np.matmul."""
+    monkeypatch.setattr(_blas, "_avx512", True)          # the rule, on any CPU oneDNN runs on
+    Hk, Bk, Tk, Ik = 64, 32, 40, 19                       # T*B = 1280 rows; 19 * G * 1280 > 2^22 (G = 3H, 4H)
+    layer = (nplstm.LSTM if kind == "lstm" else nplstm.GRU)(Ik, Hk, dtype="float32", seed=5)
+    rng = np.random.default_rng(6)
+    for v in layer.params.values():
+        v[...] = rng.uniform(-0.3, 0.3, v.shape)
+    x = rng.standard_normal((Tk, Bk, Ik)).astype(np.float32)
+    d = rng.standard_normal((Tk, Bk, Hk)).astype(np.float32)
+
+    def run():
+        out, _, cache = layer.forward(x, train=True)
+        dx, _, grads = layer.backward(d, cache)
+        return [dx, *grads.values()], grads
+    with threadpoolctl.threadpool_limits(1):
+        got, grads = run()
+    G = layer.gates * Hk
+    assert (Ik, G, Tk * Bk) in sgemm_calls and (Hk, G, Tk * Bk) in sgemm_calls   # (M, N, K): X^T dZ, H^T dZ
+    assert grads["bias_ih_l0"] is not grads["bias_hh_l0"]
+    python_loop()
+    want, _ = run()
+    for a, b in zip(got, want):
+        np.testing.assert_allclose(a, b, rtol=0, atol=2e-5 * max(1.0, float(np.abs(b).max())))

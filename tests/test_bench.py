@@ -123,6 +123,18 @@ def test_format_row_prints_paired_ratios_with_quartiles_and_median_times():
     assert cells[6] == "1.00 / 4.00"
 
 
+def test_new_over_old_reports_the_paired_ratio_and_the_medians(monkeypatch):
+    seen = []
+
+    def times(runners, reps, settle):
+        seen.append((sorted(runners), reps, settle))
+        return {"old": [0.002, 0.010, 0.004], "new": [0.001, 0.010, 0.001]}   # rep ratios 0.5, 1, 0.25
+    monkeypatch.setattr(bench, "interleaved_times", lambda runners, reps, warmup=2, settle=1: times(runners, reps, settle))
+    line = bench.new_over_old({"old": None, "new": None}, 7)
+    assert seen == [(["new", "old"], 7, 0)]
+    assert line == "new / old 0.500 (0.375-0.750); us old 4000.0, new 1000.0"
+
+
 def test_memory_runs_the_cell_it_is_asked_for(monkeypatch):
     """``--memory --cell gru``: each child process is told the cell, and the child builds that
     layer (it built an LSTM whatever --cell said)."""

@@ -275,3 +275,38 @@ def test_aligned_arrays_start_on_64_bytes(dtype, shape, order):
     b = _aligned.copy(src, order)
     assert b.flags[order + "_CONTIGUOUS"] and (b.size == 0 or b.ctypes.data % 64 == 0)
     np.testing.assert_array_equal(b, src)
+
+
+def test_matmul_tn_against_float64_and_where_it_goes(sgemm_calls, monkeypatch):
+    """a.T @ b (the weight gradients dZ^T X over all T*B rows): oneDNN's product the other way
+    round, (b^T a)^T, F-contiguous, from ~4M multiply-adds where oneDNN's kernels are AVX-512 ones;
+    np.matmul below, for float64, for strided operands, with OpenBLAS, and on AVX2."""
+    need("onednn")
+    monkeypatch.setattr(_blas, "_avx512", True)          # (the rule; the CPU's own answer is checked below)
+    rng = np.random.default_rng(7)
+    K, M, N = 700, 96, 70                                # 4.7M multiply-adds; distinct sizes
+    a, b = rng.standard_normal((K, M), dtype=np.float32), rng.standard_normal((K, N), dtype=np.float32)
+    expected = a.astype(np.float64).T @ b.astype(np.float64)
+    with threadpool_limits(1), _blas.use("onednn"):
+        got = _blas.matmul_tn(a, b)
+        assert sgemm_calls == [(N, M, K)] and got.shape == (M, N) and got.flags.f_contiguous
+        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+        for x, y in ((a[:600], b[:600]),                  # 4.0M < 2^22: np.matmul
+                     (a.astype(np.float64), b.astype(np.float64)), (a[::2], b[::2]), (a, b[:, ::2])):
+            np.testing.assert_allclose(_blas.matmul_tn(x, y), x.astype(np.float64).T @ y, rtol=1e-4, atol=1e-4)
+        with _blas.use("openblas"):
+            np.testing.assert_allclose(_blas.matmul_tn(a, b), expected, rtol=1e-4, atol=1e-4)
+        monkeypatch.setattr(_blas, "_avx512", False)
+        np.testing.assert_allclose(_blas.matmul_tn(a, b), expected, rtol=1e-4, atol=1e-4)
+    assert len(sgemm_calls) == 1
+
+
+
+def test_onednn_reports_the_cpus_vector_width():
+    """``_avx512`` (oneDNN's ISA, asked at load) says what /proc/cpuinfo says."""
+    need("onednn")
+    if not os.path.exists("/proc/cpuinfo"):
+        pytest.skip("no /proc/cpuinfo here")
+    with open("/proc/cpuinfo") as f:
+        flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    assert _blas._avx512 == ("avx512f" in flags and "avx512bw" in flags)

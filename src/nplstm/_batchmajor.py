@@ -610,10 +610,11 @@ def weight_grads(x, A, AR, hs, w, reverse, matmul):
     G, P = w.source[1].shape
     Z, ZR = A.reshape(T * B, G), AR.reshape(T * B, G)    # a row per (t, b)
     h_prev = (hs[1:] if reverse else hs[:T]).reshape(T * B, P)   # h_{t-1} of each step, no copy
-    b_ih, b_hh = Z.sum(axis=0), ZR.sum(axis=0)
-    grads = {"w_ih": matmul(Z.T, x.reshape(T * B, I)),   # (G, I)
-             "w_hh": matmul(ZR.T, h_prev),               # (G, P)
-             "b_ih": b_ih, "b_hh": b_hh.copy() if AR is A else b_hh, "w_hr": None}
+    tn = _blas.matmul_tn if matmul is _blas.matmul else (lambda a, b: matmul(a.T, b))
+    b_ih = Z.sum(axis=0)
+    grads = {"w_ih": tn(Z, x.reshape(T * B, I)),         # (G, I)
+             "w_hh": tn(ZR, h_prev),                     # (G, P)
+             "b_ih": b_ih, "b_hh": b_ih.copy() if AR is A else ZR.sum(axis=0), "w_hr": None}
     dx = matmul(Z, w.source[0]).reshape(T, B, I)          # backprop through x W_ih^T
     return dx, grads
 

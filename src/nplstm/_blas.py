@@ -126,9 +126,13 @@ def _onednn():
     sgemm(fn, False, True, 2, 2, 3, a.ctypes.data, 3, a.ctypes.data, 3, c.ctypes.data, 2)
     if not np.array_equal(c, a @ a.T):
         return None
-    global _omp_threads, _omp_set_threads, _packing
+    global _omp_threads, _omp_set_threads, _packing, _avx512
     _omp_threads, _omp_set_threads = threads, set_threads
     _packing = _onednn_packing(handle)
+    try:                                                  # dnnl_cpu_isa_t: bit 0x20 in every AVX-512 ISA
+        _avx512 = bool(handle.dnnl_get_effective_cpu_isa() & 0x20)   # (avx512_core 0x27 and up; avx2 0x7)
+    except AttributeError:
+        _avx512 = False
     return fn
 
 
@@ -322,6 +326,27 @@ def matmul(a, b):
     return out
 
 
+def matmul_tn(a, b):
+    """a.T @ b for C-contiguous float32 a (K, M) and b (K, N) with K long: the weight gradients
+    dZ^T X, K all T*B rows. Where ``gemm()`` is oneDNN on its AVX-512 kernels, oneDNN makes it the
+    other way round, (b^T a)^T, b's few columns the transposed operand, and the result is an
+    F-contiguous (M, N) (a gradient laid out as the layer holds its weights, ``recurrent``).
+    Measured on an Intel Xeon (AVX-512, 1 thread) for an LSTM's dZ^T X and dZ^T H together: 0.83-0.90
+    of np.matmul's time (OpenBLAS) at (1600, 512) with 64 and 128 columns up to (3200, 2048) with 512;
+    oneDNN's product the first way round, a^T b, was 1.7x slower at the largest (benchmarks/RESULTS.md,
+    nineteenth round). Else np.matmul(a.T, b): below ~4M multiply-adds, with OpenBLAS, and on AVX2,
+    where oneDNN's transposed-A products measured 1.0-2.5x slower (``matmul``)."""
+    fn = gemm()
+    if not (_avx512 and fn is not None and fn is PROVIDERS.get("onednn") and type(a) is type(b) is np.ndarray
+            and a.ndim == b.ndim == 2 and a.dtype == b.dtype == np.float32 and a.flags.c_contiguous
+            and b.flags.c_contiguous and a.shape[0] == b.shape[0] and a.size * b.shape[1] >= _SMALL):
+        return np.matmul(a.T, b)
+    (K, M), N = a.shape, b.shape[1]
+    out = np.empty((N, M), np.float32)                    # (a.T @ b).T, row-major
+    sgemm(fn, True, False, N, M, K, b.ctypes.data, N, a.ctypes.data, M, out.ctypes.data, M)
+    return out.T
+
+
 _STEP = 1 << 21                                          # multiply-adds from which matmul_into calls oneDNN
 
 
@@ -347,6 +372,7 @@ def matmul_into(a, b, out):
 
 
 _omp_threads = _omp_set_threads = _packing = _omatcopy = None
+_avx512 = False                                           # oneDNN's kernels are AVX-512 ones (``_onednn``)
 PROVIDERS = {}
 if ctypes.sizeof(ctypes.c_void_p) == 8:                   # addresses are passed as int64
     PROVIDERS = {name: fn for name, fn in (("onednn", _onednn()), ("openblas", _openblas())) if fn is not None}

@@ -192,6 +192,16 @@ def paired_ratio(times, a, b):
     return tuple(float(v) for v in np.percentile(r, [50, 25, 75]))
 
 
+def new_over_old(runners, reps):
+    """Time {"old": run, "new": run} interleaved (no settling: one library, one thread) and say
+    "new / old 0.950 (0.930-0.970); us old 100.0, new 95.0": the paired ratio, its quartiles and
+    the medians. The A/B line of the benchmarks/ scripts that compare a change with what it replaced."""
+    times = interleaved_times(runners, reps, settle=0)
+    ratio, lo, hi = paired_ratio(times, "new", "old")
+    return (f"new / old {ratio:.3f} ({lo:.3f}-{hi:.3f}); "
+            f"us old {np.median(times['old']) * 1e6:.1f}, new {np.median(times['new']) * 1e6:.1f}")
+
+
 def reference_step_time(cfg):
     """Seed-layout reference (float64, four gate matrices, per-step loop): one training step."""
     from nplstm import reference
