@@ -8,9 +8,11 @@ rep's own ratio with its quartiles (``nplstm.bench.paired_ratio``):
   ``_blas.matmul_tn`` (oneDNN, (X^T dZ)^T) and summed once. Whole training steps (forward and
   backward), and the weight gradients alone.
 
-Float32, 1 thread. Results in benchmarks/RESULTS.md (nineteenth round).
+Float32, 1 thread (``--threads 2``: the training step on the layer's two row blocks, each
+block's weight gradients on its own thread). Results in benchmarks/RESULTS.md (nineteenth round).
 
     python benchmarks/weight_grads.py --compare tn --config 64,128,32,50
+    python benchmarks/weight_grads.py --compare tn --config 64,128,32,50 --threads 2
 """
 import argparse
 
@@ -47,8 +49,9 @@ def _patched(name, value, run):
     return patched_run
 
 
-def _tn_runners(I, H, B, T, rng):
-    """[(what, {old, new})]: whole training steps, and the weight gradients alone."""
+def _tn_runners(I, H, B, T, rng, threads):
+    """[(what, {old, new})]: whole training steps, and on one thread the weight gradients alone (at
+    two, a row block's run on one thread inside the step; alone here they would meet OpenBLAS's two)."""
     lstm = nplstm.LSTM(I, H, seed=0)
     x = rng.standard_normal((T, B, I)).astype(np.float32)
     d = np.ones((T, B, H), np.float32)
@@ -59,9 +62,10 @@ def _tn_runners(I, H, B, T, rng):
     A = rng.standard_normal((T, B, 4 * H)).astype(np.float32)
     hs = rng.standard_normal((T + 1, B, H)).astype(np.float32)
     w = lstm._packed(0, 0)
-    return [("train", {"old": _patched("weight_grads", _weight_grads_before, step), "new": step}),
-            ("weight_grads", {"old": lambda: _weight_grads_before(x, A, A, hs, w, False, _blas.matmul),
-                              "new": lambda: bm.weight_grads(x, A, A, hs, w, False, _blas.matmul)})]
+    alone = ("weight_grads", {"old": lambda: _weight_grads_before(x, A, A, hs, w, False, _blas.matmul),
+                              "new": lambda: bm.weight_grads(x, A, A, hs, w, False, _blas.matmul)})   # (oneDNN)
+    return [("train", {"old": _patched("weight_grads", _weight_grads_before, step), "new": step})] + (
+        [alone] if threads == 1 else [])
 
 
 def main(argv=None):
@@ -69,13 +73,14 @@ def main(argv=None):
     ap.add_argument("--compare", choices=["tn"], default="tn")
     ap.add_argument("--config", action="append", help="I,H,B,T (repeatable)")
     ap.add_argument("--reps", type=int, default=101)
+    ap.add_argument("--threads", type=int, default=1, help="for every library (2: the layer's row blocks)")
     args = ap.parse_args(argv)
-    nplstm.set_num_threads(1)
+    nplstm.set_num_threads(args.threads)
     rng = np.random.default_rng(0)
-    with threadpool_limits(1), _blas.one_omp_thread():
+    with threadpool_limits(args.threads):                 # (as the bench: OpenBLAS and oneDNN's OpenMP alike)
         for cfg in args.config or ["64,128,32,50"]:
             I, H, B, T = map(int, cfg.split(","))
-            for what, runners in {"tn": _tn_runners}[args.compare](I, H, B, T, rng):
+            for what, runners in {"tn": _tn_runners}[args.compare](I, H, B, T, rng, args.threads):
                 print(f"({I},{H},{B},{T}) {what}: {bench.new_over_old(runners, args.reps)}", flush=True)
 
 

@@ -6,8 +6,8 @@ Two uses, one function (``sgemm``):
   A time step of a batch > 1 is one GEMM plus one fused elementwise pass, and from Python the
   call overhead around them (slicing, ufunc and numba dispatch: ~10 us a step) costs as much as
   the pass itself at mid sizes. The ctypes function is an argument, so numba still caches the loop;
-- ``matmul``: the big GEMMs around the loop (the input side of all T steps, the weight
-  gradients, dx) in float32.
+- ``matmul``: the big GEMMs around the loop (the input side of all T steps, dx) in float32,
+  and ``matmul_tn`` the weight gradients dZ^T X (made as (X^T dZ)^T on oneDNN's AVX-512 kernels).
 
 Providers (``PROVIDERS``: name -> ctypes function; ``use``/``set_provider`` pick the preferred
 one, the environment variable ``NPLSTM_GEMM`` the default; else the first present in this order):
