@@ -147,6 +147,29 @@ def test_a_cache_serves_one_backward():
         lstm.backward(np.ones_like(out), cache)
 
 
+@pytest.mark.parametrize("cls", [nplstm.LSTM, nplstm.GRU, nplstm.RNN])
+@pytest.mark.parametrize("kw", [dict(), dict(num_layers=2, bidirectional=True, batch_first=True), "unbatched"])
+def test_d_output_none_is_a_loss_on_the_final_state_alone(cls, kw):
+    """d_output=None: the gradient of a loss on h_n (and c_n) alone, as an explicit zero d_output gives."""
+    unbatched = kw == "unbatched"
+    layer = cls(I, H, dtype="float64", seed=0, **({} if unbatched else kw))
+    for k, v in layer.params.items():
+        v[...] = np.random.default_rng(hash(k) % 2**32).uniform(-0.8, 0.8, v.shape)
+    x = x_for(layer, unbatched=unbatched)
+
+    def run(zeros):
+        out, state, cache = layer.forward(x, lengths=None if unbatched else LENGTHS, train=True)
+        rng = np.random.default_rng(3)                    # the same d_state both times
+        d_state = (tuple(rng.standard_normal(s.shape) for s in state) if cls is nplstm.LSTM
+                   else rng.standard_normal(state.shape))
+        got = layer.backward(np.zeros_like(out) if zeros else None, cache, d_state)
+        return [got[0], *(got[1] if cls is nplstm.LSTM else (got[1],)), *got[2].values()]
+    got, want = run(zeros=False), run(zeros=True)
+    assert any(np.abs(w).max() > 0 for w in want)         # (the state's gradient reaches everything)
+    for a, b in zip(got, want):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_float32_layer():
     lstm = nplstm.LSTM(I, H, num_layers=2, bidirectional=True, proj_size=2, seed=0)
     assert all(v.dtype == np.float32 for v in lstm.params.values())

@@ -272,7 +272,8 @@ class _Recurrent(_xp.OnDevice):
         T, B = cache["shape"]
         L, D, H, P = self.num_layers, self.num_directions, self.hidden_size, self.output_size
         batched, order, xp = cache["batched"], cache["order"], self.xp
-        dout = self._grad_in("d_output", d_output, (T, B, D * P), batched, time_axis=True)
+        dout = (xp.zeros((T, B, D * P), self.dtype) if d_output is None   # a loss on the final state alone
+                else self._grad_in("d_output", d_output, (T, B, D * P), batched, time_axis=True))
         dh_n = None if dh_n is None else self._grad_in("dh_n", dh_n, (L * D, B, P), batched)
         dc_n = None if dc_n is None else self._grad_in("dc_n", dc_n, (L * D, B, H), batched)
         if order is not None:
@@ -440,7 +441,8 @@ class LSTM(_Recurrent):
         """Backward of ``forward(..., train=True)``.
 
         Arguments:
-            d_output -- gradient w.r.t. output, same shape as output (padded steps are ignored)
+            d_output -- gradient w.r.t. output, same shape as output (padded steps are ignored),
+                        or None: zero (a loss on the final state alone, such as a classifier on h_n)
             cache -- from forward
             d_state -- None, or (dh_n, dc_n), each None or shaped like h_n / c_n
 
@@ -470,7 +472,8 @@ class _HiddenOnly(_Recurrent):
         return output, h_n, cache
 
     def backward(self, d_output, cache, d_h_n=None):
-        """Backward of ``forward(..., train=True)``: returns ``dx, dh0, grads``."""
+        """Backward of ``forward(..., train=True)``: returns ``dx, dh0, grads``; ``d_output`` and
+        ``d_h_n`` as LSTM.backward's (None: zero)."""
         dx, dh0, _, grads = self._backward(d_output, cache, d_h_n, None)
         return dx, dh0, grads
 
