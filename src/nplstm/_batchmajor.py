@@ -605,7 +605,9 @@ def _backward(dout, dh_n, dc_n, cache, matmul):
 def weight_grads(x, A, AR, hs, w, reverse, matmul):
     """(dx, grads) after the backward loop, each one GEMM over all T*B rows: A (T, B, G) holds
     dL/d(input side) of every step, AR dL/d(recurrent side) (A itself where one sum feeds both,
-    as in the LSTM; the GRU's n differs)."""
+    as in the LSTM, whose two bias gradients are then one sum; the GRU's n differs). dZ^T X and
+    dZ^T H through ``_blas.matmul_tn`` where ``matmul`` is ``_blas.matmul`` (one thread), else
+    ``matmul``'s own (OpenBLAS's threads: ``_threads_for``)."""
     T, B, I = x.shape
     G, P = w.source[1].shape
     Z, ZR = A.reshape(T * B, G), AR.reshape(T * B, G)    # a row per (t, b)
