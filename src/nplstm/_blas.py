@@ -294,6 +294,11 @@ _WIDE = 1 << 17                                           # unless the product h
 _OUTER = 1 << 12                                          # K = 1 from this many elements: see matmul()
 
 
+def _float32_matrices(a, b):
+    """Whether a and b are both 2-D float32 NumPy arrays (what an sgemm call can take)."""
+    return type(a) is type(b) is np.ndarray and a.ndim == b.ndim == 2 and a.dtype == b.dtype == np.float32
+
+
 def matmul(a, b):
     """a @ b; through an sgemm of ``gemm()`` where that is faster, for 2-D float32 NumPy arrays
     with ``a`` C-contiguous; else np.matmul.
@@ -311,8 +316,7 @@ def matmul(a, b):
       whose K is all T*B rows): on an AVX2 EPYC (Zen 3, 1 thread) oneDNN ran (1024x6400)^T-shaped
       products 2.1-2.5x slower than OpenBLAS, and every other transposed-A shape tried 1.0-1.5x
       slower (benchmarks/RESULTS.md)."""
-    if not (type(a) is type(b) is np.ndarray and a.ndim == b.ndim == 2 and a.dtype == b.dtype == np.float32
-            and a.flags.c_contiguous):
+    if not (_float32_matrices(a, b) and a.flags.c_contiguous):
         return np.matmul(a, b)
     (M, K), (K2, N) = a.shape, b.shape
     fn = gemm()
@@ -337,9 +341,9 @@ def matmul_tn(a, b):
     nineteenth round). Else np.matmul(a.T, b): below ~4M multiply-adds, with OpenBLAS, and on AVX2,
     where oneDNN's transposed-A products measured 1.0-2.5x slower (``matmul``)."""
     fn = gemm()
-    if not (_avx512 and fn is not None and fn is PROVIDERS.get("onednn") and type(a) is type(b) is np.ndarray
-            and a.ndim == b.ndim == 2 and a.dtype == b.dtype == np.float32 and a.flags.c_contiguous
-            and b.flags.c_contiguous and a.shape[0] == b.shape[0] and a.size * b.shape[1] >= _SMALL):
+    if not (_avx512 and fn is not None and fn is PROVIDERS.get("onednn") and _float32_matrices(a, b)
+            and a.flags.c_contiguous and b.flags.c_contiguous and a.shape[0] == b.shape[0]
+            and a.size * b.shape[1] >= _SMALL):
         return np.matmul(a.T, b)
     (K, M), N = a.shape, b.shape[1]
     out = np.empty((N, M), np.float32)                    # (a.T @ b).T, row-major
