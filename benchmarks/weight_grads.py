@@ -37,18 +37,6 @@ def _weight_grads_before(x, A, AR, hs, w, reverse, matmul):
     return dx, grads
 
 
-def _patched(name, value, run):
-    """run() with bm.<name> = value for its duration."""
-    def patched_run():
-        real = getattr(bm, name)
-        setattr(bm, name, value)
-        try:
-            run()
-        finally:
-            setattr(bm, name, real)
-    return patched_run
-
-
 def _tn_runners(I, H, B, T, rng, threads):
     """[(what, {old, new})]: whole training steps, and on one thread the weight gradients alone (at
     two, a row block's run on one thread inside the step; alone here they would meet OpenBLAS's two)."""
@@ -64,7 +52,7 @@ def _tn_runners(I, H, B, T, rng, threads):
     w = lstm._packed(0, 0)
     alone = ("weight_grads", {"old": lambda: _weight_grads_before(x, A, A, hs, w, False, _blas.matmul),
                               "new": lambda: bm.weight_grads(x, A, A, hs, w, False, _blas.matmul)})   # (oneDNN)
-    return [("train", {"old": _patched("weight_grads", _weight_grads_before, step), "new": step})] + (
+    return [("train", {"old": bench.with_patched(bm, {"weight_grads": _weight_grads_before}, step), "new": step})] + (
         [alone] if threads == 1 else [])
 
 

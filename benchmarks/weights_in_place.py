@@ -77,18 +77,7 @@ def _sequence_runners(lstm, x, train, old_sequence):
 
 def _call_runners(lstm, x, old_rule):
     """{old, new}: whole inference calls, ``old_rule`` patched in for the old ones."""
-    def runner(patch):
-        def run():
-            saved = {k: getattr(bm, k) for k in patch}
-            for k, v in patch.items():
-                setattr(bm, k, v)
-            try:
-                lstm(x)
-            finally:
-                for k, v in saved.items():
-                    setattr(bm, k, v)
-        return run
-    return {"old": runner(old_rule), "new": runner({})}
+    return {"old": bench.with_patched(bm, old_rule, lambda: lstm(x)), "new": lambda: lstm(x)}
 
 
 # ---- column blocks (not built) -----------------------------------------------------------------

@@ -153,3 +153,17 @@ def test_memory_runs_the_cell_it_is_asked_for(monkeypatch):
     with pytest.raises(ZeroDivisionError):
         bench._memory_child("nplstm", (3, 4, 2, 5, 1, False), 1, "gru")
     assert cells == ["gru"]
+
+
+def test_with_patched_sets_attributes_for_the_run_and_puts_them_back_even_on_error():
+    import types
+    module = types.SimpleNamespace(rule=1, other=2)
+    seen = []
+    run = bench.with_patched(module, {"rule": 10}, lambda: seen.append((module.rule, module.other)) or "done")
+    assert run() == "done" and seen == [(10, 2)] and module.rule == 1
+
+    def fails():
+        raise KeyError("x")
+    with pytest.raises(KeyError):
+        bench.with_patched(module, {"rule": 10, "other": 20}, fails)()
+    assert (module.rule, module.other) == (1, 2)

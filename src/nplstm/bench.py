@@ -202,6 +202,21 @@ def new_over_old(runners, reps):
             f"us old {np.median(times['old']) * 1e6:.1f}, new {np.median(times['new']) * 1e6:.1f}")
 
 
+def with_patched(module, patch, run):
+    """A function that calls run() with ``module``'s attributes set from ``patch`` ({name: value})
+    and puts them back after: a change's old side, for ``new_over_old``."""
+    def patched_run():
+        saved = {k: getattr(module, k) for k in patch}
+        for k, v in patch.items():
+            setattr(module, k, v)
+        try:
+            return run()
+        finally:
+            for k, v in saved.items():
+                setattr(module, k, v)
+    return patched_run
+
+
 def reference_step_time(cfg):
     """Seed-layout reference (float64, four gate matrices, per-step loop): one training step."""
     from nplstm import reference
