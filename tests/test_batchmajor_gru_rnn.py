@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import nplstm
-from nplstm import _blas, engine
+from nplstm import _aligned, _blas, engine
 
 numba = pytest.importorskip("numba")
 threadpoolctl = pytest.importorskip("threadpoolctl")
@@ -221,3 +221,35 @@ def test_weight_gradients_through_onednn_equal_the_python_loop(calls, python_loo
     want, _ = run()
     for a, b in zip(got, want):
         np.testing.assert_allclose(a, b, rtol=0, atol=2e-5 * max(1.0, float(np.abs(b).max())))
+
+
+@pytest.mark.parametrize("way", ["tiles", "onednn", "batch 1"])
+def test_a_step_from_zeros_skips_its_product(way):
+    """``step_product`` from h[:n] = 0 (hx=None's first step) writes R[:n] = 0 without multiplying:
+    with an inf in W_hh, 0 * inf would be NaN. Rows past n are not looked at; any other value in
+    h[:n] (a tiny one) multiplies as before, every way of the product."""
+    P, G, B, n = 5, 4 * 16, 4, 3                          # (tiles: 4H a multiple of the kernel's columns)
+    rng = np.random.default_rng(8)
+    Wt = rng.standard_normal((P, G)).astype(np.float32)   # W_hh^T
+    Wt[2, 7] = np.inf
+    compute = Wp = W = panels = None
+    with threadpoolctl.threadpool_limits(1), _blas.use("onednn"):
+        if way == "tiles":
+            if not _tilegemm.suits(P, G):
+                pytest.skip("our kernel needs AVX-512")
+            panels = _tilegemm.pack(Wt)
+        elif way == "onednn":
+            if _blas.packed_compute() is None:
+                pytest.skip("needs oneDNN's packed GEMM")
+            compute, Wp = _blas.packed_compute(), _blas.pack_right(Wt, B)
+        else:
+            W, B, n = _aligned.copy(Wt), 1, 1
+        hs = np.zeros((2, B, P), np.float32)
+        hs[0, n:] = 1                                     # past n: not looked at
+        R = np.full((B, G), 7, np.float32)
+        _batchmajor.step_product(compute, Wp, W, panels, hs, 0, n, R)
+        assert (R[:n] == 0).all()
+        hs[0, n - 1, 2] = 1e-30
+        _batchmajor.step_product(compute, Wp, W, panels, hs, 0, n, R)
+    assert np.isnan(R[n - 1, 7]) or np.isinf(R[n - 1, 7])
+

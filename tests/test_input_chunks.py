@@ -64,30 +64,102 @@ def test_chunks_on_one_thread_equal_the_python_loop(monkeypatch, input_gemms, py
         assert_same(g, want)
 
 
-@pytest.mark.parametrize("frozen", [False, True])
-def test_chunks_in_row_blocks_equal_the_python_loop(monkeypatch, input_gemms, python_loop, frozen):
-    """At 2 threads a batch of 35 runs as two row blocks (17 and 18 rows); the blocks make the
-    input side in chunks of 4 steps (4 + 3) from one W_ih^T packing for both: a frozen copy's,
-    kept, or the plain layer's, made at the call."""
+@pytest.fixture
+def two_threads():
     if not _rowblocks.gil_free():
         pytest.skip("GIL-free row blocks need numba, sched_yield and oneDNN's packed GEMM")
+    before = nplstm.get_num_threads()
+    nplstm.set_num_threads(2)
+    yield
+    nplstm.set_num_threads(before)
+
+
+@pytest.fixture
+def packs(monkeypatch):
+    """{"now": [...], "later": [...]}: (R's shape, rows) of each packing made on the calling thread
+    (``_blas.pack_right``) and of each left to a pack row (``pack_later``)."""
+    made = {"now": [], "later": []}
+    monkeypatch.setattr(_blas, "pack_right", lambda R, n, f=_blas.pack_right: made["now"].append((R.shape, n)) or f(R, n))
+    monkeypatch.setattr(_blas, "pack_later", lambda R, n, later, f=_blas.pack_later:
+                        made["later"].append((R.shape, n)) or f(R, n, later))
+    return made
+
+
+@pytest.mark.parametrize("frozen", [False, True])
+def test_chunks_in_row_blocks_equal_the_python_loop(monkeypatch, input_gemms, python_loop, two_threads, packs, frozen):
+    """At 2 threads a batch of 35 runs as two row blocks (17 and 18 rows); the blocks make the
+    input side in chunks of 4 steps (4 + 3) from one W_ih^T packing for both: a frozen copy's,
+    kept, or the plain layer's, made in the call by a pack row."""
     lstm, x, lengths = lstm_and_input(35)
     monkeypatch.setattr(_tilegemm, "L2_BYTES", 4 * 4 * 18 * 4 * H)   # 4 steps of either block
     layer = lstm.frozen() if frozen else lstm
     g = _rowblocks._gilfree()
-    chunks, packs = [], []                                # each row's CHUNK field: what its thread runs
+    chunks = []                                           # each row's CHUNK field: what its thread runs
     monkeypatch.setattr(g, "new_row", lambda *a, f=g.new_row: chunks.append(f(*a)) or chunks[-1])
-    monkeypatch.setattr(_blas, "pack_right", lambda R, n, f=_blas.pack_right: packs.append((R.shape, n)) or f(R, n))
-    before = nplstm.get_num_threads()
-    try:
-        nplstm.set_num_threads(2)
-        got = layer(x, lengths=lengths)
-    finally:
-        nplstm.set_num_threads(before)
+    got = layer(x, lengths=lengths)
     assert [row[g.CHUNK] for row in chunks] == [4, 4] and not input_gemms
-    assert packs.count(((I, 4 * H), T * 35)) == 1
+    assert packs["later" if not frozen else "now"].count(((I, 4 * H), T * 35)) == 1
     python_loop()
     assert_same(got, lstm(x, lengths=lengths))
+
+
+def test_the_plain_layers_packings_are_pack_rows_first_in_the_table(monkeypatch, input_gemms, python_loop,
+                                                                    two_threads, packs):
+    """The plain layer packs its weights at every call; on row blocks each packing is a pack row,
+    listed before the blocks, so that the call's threads take one each: W_ih^T once for both
+    blocks, W_hh^T for 17 rows and for 18. None is made on the calling thread before the table
+    runs, each ran (DONE, status 0), and the results are the engine's Python loop's."""
+    lstm, x, lengths = lstm_and_input(35)
+    monkeypatch.setattr(_tilegemm, "L2_BYTES", 4 * 4 * 18 * 4 * H)
+    g, tables = _rowblocks._gilfree(), []
+    monkeypatch.setattr(_rowblocks, "run_rows", lambda t, f=_rowblocks.run_rows: tables.append(t) or f(t))
+    got = [lstm(x, lengths=lengths) for _ in range(2)]
+    assert not packs["now"]
+    assert sorted(packs["later"]) == sorted(2 * [((H, 4 * H), 17), ((H, 4 * H), 18), ((I, 4 * H), T * 35)])
+    for table in tables:
+        assert list(table[:, g.KIND]) == [g.PACK] * 3 + [g.BLOCK] * 2
+        assert list(table[:, g.STATE]) == [g.DONE] * 5 and not table[:3, g.STATUS].any()
+    python_loop()
+    want = lstm(x, lengths=lengths)
+    for g_ in got:
+        assert_same(g_, want)
+
+
+def test_a_failing_pack_row_raises_naming_the_matrix(monkeypatch, input_gemms, two_threads):
+    """A packing oneDNN refuses (here: a negative size slipped into its operands) is an error once
+    the table has run, as ``pack_right``'s is; the blocks do not run on the unfilled buffer (whose
+    missing header crashed oneDNN's product)."""
+    lstm, x, _ = lstm_and_input(35)
+
+    def broken(R, n, later, f=_blas.pack_later):
+        buf = f(R, n, later)
+        later[-1][1][2][0] = -1                           # dims: M
+        return buf
+    monkeypatch.setattr(_blas, "pack_later", broken)
+    with pytest.raises(RuntimeError, match=f"sgemm_pack of a {H}x{4 * H} matrix failed with dnnl_status_t"):
+        lstm(x)
+
+
+def test_a_block_waits_for_every_pack_row(input_gemms):
+    """``wait_packs``, which a block calls first: it spins while a pack row another thread took is
+    not DONE, and returns once it is (rows of other kinds not waited for)."""
+    import threading
+    import time
+    g = _rowblocks._gilfree()
+    table = np.zeros((3, g.FIELDS), np.int64)
+    table[:, g.KIND] = g.PACK, g.PACK, g.BLOCK
+    table[:, g.STATE] = g.DONE, g.TAKEN, g.POSTED
+    table[0, g.STATUS] = 0
+    ok = []
+    waiter = threading.Thread(target=lambda: ok.append(g.wait_packs(table)))   # (compiled without the GIL)
+    waiter.start()
+    time.sleep(0.2)
+    assert waiter.is_alive()
+    table[1, g.STATE] = g.DONE
+    waiter.join(timeout=10)
+    assert not waiter.is_alive() and ok == [True]
+    table[1, g.STATUS] = 2                                # a failed packing: no block may run
+    assert not g.wait_packs(table)
 
 
 @pytest.mark.parametrize("T_, B, I_, kept, train, L2, rows, want", [

@@ -253,12 +253,27 @@ def step_input(compute, steps_in, A, s, t, lo, n, reverse):
     return a, lo
 
 
+@_inline
+def _zeros(h, n):
+    """Whether h[:n] is all zeros: a first step from hx=None. It stops at the first other value, so
+    at any later step it costs a read or two."""
+    for r in range(n):
+        for j in range(h.shape[1]):
+            if h[r, j] != 0:
+                return False
+    return True
+
+
 @_jit
 def step_product(compute, Wp, W, panels, hs, prev, n, R):
     """R[:n] = h[:n] W_hh^T, h = hs[prev], the step's product, one of ``forward_loop``'s three
-    ways."""
+    ways; or zeros, without the product, where h[:n] is zeros (h0 = 0, the default): one step's
+    product less, ~1% of a 50-step call at H = 512. The same R for finite weights (0 w = 0, and
+    a + 0 = a in the cell); with an inf or NaN in W_hh, torch's first step would be NaN."""
     G, P = R.shape[1], hs.shape[2]
-    if panels is not None and panels.shape[0] > 0:       # (a ``_gilfree`` row's unused panels: none)
+    if _zeros(hs[prev], n):
+        R[:n] = 0
+    elif panels is not None and panels.shape[0] > 0:     # (a ``_gilfree`` row's unused panels: none)
         _tilegemm.gemm(panels, hs[prev], n, R)
     elif Wp is not None:
         gemm_packed(compute, Wp, n, G, P, hs[prev].ctypes.data, P, R.ctypes.data, G)
@@ -362,7 +377,7 @@ def _steps_in(x, w, panels, forms, train, matmul):
             _NO_PACKING if wp_ih is None else wp_ih, chunk)
 
 
-def _in_loop(shape, w, panels, train, forms, rows):
+def _in_loop(shape, w, panels, train, forms, rows, later=None):
     """(W_ih^T's panels, W_ih^T packed for oneDNN, chunk) where inference on x of ``shape`` makes the
     input side inside the loop instead of one GEMM before it, the unused part None; else None.
     Then A (T, B, 4H), most of which lives in DRAM between the GEMM that writes it and the step
@@ -380,7 +395,7 @@ def _in_loop(shape, w, panels, train, forms, rows):
     if _input_in_loop(shape, w, panels, train):
         return _ih_panels(w, forms), None, 0
     chunk = _chunk(shape, w, train, rows)
-    return (None, _ih_packed(w, rows), chunk) if chunk else None
+    return (None, _ih_packed(w, rows, later), chunk) if chunk else None
 
 
 def _chunk(shape, w, train, rows):
@@ -482,14 +497,14 @@ def _in_place(w, rows):
     return (not w.kept and rows * I * G <= _IN_PLACE and w_ih.T.flags.c_contiguous and _aligned.is_aligned(w_ih))
 
 
-def _ih_packed(w, rows):
+def _ih_packed(w, rows, later=None):
     """W_ih^T packed for oneDNN for up to ``rows`` rows (at least the most a call has had), kept in
     ``w.gemm_forms`` ("ih"): for good in a frozen copy's (its input GEMM before the loop, and the
     loop's chunks), for the call in the plain layer's (the chunks), and shared by the row blocks
-    (``_prepare``) either way."""
+    (``_prepare``) either way. ``later``: see ``_packed``."""
     n, Wp = w.gemm_forms.get("ih", (0, None))
     if rows > n:
-        n, Wp = rows, _blas.pack_right(_blas.c_contiguous(w.source[0].T), rows)
+        n, Wp = rows, _pack(_blas.c_contiguous(w.source[0].T), rows, later)
         w.gemm_forms["ih"] = n, Wp
     return Wp
 
@@ -544,19 +559,26 @@ def forward_at_once(calls, train, into=None):
     GEMM on this thread (``_blas.one_omp_thread``). A call's x may be some rows of a C-contiguous
     input, a view: its row copies them out itself, on its thread. ``into``: for each call, views
     (out, h_n, c_n) where its row lands its results, on its thread, or None."""
-    packings = {}                                         # training: one per weights for this call only
+    g = _rowblocks._gilfree()
+    packings, later = {}, []                              # training: one per weights for this call only
     jobs = [_prepare(*c, train, c[3].gemm_forms if not train else packings.setdefault(id(c[3]), {}),
-                     None if into is None else into[k])   # (equal blocks share one packing either way)
+                     None if into is None else into[k],  # (equal blocks share one packing either way)
+                     None if c[3].kept else later)        # this call's packings: pack rows, first in the table
             for k, c in enumerate(calls)]
-    _rowblocks.run_rows(np.array([row for row, _, _ in jobs]))
+    packs = [g.pack_row(*p) for p in later]
+    table = np.array(packs + [row for row, _, _ in jobs])
+    _rowblocks.run_rows(table)
+    for (buf, (R, _, _)), status in zip(later, table[:len(packs), g.STATUS]):
+        _blas.check_packed(status, R.shape)
     return [_result(*result) for _, _, result in jobs]
 
 
-def _prepare(x, h0, c0, w, batch_sizes, reverse, train, forms, into):
+def _prepare(x, h0, c0, w, batch_sizes, reverse, train, forms, into, later=None):
     """A ``_gilfree`` row for ``forward(x, h0, ...)``; the arrays it points into, which the caller
     keeps alive until the row is done; and ``_result``'s arguments once it is. ``forms``: where
     W_hh's packing is kept (``_packed``); ``into``: (out, h_n, c_n) to land the results in, or None
-    (out: a view with contiguous rows, such as a block of rows or a direction's columns)."""
+    (out: a view with contiguous rows, such as a block of rows or a direction's columns);
+    ``later``: a list, where the packings it makes are left for pack rows (``_blas.pack_later``)."""
     g = _rowblocks._gilfree()                            # (imported on first use: it imports this module)
     T, B, I = x.shape
     w_ih, w_hh, b_ih, b_hh = w.source
@@ -568,10 +590,10 @@ def _prepare(x, h0, c0, w, batch_sizes, reverse, train, forms, into):
     w_ih_t = _blas.c_contiguous(w_ih.T)                   # (I, G): no copy where weight_ih is held column-major
     b_ih, b_hh = (np.ascontiguousarray(a) for a in (zeros if b_ih is None else b_ih, zeros if b_hh is None else b_hh))
     panels = _panels(w, B, forms)                         # (its rows share it, and W_ih, b, ...)
-    Wp = _NO_PACKING if panels is not None else _packed(w, B, transpose=True, forms=forms)[1]
+    Wp = _NO_PACKING if panels is not None else _packed(w, B, transpose=True, forms=forms, later=later)[1]
     h0, c0 = np.ascontiguousarray(h0), np.ascontiguousarray(c0)
     rows = T * (x.strides[0] // (4 * I))                  # the whole input's (a block is a view of it)
-    ih_panels, wp_ih, chunk = _in_loop(x.shape, w, panels, train, forms, rows) or (None, None, 0)
+    ih_panels, wp_ih, chunk = _in_loop(x.shape, w, panels, train, forms, rows, later) or (None, None, 0)
     if wp_ih is None and ih_panels is None and w.kept and not train:
         wp_ih = _ih_packed(w, rows)                       # a frozen copy's GEMM before the loop, on its packing
     A = np.empty((1 if ih_panels is not None else chunk or T, B, G), np.float32)
@@ -642,7 +664,7 @@ def _kept(forms, key, make):
     return value
 
 
-def _packed(w, B, transpose, forms):
+def _packed(w, B, transpose, forms, later=None):
     """(compute, Wp, W): how the loops multiply by W_hh. Batch 1: no GEMM (None, None) and W =
     W_hh^T (P, 4H), C-contiguous and 64-byte aligned (``_aligned``), the operand of numba's own
     products both ways; free where the layer holds weight_hh so, column-major, as an LSTM does
@@ -652,7 +674,8 @@ def _packed(w, B, transpose, forms):
     forward in inference passes the Packed w's ``gemm_forms`` (a frozen layer keeps its Packed,
     so it packs once). Training does not keep it there: the cache would hold it through the
     backward, which packs W_hh its own way, and that raised a bidirectional step's peak memory
-    by 3.5 MiB."""
+    by 3.5 MiB. ``later``: None, or a list: then the packing is left to a ``_gilfree`` pack row
+    (``_pack``)."""
     w_hh = w.source[1]
     if B == 1:
         W = w_hh.T
@@ -660,5 +683,13 @@ def _packed(w, B, transpose, forms):
     compute = _blas.packed_compute()
     if compute is None:                                   # engine._batch_major checked it; threads changed since?
         raise RuntimeError("the batch-major LSTM path needs oneDNN's packed GEMM on one thread")
-    Wp = _kept(forms, (B, transpose), lambda: _blas.pack_right(_blas.c_contiguous(w_hh.T if transpose else w_hh), B))
+    Wp = _kept(forms, (B, transpose), lambda: _pack(_blas.c_contiguous(w_hh.T if transpose else w_hh), B, later))
     return compute, Wp, None
+
+
+def _pack(R, n, later):
+    """R packed for oneDNN for n rows (``_blas.pack_right``), now where ``later`` is None; else its
+    buffer, filled by a pack row of the call's table (``forward_at_once``). The plain layer packs
+    its weights at every call, and a row-block call's two packings then run on two threads at
+    once instead of one after the other before the blocks start."""
+    return _blas.pack_right(R, n) if later is None else _blas.pack_later(R, n, later)

@@ -160,20 +160,31 @@ def _onednn_packing(handle):
 
 
 def _pack(fns, R, n):
-    """In oneDNN's column-major terms Y^T (M, n) = R^T (M, K) X^T (K, n): R is the "A" operand to pack."""
-    size_of, pack, _ = fns
+    """R (K, M) packed now: ``_plan``'s buffer, filled."""
+    buf, (R, flags, dims) = _plan(fns, R, n)
+    f, d = flags.ctypes.data, dims.ctypes.data
+    check_packed(fns[1](f, f + 1, f + 2, d, d + 8, d + 16, d + 24, d + 32, R.ctypes.data, buf.ctypes.data), R.shape)
+    return buf
+
+
+def _plan(fns, R, n):
+    """(buffer, (R, flags, dims)): the room for R (K, M) packed for n rows, and the operands of
+    oneDNN's sgemm_pack that fills it (``_pack`` now, or a ``_gilfree`` pack row later). In
+    oneDNN's column-major terms Y^T (M, n) = R^T (M, K) X^T (K, n): R is the "A" operand to pack."""
+    size_of = fns[0]
     K, M = R.shape
     R = np.ascontiguousarray(R, np.float32)               # (its "T" case crashed oneDNN 2023.2 at small sizes)
     flags = np.array([ord("A"), _N, _N], np.uint8)        # R row-major is R^T column-major: "A", as it is
     dims = np.array([M, n, K, M, K], np.int64)            # M, N, K, lda, ldb (X's, any: not read)
-    f, d = flags.ctypes.data, dims.ctypes.data
-    status, size = _packed_size(size_of, f, d, (M, n, K))
-    if not status:
-        buf = _aligned.empty((int(size),), np.uint8)      # 64-byte aligned, as oneDNN's own allocations are
-        status = pack(f, f + 1, f + 2, d, d + 8, d + 16, d + 24, d + 32, R.ctypes.data, buf.ctypes.data)
+    status, size = _packed_size(size_of, flags.ctypes.data, dims.ctypes.data, (M, n, K))
+    check_packed(status, R.shape)
+    return _aligned.empty((int(size),), np.uint8), (R, flags, dims)   # 64-byte aligned, as oneDNN's own are
+
+
+def check_packed(status, shape):
+    """RuntimeError where oneDNN's packing of a matrix of ``shape`` reported a failure (status != 0)."""
     if status:
-        raise RuntimeError(f"oneDNN's sgemm_pack of a {K}x{M} matrix failed with dnnl_status_t {status}")
-    return buf
+        raise RuntimeError(f"oneDNN's sgemm_pack of a {shape[0]}x{shape[1]} matrix failed with dnnl_status_t {status}")
 
 
 _packed_sizes = {}     # (id(size_of), M, n, K) -> (size_of, bytes): ``_packed_size``'s, successes only
@@ -200,6 +211,16 @@ def pack_right(R, n):
     return None if packed_compute() is None else _pack(_packing, R, n)
 
 
+def pack_later(R, n, later):
+    """``pack_right``'s buffer, not filled yet: its packing is appended to ``later`` as (buffer,
+    operands), for a ``_gilfree`` pack row to run (``check_packed`` its status after)."""
+    if packed_compute() is None:
+        return None
+    buf, operands = _plan(_packing, R, n)
+    later.append((buf, operands))
+    return buf
+
+
 def packed_compute():
     """oneDNN's sgemm_compute while oneDNN is ``gemm()`` and its packing was found, else None."""
     return _packing[2] if _packing is not None and gemm() is PROVIDERS.get("onednn") else None
@@ -213,10 +234,10 @@ def packing_preferred():
 
 
 def onednn_functions():
-    """(dnnl_sgemm, sgemm_compute) where oneDNN and its packing were found, else None, whatever the
-    calling thread's OpenMP count: what ``_gilfree``'s rows run with, on threads set to one
-    (``one_omp_thread_for_good``)."""
-    return None if _packing is None or "onednn" not in PROVIDERS else (PROVIDERS["onednn"], _packing[2])
+    """(dnnl_sgemm, sgemm_compute, sgemm_pack) where oneDNN and its packing were found, else None,
+    whatever the calling thread's OpenMP count: what ``_gilfree``'s rows run with, on threads set
+    to one (``one_omp_thread_for_good``)."""
+    return None if _packing is None or "onednn" not in PROVIDERS else (PROVIDERS["onednn"], _packing[2], _packing[1])
 
 
 def one_omp_thread_for_good():
