@@ -253,3 +253,28 @@ def test_a_step_from_zeros_skips_its_product(way):
         _batchmajor.step_product(compute, Wp, W, panels, hs, 0, n, R)
     assert np.isnan(R[n - 1, 7]) or np.isinf(R[n - 1, 7])
 
+
+
+@pytest.mark.parametrize("T_", [6, 7])
+@pytest.mark.parametrize("B", [1, 5])
+def test_lstm_inference_keeps_two_steps_of_c(calls, python_loop, T_, B):
+    """Inference's cs is (2, B, H), c_{t-1} and c_t taking turns (``_batchmajor._states``); with an
+    even and an odd T, both directions (the reverse one starts at the other end of the ring),
+    lengths (finished rows carry their c across turns) and a non-zero c0, h_n and c_n and the
+    output are the engine's Python loop's. Training keeps every step's c for the backward."""
+    assert _batchmajor._states(T_, B, 4, 3, train=False)[1].shape == (2, B, 4)
+    assert _batchmajor._states(T_, B, 4, 3, train=True)[1].shape == (T_ + 1, B, 4)
+    H = 16
+    lstm = nplstm.LSTM(I, H, num_layers=2, bidirectional=True, dtype="float32", seed=4)
+    rng = np.random.default_rng(T_ + B)
+    for v in lstm.params.values():
+        v[...] = rng.uniform(-0.9, 0.9, v.shape)
+    x = rng.standard_normal((T_, B, I)).astype(np.float32)
+    h0, c0 = (rng.standard_normal((4, B, H)).astype(np.float32) for _ in range(2))
+    lengths = [T_] + [int(v) for v in rng.integers(1, T_ + 1, B - 1)]
+    with threadpoolctl.threadpool_limits(1):
+        out, (h, c) = lstm(x, (h0, c0), lengths=lengths)
+    assert calls                                          # (the batch-major path ran)
+    python_loop()
+    want, (wh, wc) = lstm(x, (h0, c0), lengths=lengths)
+    assert_close((out, h, c), (want, wh, wc))

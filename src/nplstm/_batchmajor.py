@@ -191,7 +191,7 @@ def forward_sequence(compute, Wp, W, panels, steps_in, A, b_ih, b_hh, h0, c0, hs
     b[:2 * H] *= HALF
     b[3 * H:] *= HALF
     first = T if reverse else 0
-    hs[first], cs[first] = h0, c0
+    hs[first], cs[first % cs.shape[0]] = h0, c0
     forward_loop(compute, Wp, W, panels, steps_in, A, b, hs, cs, tc, batch_sizes, reverse, train)
 
 
@@ -212,22 +212,24 @@ def forward_loop(compute, Wp, W, panels, steps_in, A, b, hs, cs, tc, batch_sizes
     T, B, G = hs.shape[0] - 1, A.shape[1], A.shape[2]
     R = _empty_aligned(B, G)                              # the recurrent side of the current step
     lo = 0                                                # the first step A holds (chunks)
+    ring = cs.shape[0] == 2                               # inference's two steps of c (``_states``), else T + 1
     for s in range(T):
         t = T - 1 - s if reverse else s
         prev, nxt = (t + 1, t) if reverse else (t, t + 1)
         n = B if batch_sizes is None else batch_sizes[t]  # rows n.. have finished (or not yet started):
         hs[nxt, n:] = hs[prev, n:]                        # their state carries over
-        cs[nxt, n:] = cs[prev, n:]
+        cp, c = (prev & 1, nxt & 1) if ring else (prev, nxt)   # c_{t-1}'s and c_t's index in cs (& 1, not
+        cs[c, n:] = cs[cp, n:]                            # % 2: a division a step cost batch 1's call ~2%)
         a, lo = step_input(compute, steps_in, A, s, t, lo, n, reverse)
         step_product(compute, Wp, W, panels, hs, prev, n, R)
         if n == 1 and train:
-            _one_row_train(A[a, 0], R[0], b, cs[prev, 0], cs[nxt, 0], tc[t, 0], hs[nxt, 0])
+            _one_row_train(A[a, 0], R[0], b, cs[cp, 0], cs[c, 0], tc[t, 0], hs[nxt, 0])
         elif n == 1:
-            _one_row_infer(A[a, 0], R[0], b, cs[prev, 0], cs[nxt, 0], hs[nxt, 0])
+            _one_row_infer(A[a, 0], R[0], b, cs[cp, 0], cs[c, 0], hs[nxt, 0])
         elif train:
-            _cells_train(A[a], R, b, cs[prev], cs[nxt], tc[t], hs[nxt], n)
+            _cells_train(A[a], R, b, cs[cp], cs[c], tc[t], hs[nxt], n)
         else:
-            _cells_infer(A[a], R, b, cs[prev], cs[nxt], hs[nxt], n)
+            _cells_infer(A[a], R, b, cs[cp], cs[c], hs[nxt], n)
 
 
 @_jit
@@ -530,12 +532,15 @@ def _times_packed(compute, Wp, X, Y):
 
 
 def _states(T, B, H, P, train):
-    """hs (T+1, B, P), cs (T+1, B, H) and tc: tanh(c_t) of every step (T, B, H) for the backward,
+    """hs (T+1, B, P); cs (T+1, B, H) in training, for the backward, else (2, B, H), c_{t-1} and c_t
+    taking turns (``forward_loop``); and tc: tanh(c_t) of every step (T, B, H) for the backward,
     or one step's (1, B, H) in inference. Filled by the loop: arrays made inside numba would cost
     ~1 us each to hand back to Python. (NumPy's own allocations, not 64-byte aligned ones: aligned,
     the cell alone ran 7-14% faster at (H, B) = (256, 64), but a step with its GEMM 0.6%, within
-    the noise of whole calls, and an aligned allocation costs ~1.5 us against np.empty's 0.2.)"""
-    return (np.empty((T + 1, B, P), np.float32), np.empty((T + 1, B, H), np.float32),
+    the noise of whole calls, and an aligned allocation costs ~1.5 us against np.empty's 0.2.)
+    Inference's c in two steps instead of T + 1: whole calls at 1 thread, new / old, paired medians
+    (``benchmarks/pack_rows.py --compare ring``): see benchmarks/RESULTS.md, twentieth round."""
+    return (np.empty((T + 1, B, P), np.float32), np.empty((T + 1 if train else 2, B, H), np.float32),
             np.empty((T if train else 1, B, H), np.float32))
 
 
@@ -545,7 +550,7 @@ def _result(x, A, hs, cs, tc, w, batch_sizes, reverse, train, into=None):
     T = x.shape[0]
     out, last = (hs[:T], 0) if reverse else (hs[1:], T)
     cache = (BATCH_MAJOR, x, A, hs, cs, tc, w, batch_sizes, reverse) if train else None
-    return (*(into or (out, hs[last], cs[last])), cache)
+    return (*(into or (out, hs[last], cs[last % cs.shape[0]])), cache)
 
 
 _NO_PACKING = np.empty(0, np.uint8)                       # a row's WP where its product is ``_tilegemm``'s

@@ -16,7 +16,7 @@ A row, int64 (``FIELDS`` of them; the names below index it)::
 
     STATE                      POSTED, then TAKEN by the one thread that won its compare-and-swap, then DONE
     T, B, I, G, P, B_FULL      sizes; the block is B rows of an input of B_FULL rows
-    REVERSE, TRAIN, TC_T       flags; tc's first axis (T if training, else 1)
+    REVERSE, TRAIN, TC_T       flags; tc's first axis (T if training, else 1); CS_T: cs's (T+1, or 2)
     X_FULL, X                  addresses: the block's first row in the layer's input (T, B_FULL, I),
                                and the block's copy of its rows (T, B, I); the same where B == B_FULL
                                (no copy). (Read from X_FULL as (T, B_FULL, I), the array runs past
@@ -33,7 +33,7 @@ A row, int64 (``FIELDS`` of them; the names below index it)::
                                multiplies by it where CHUNK is 0 (a frozen copy's)
     CHUNK                      > 0: the loop makes the input side from WP_IH, CHUNK steps at a time
                                (then A is (CHUNK, B, G): ``_batchmajor._chunk``)
-    H0, C0, A, HS, CS, TC      (B, P), (B, H), (T, B, G), (T+1, B, P), (T+1, B, H), (TC_T, B, H)
+    H0, C0, A, HS, CS, TC      (B, P), (B, H), (T, B, G), (T+1, B, P), (CS_T, B, H), (TC_T, B, H)
     SIZES                      (T,) int64 batch_sizes of the block, or 0: every row at every step
     OUT, OUT_ROWS, OUT_LD      where the row lands its results, or OUT 0: its block of the caller's
     HN, CN                     joined output (T, B, P), read as (T, OUT_ROWS, OUT_LD)[:, :B, :P]
@@ -65,8 +65,8 @@ from ._tilegemm import COLS
 
 (STATE, T_, B_, I_, G_, P_, B_FULL, REVERSE, TRAIN, TC_T, X_FULL, X, W_IH_T, B_IH, B_HH, WP, WP_BYTES, PANELS,
  PANELS_IH, WP_IH, WP_IH_BYTES, CHUNK, H0, C0, A_, HS, CS, TC, SIZES, OUT, OUT_ROWS, OUT_LD, HN, CN,
- KIND, SRC, DST, FLAGS, DIMS, STATUS) = range(40)
-FIELDS = 40
+ KIND, SRC, DST, FLAGS, DIMS, STATUS, CS_T) = range(41)
+FIELDS = 41
 POSTED, TAKEN, DONE = 1, 2, 3
 BLOCK, PACK = 0, 1                                        # a row's KIND
 ACTIVE, TABLE, ROWS, LOCK = range(4)                     # a mailbox's fields
@@ -115,6 +115,7 @@ def new_row(x_full, x, w_ih_t, b_ih, b_hh, wp, panels, ih_panels, wp_ih, chunk, 
     row = np.zeros(FIELDS, np.int64)
     row[STATE], row[T_], row[B_], row[I_], row[G_], row[P_] = POSTED, T, B, I, w_ih_t.shape[1], h0.shape[1]
     row[B_FULL], row[REVERSE], row[TRAIN], row[TC_T] = x_full.strides[0] // (4 * I), reverse, train, tc.shape[0]
+    row[CS_T] = cs.shape[0]
     row[X_FULL], row[X], row[W_IH_T], row[B_IH], row[B_HH] = (x_full.ctypes.data, x.ctypes.data, w_ih_t.ctypes.data,
                                                               b_ih.ctypes.data, b_hh.ctypes.data)
     row[WP], row[WP_BYTES], row[H0], row[C0] = wp.ctypes.data, wp.size, h0.ctypes.data, c0.ctypes.data
@@ -147,7 +148,7 @@ def run_row(row, gemm, compute):
         gemm_packed(compute, wp_ih, T * B, G, I, row[X], I, row[A_], G)
     elif not in_loop and chunk == 0:
         _blas.sgemm(gemm, False, False, T * B, G, I, row[X], I, row[W_IH_T], G, row[A_], G)   # A = x W_ih^T
-    hs, cs = numba.carray(_f32(row[HS]), (T + 1, B, P)), numba.carray(_f32(row[CS]), (T + 1, B, H))
+    hs, cs = numba.carray(_f32(row[HS]), (T + 1, B, P)), numba.carray(_f32(row[CS]), (row[CS_T], B, H))
     panels = numba.carray(_f32(row[PANELS]), (G // COLS if row[PANELS] != 0 else 0, P, COLS))   # (0, ..): unused
     ih_panels = numba.carray(_f32(row[PANELS_IH]), (G // COLS if in_loop else 0, I, COLS))
     args = (compute, numba.carray(_u8(row[WP]), (row[WP_BYTES],)), None, panels, (ih_panels, x, wp_ih, chunk),
@@ -164,7 +165,7 @@ def run_row(row, gemm, compute):
         first, last = (0, 0) if reverse else (1, T)       # on this thread (the rows copy at once)
         numba.carray(_f32(row[OUT]), (T, row[OUT_ROWS], row[OUT_LD]))[:, :B, :P] = hs[first:first + T]
         numba.carray(_f32(row[HN]), (B, P))[:] = hs[last]
-        numba.carray(_f32(row[CN]), (B, H))[:] = cs[last]
+        numba.carray(_f32(row[CN]), (B, H))[:] = cs[last % row[CS_T]]
 
 
 @_jit
