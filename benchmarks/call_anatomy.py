@@ -31,12 +31,13 @@ from threadpoolctl import threadpool_limits
 import nplstm
 from nplstm import _blas, _rowblocks, bench, engine
 from nplstm import _batchmajor as bm
+from nplstm import _batchmajor_loops as loops
 
 
 @numba.njit
 def _steps(compute, Wp, B, G, P, h, R, steps):
     for _ in range(steps):
-        bm.gemm_packed(compute, Wp, B, G, P, h.ctypes.data, P, R.ctypes.data, G)
+        loops.gemm_packed(compute, Wp, B, G, P, h.ctypes.data, P, R.ctypes.data, G)
 
 
 def _chain(P, G, B, links, W):

@@ -3,7 +3,7 @@ in register tiles with each tile's cell finished while its sums are still in reg
 oneDNN's RNN does, and torch with it). Measured against the layer's own loop; RESULTS.md,
 sixteenth round, has the figures and why it was not taken.
 
-The library's step (``_batchmajor.forward_loop``) is oneDNN's packed GEMM, R = h_{t-1} W_hh^T
+The library's step (``_batchmajor_loops.forward_loop``) is oneDNN's packed GEMM, R = h_{t-1} W_hh^T
 (B, 4H), then the cell over R and A[t]. Here no R exists: a tile holds, for ROWS rows and UNITS
 hidden units, the four gates' sums in 4 * ROWS vector registers (16 lanes, AVX-512), and the
 cell runs on them before the next tile starts.
@@ -15,7 +15,7 @@ A, b and the states stay in ``_batchmajor``'s layouts.
 
 The kernel is LLVM IR written through a numba intrinsic, with explicit 16-lane vectors and FMAs
 (numba leaves LLVM's SLP vectorizer off: the same loops in Python stay scalar, RESULTS.md's
-thirteenth round). Its cell is ``_batchmajor._row_infer``'s arithmetic with ``_ftanh``'s tanh.
+thirteenth round). Its cell is ``_batchmajor_loops._row_infer``'s arithmetic with ``_ftanh``'s tanh.
 It prints, per step, interleaved medians on one thread: the layer's loop (oneDNN's GEMM, then
 the cell), the fused kernel, its GEMM alone (the sums stored, no cell), and the largest
 difference from the layer's states.
@@ -36,7 +36,7 @@ from numba.extending import intrinsic
 from threadpoolctl import threadpool_limits
 
 from nplstm import _aligned, _blas
-from nplstm import _batchmajor as bm
+from nplstm import _batchmajor_loops as loops
 from nplstm._ftanh import _A, _B, _LIM, HALF
 
 UNITS = 16                                                # hidden units per panel: one vector of each gate
@@ -138,7 +138,7 @@ def _products(e, m, h, ldh, w, K):
 
 
 def _cell(e, sums, a, lda, gap, bias, cp, cn, hn, ldc, ldo):
-    """``_batchmajor._row_infer`` on the tile's rows: the gates from A + the sums + b, then c_t and
+    """``_batchmajor_loops._row_infer`` on the tile's rows: the gates from A + the sums + b, then c_t and
     h_t, stored; a, bias, cp, cn, hn point at the tile's first row and unit. The sums go to a
     stack buffer and a loop runs the rows (unrolled, the code outgrew the core's op cache); a
     row's four gates are its independent chains (``_Emit.tanh``)."""
@@ -250,7 +250,7 @@ def compare(H, B, T, reps):
     A, R, tc = A0.copy(), np.zeros((B, G), np.float32), np.zeros((1, B, H), np.float32)
     with _blas.one_omp_thread(), threadpool_limits(1):
         compute, Wp = _blas.packed_compute(), _blas.pack_right(np.ascontiguousarray(w_hh.T), B)
-        runs = {"layer's loop": lambda: bm.forward_sequence(compute, Wp, None, None, None, A, b_ih, b_hh, h0, c0, hs1, cs1, tc,
+        runs = {"layer's loop": lambda: loops.forward_sequence(compute, Wp, None, None, None, A, b_ih, b_hh, h0, c0, hs1, cs1, tc,
                                                             None, False, False),
                 "fused": lambda: fused_loop(panels, A0, b, hs2, cs2, R, True),
                 "fused, GEMM alone": lambda: fused_loop(panels, A0, b, hs2, cs2, R, False)}

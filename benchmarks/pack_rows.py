@@ -12,7 +12,7 @@ plain ``nplstm.LSTM`` (one layer, one direction), float32:
 - ``ring``: inference's c kept for every step, cs (T+1, B, H) / two steps of it taking turns,
   (2, B, H) (``_batchmajor._states``).
 - ``zero-step``: the first step's product from h0 = 1e-30 (multiplied) / from hx=None, h0 = 0,
-  where the loop writes zeros instead (``_batchmajor.step_product``): one step's product less.
+  where the loop writes zeros instead (``_batchmajor_loops.step_product``): one step's product less.
 
     python benchmarks/pack_rows.py --compare pack-rows --config 512,512,64,50 --threads 2
     python benchmarks/pack_rows.py --compare ring --config 64,128,32,50 --threads 1

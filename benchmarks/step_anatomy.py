@@ -3,7 +3,7 @@
 Float32, one thread, inference, medians of interleaved runs (``nplstm.bench.median_times``).
 Needs numba and oneDNN (nplstm[fast]). Prints, per step of T:
 
-1. the whole compiled loop (``_batchmajor.forward_sequence``), with the step's product the layer
+1. the whole compiled loop (``_batchmajor_loops.forward_sequence``), with the step's product the layer
    uses: ``_tilegemm``'s where it suits, else oneDNN's packed GEMM;
 2. that GEMM alone: h (B, H) @ W_hh^T, packed, T times from a numba loop;
 3. the cell alone: ``_cells_infer`` over every row, on the same A, T steps;
@@ -23,7 +23,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from nplstm import _blas, _tilegemm
-from nplstm import _batchmajor as bm
+from nplstm import _batchmajor_loops as loops
 from nplstm._ftanh import _a1, _a3, _a5, _a7, _a9, _a11, _a13, _b0, _b2, _b4, _b6, ftanh, wide_vectors
 from nplstm.bench import median_times
 
@@ -33,7 +33,7 @@ _jit = numba.njit(fastmath=True, error_model="numpy")
 @numba.njit
 def _gemms(compute, Wp, B, G, P, hs, R):
     for t in range(hs.shape[0] - 1):
-        bm.gemm_packed(compute, Wp, B, G, P, hs[t].ctypes.data, P, R.ctypes.data, G)
+        loops.gemm_packed(compute, Wp, B, G, P, hs[t].ctypes.data, P, R.ctypes.data, G)
 
 
 @numba.njit
@@ -46,7 +46,7 @@ def _tiles(panels, hs, R):
 def _cells(A, R, b, cs, hs):
     T, B, _ = A.shape
     for t in range(T):
-        bm._cells_infer(A[t], R, b, cs[t], cs[t + 1], hs[t + 1], B)
+        loops._cells_infer(A[t], R, b, cs[t], cs[t + 1], hs[t + 1], B)
 
 
 @_jit
@@ -87,7 +87,7 @@ def step(I, H, B, T, reps):
     A, R = A0.copy(), rng.uniform(-0.1, 0.1, (B, G)).astype(np.float32)
     hs, cs, tc = np.zeros((T + 1, B, H), np.float32), np.zeros((T + 1, B, H), np.float32), np.zeros((1, B, H), np.float32)
     loop = (None, None, None, panels, None) if panels is not None else (compute, Wp, None, None, None)
-    runs = {"loop": lambda: bm.forward_sequence(*loop, A, b_ih, b_hh, h0, c0, hs, cs, tc, None, False, False),
+    runs = {"loop": lambda: loops.forward_sequence(*loop, A, b_ih, b_hh, h0, c0, hs, cs, tc, None, False, False),
             "GEMM": (lambda: _tiles(panels, hs, R)) if panels is not None else (lambda: _gemms(compute, Wp, B, G, H, hs, R)),
             "cell": lambda: _cells(A, R, b_ih, cs, hs),
             "copy": lambda: None}

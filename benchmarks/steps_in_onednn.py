@@ -22,28 +22,28 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from nplstm import _blas
-from nplstm import _batchmajor as bm
+from nplstm import _batchmajor_loops as loops
 
 
 @numba.njit(nogil=True)
 def _before(compute, Wih_p, Whh_p, X, A, H, T, B, I, P, G):
-    bm.gemm_packed(compute, Wih_p, T * B, G, I, X.ctypes.data, I, A.ctypes.data, G)
+    loops.gemm_packed(compute, Wih_p, T * B, G, I, X.ctypes.data, I, A.ctypes.data, G)
     for t in range(T):
-        bm.gemm_packed(compute, Whh_p, B, G, P, H.ctypes.data, P, A[t].ctypes.data, G, 1.0)
+        loops.gemm_packed(compute, Whh_p, B, G, P, H.ctypes.data, P, A[t].ctypes.data, G, 1.0)
 
 
 @numba.njit(nogil=True)
 def _in_loop(compute, Wih_p, Whh_p, X, A, H, T, B, I, P, G):
     for t in range(T):
-        bm.gemm_packed(compute, Wih_p, B, G, I, X[t].ctypes.data, I, A[0].ctypes.data, G)
-        bm.gemm_packed(compute, Whh_p, B, G, P, H.ctypes.data, P, A[0].ctypes.data, G, 1.0)
+        loops.gemm_packed(compute, Wih_p, B, G, I, X[t].ctypes.data, I, A[0].ctypes.data, G)
+        loops.gemm_packed(compute, Whh_p, B, G, P, H.ctypes.data, P, A[0].ctypes.data, G, 1.0)
 
 
 @numba.njit(nogil=True)
 def _concat(compute, Wc_p, X, XH, A, T, B, I, P, G):
     for t in range(T):
         XH[:, :I] = X[t]
-        bm.gemm_packed(compute, Wc_p, B, G, I + P, XH.ctypes.data, I + P, A[0].ctypes.data, G)
+        loops.gemm_packed(compute, Wc_p, B, G, I + P, XH.ctypes.data, I + P, A[0].ctypes.data, G)
 
 
 def main(argv=None):

@@ -37,6 +37,7 @@ from threadpoolctl import threadpool_limits
 import nplstm
 from nplstm import _blas, _tilegemm, bench, engine
 from nplstm import _batchmajor as bm
+from nplstm import _batchmajor_loops as loops
 from nplstm._cellmath_numba import _gates_and_c
 from nplstm._ftanh import HALF, ftanh, wide_vectors
 
@@ -51,9 +52,9 @@ def _loop_without_matvec():
     fake = types.ModuleType("tilegemm_without_matvec")
     fake.__dict__.update(_tilegemm.__dict__)
     fake.row_fits = numba.njit(inline="always")(lambda N: False)
-    g = dict(bm.__dict__, _tilegemm=fake)
+    g = dict(loops.__dict__, _tilegemm=fake)
     for name in ("step_product", "forward_loop", "forward_sequence"):   # callees first
-        g[name] = _jit(types.FunctionType(getattr(bm, name).py_func.__code__, g, name))
+        g[name] = _jit(types.FunctionType(getattr(loops, name).py_func.__code__, g, name))
     return g["forward_sequence"]
 
 
@@ -72,7 +73,7 @@ def _sequence_runners(lstm, x, train, old_sequence):
             A, (hs, cs, tc) = A0.copy(), bm._states(T, B, H, H, train)
             sequence(compute, Wp, W, None, None, A, b_ih, b_hh, h0, h0, hs, cs, tc, None, False, train)
         return run
-    return {"old": runner(old_sequence), "new": runner(bm.forward_sequence)}
+    return {"old": runner(old_sequence), "new": runner(loops.forward_sequence)}
 
 
 def _call_runners(lstm, x, old_rule):
@@ -83,7 +84,7 @@ def _call_runners(lstm, x, old_rule):
 # ---- column blocks (not built) -----------------------------------------------------------------
 @numba.njit(inline="always", fastmath=True, error_model="numpy")
 def _row_block(a, rr, b, cp, c, h, H, j0, U):
-    """``_batchmajor._row_infer`` for units j0 .. j0+U of a row; rr: that block's [i|f|g|o] products."""
+    """``_batchmajor_loops._row_infer`` for units j0 .. j0+U of a row; rr: that block's [i|f|g|o] products."""
     wide_vectors()
     for g in (0, 1, 3):                                   # the sigmoid gates, z/2
         ag, rg, bg = a[g * H + j0:g * H + j0 + U], rr[g * U:(g + 1) * U], b[g * H + j0:g * H + j0 + U]
@@ -106,9 +107,9 @@ def _loop_blocks(compute, Wps, A, b, hs, cs, U):
     Rb = np.empty((B, 4 * U), np.float32)
     for t in range(T):
         for k in range(H // U):
-            bm.gemm_packed(compute, Wps[k], B, 4 * U, P, hs[t].ctypes.data, P, Rb.ctypes.data, 4 * U)
+            loops.gemm_packed(compute, Wps[k], B, 4 * U, P, hs[t].ctypes.data, P, Rb.ctypes.data, 4 * U)
             for r in range(B):
-                _row_block(A[t, r], Rb[r], b, cs[t, r], cs[t + 1, r], hs[t + 1, r], H, k * U, U)
+                _row_block(A[t, r], Rb[r], b, cs[t & 1, r], cs[(t + 1) & 1, r], hs[t + 1, r], H, k * U, U)  # c: 2 steps
 
 
 def _block_runners(lstm, x, U):
@@ -132,7 +133,7 @@ def _block_runners(lstm, x, U):
             if blocks:
                 _loop_blocks(compute, Wps, A, b, hs, cs, U)
             else:
-                bm.forward_loop(compute, Wp, None, None, None, A, b, hs, cs, tc, None, False, False)
+                loops.forward_loop(compute, Wp, None, None, None, A, b, hs, cs, tc, None, False, False)
         return run
     return {"old": runner(False), "new": runner(True)}
 

@@ -10,7 +10,7 @@ from nplstm import _aligned, _blas, engine
 
 numba = pytest.importorskip("numba")
 threadpoolctl = pytest.importorskip("threadpoolctl")
-from nplstm import _batchmajor, _batchmajor_gru_rnn, _tilegemm  # noqa: E402  (need numba)
+from nplstm import _batchmajor, _batchmajor_gru_rnn, _batchmajor_loops, _tilegemm  # noqa: E402  (need numba)
 
 I, T = 5, 7                    # distinct sizes; hidden sizes and batches below
 
@@ -247,10 +247,10 @@ def test_a_step_from_zeros_skips_its_product(way):
         hs = np.zeros((2, B, P), np.float32)
         hs[0, n:] = 1                                     # past n: not looked at
         R = np.full((B, G), 7, np.float32)
-        _batchmajor.step_product(compute, Wp, W, panels, hs, 0, n, R)
+        _batchmajor_loops.step_product(compute, Wp, W, panels, hs, 0, n, R)
         assert (R[:n] == 0).all()
         hs[0, n - 1, 2] = 1e-30
-        _batchmajor.step_product(compute, Wp, W, panels, hs, 0, n, R)
+        _batchmajor_loops.step_product(compute, Wp, W, panels, hs, 0, n, R)
     assert np.isnan(R[n - 1, 7]) or np.isinf(R[n - 1, 7])
 
 

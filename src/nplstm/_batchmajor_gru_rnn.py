@@ -13,7 +13,7 @@ packed batch-major): GRU (H, B) = (256, 64) 168 / 148, (512, 64) 703 / 616; RNN 
 
 Weights as PyTorch keeps them (``Packed.source``), gate rows GRU [r | z | n], RNN one block::
 
-    A   (T, B, G)   x_t W_ih^T (or one step's, or a chunk's: see ``_batchmajor.forward_loop``);
+    A   (T, B, G)   x_t W_ih^T (or one step's, or a chunk's: see ``_batchmajor_loops.forward_loop``);
                     in training the GRU's gates r, z, n then, and the backward's dL/d(input side)
     R   (B, G)      h_{t-1} W_hh^T of the current step, no bias
     hs  (T+1, B, H) h_{t-1} of step t sits at prev(t), h_t at next(t)
@@ -29,6 +29,7 @@ import numba
 import numpy as np
 
 from . import _batchmajor as bm
+from . import _batchmajor_loops as loops
 from ._ftanh import HALF, ftanh
 from .engine import BATCH_MAJOR_GRU_RNN as BATCH_MAJOR, _sizes   # (the tag of this path's caches)
 
@@ -142,7 +143,7 @@ def _cells_back(kind, A, DR, HN, hp, h, dh, direct, n):
 @_jit
 def forward_sequence(kind, compute, Wp, W, panels, steps_in, A, b_ih, b_hh, h0, hs, HN, batch_sizes, reverse):
     """The biases, the first state and the time loop in one compiled call (see
-    ``_batchmajor.forward_sequence``); fills hs, and HN (T, B, H) in a GRU's training (else
+    ``_batchmajor_loops.forward_sequence``); fills hs, and HN (T, B, H) in a GRU's training (else
     (1, B, 0)). Biases None: bias=False."""
     T, B, G = hs.shape[0] - 1, A.shape[1], A.shape[2]
     H = hs.shape[2]
@@ -157,21 +158,21 @@ def forward_sequence(kind, compute, Wp, W, panels, steps_in, A, b_ih, b_hh, h0, 
     if kind == GRU:
         b[:2 * H] *= HALF
     hs[T if reverse else 0] = h0
-    R = bm._empty_aligned(B, G)
+    R = loops._empty_aligned(B, G)
     lo = 0
     for s in range(T):
         t = T - 1 - s if reverse else s
         prev, nxt = (t + 1, t) if reverse else (t, t + 1)
         n = B if batch_sizes is None else batch_sizes[t]  # rows n.. carry their state over
         hs[nxt, n:] = hs[prev, n:]
-        a, lo = bm.step_input(compute, steps_in, A, s, t, lo, n, reverse)
-        bm.step_product(compute, Wp, W, panels, hs, prev, n, R)
+        a, lo = loops.step_input(compute, steps_in, A, s, t, lo, n, reverse)
+        loops.step_product(compute, Wp, W, panels, hs, prev, n, R)
         _cells(kind, A[a], R, b, b_hn, hs[prev], hs[nxt], HN[t if HN.shape[0] > 1 else 0], n)
 
 
 @_jit
 def backward_loop(kind, compute, Wp, W, A, DR, HN, hs, dout, dh, batch_sizes, reverse):
-    """The backward time loop (``_batchmajor.backward_loop``'s, with these cells); dh (B, H)
+    """The backward time loop (``_batchmajor_loops.backward_loop``'s, with these cells); dh (B, H)
     carried; Wp: W_hh packed (or None at batch 1, and W = W_hh^T (H, G))."""
     T, B, G = A.shape
     H = dh.shape[1]
@@ -186,9 +187,9 @@ def backward_loop(kind, compute, Wp, W, A, DR, HN, hs, dout, dh, batch_sizes, re
         _cells_back(kind, A[t], DR[t], HN[t], hs[prev], hs[nxt], dh, direct, n)
         Z = DR[t]                                         # dh_{t-1} = dL/d(recurrent side) W_hh (+ z dh)
         if Wp is not None:
-            bm.gemm_packed(compute, Wp, n, H, G, Z.ctypes.data, G, dh.ctypes.data, H)
+            loops.gemm_packed(compute, Wp, n, H, G, Z.ctypes.data, G, dh.ctypes.data, H)
         elif W is not None and n > 0:
-            bm._matvec(W, Z[0], dh[0])
+            loops._matvec(W, Z[0], dh[0])
         if kind == GRU:
             dh[:n] += direct[:n]
 

@@ -60,7 +60,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from . import _blas
-from ._batchmajor import forward_sequence, gemm_packed
+from ._batchmajor_loops import forward_sequence, gemm_packed
 from ._tilegemm import COLS
 
 (STATE, T_, B_, I_, G_, P_, B_FULL, REVERSE, TRAIN, TC_T, X_FULL, X, W_IH_T, B_IH, B_HH, WP, WP_BYTES, PANELS,

@@ -13,7 +13,7 @@ loop; our time / oneDNN's): (n, P) = (64, 256) 0.93-0.95, (32, 256) 0.94-0.96, (
 call's input side x W_ih^T where that product is small (``_batchmajor._input_side``), there
 read in place where the layer holds W_ih^T row-major (``gemm_in_place``). At batch 1 a tile of
 one row by one panel is four FMA chains, latency-bound when the next step waits for this one's
-h (measured: no gain over ``_batchmajor._vecmat`` in the loop); ``matvec`` holds one row 16
+h (measured: no gain over ``_batchmajor_loops._vecmat`` in the loop); ``matvec`` holds one row 16
 registers wide instead, 16 independent chains. Not in the backward, whose product is K = 4H deep.
 
 The same sums in the same order as a plain k loop (one FMA per k), so a row's results do not
@@ -246,8 +246,8 @@ def row_fits(N):
 @numba.njit(inline="always")
 def matvec(x, W, y):
     """y (N,) = x (K,) @ W (K, N), W row-major and 64-byte aligned, N a multiple of COLS: batch 1's
-    step product h_{t-1} W_hh^T (``_batchmajor.forward_loop``), in blocks of up to 16 registers of
-    sums (256 columns), each held over the whole k loop. Against ``_batchmajor._vecmat``, which
+    step product h_{t-1} W_hh^T (``_batchmajor_loops.forward_loop``), in blocks of up to 16 registers of
+    sums (256 columns), each held over the whole k loop. Against ``_batchmajor_loops._vecmat``, which
     keeps its sums in memory, a pass over them for every four rows of W (1 thread, a step's
     product and a tanh over h in a loop of 100, us a step, this / ``_vecmat``; (K, N)): (32, 128)
     0.12 / 0.19, (64, 256) 0.62 / 0.69, (128, 512) 2.17 / 2.45, (256, 1024) 11.3 / 12.7. Whole
