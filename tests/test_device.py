@@ -16,7 +16,7 @@ import pytest
 
 import nplstm
 import strict_device
-from nplstm import _cellmath, _xp, engine
+from nplstm import _cellmath, _kinds, _xp, engine
 from nplstm.losses import softmax_cross_entropy
 from nplstm.optim import SGD, Adam, clip_grad_norm
 from strict_device import STRICT, Strict
@@ -45,13 +45,13 @@ def test_the_fake_device_refuses_host_arrays():
 
 def test_a_host_buffer_in_the_time_loop_is_caught(monkeypatch):
     """What the strict device is for: an engine buffer allocated with numpy by name fails here."""
-    real = engine.LSTMCell.buffers
+    real = _kinds.LSTMCell.buffers
 
-    def leaky(T, H, B, dtype, w):
-        ext = real(T, H, B, dtype, w)
+    def leaky(T, H, B, dtype, w, backend):
+        ext = real(T, H, B, dtype, w, backend)
         ext["tc"] = np.empty((T, H, B), dtype)
         return ext
-    monkeypatch.setattr(engine.LSTMCell, "buffers", staticmethod(leaky))
+    monkeypatch.setattr(_kinds.LSTMCell, "buffers", staticmethod(leaky))
     lstm = nplstm.LSTM(I, H, dtype="float64", seed=0, device="strict")
     with engine.use_backend("numpy"), pytest.raises(TypeError, match="host numpy array"):
         lstm(on_strict(np.ones((T, B, I))))
