@@ -150,8 +150,9 @@ def test_a_block_waits_for_every_pack_row(input_gemms):
     table[:, g.KIND] = g.PACK, g.PACK, g.BLOCK
     table[:, g.STATE] = g.DONE, g.TAKEN, g.POSTED
     table[0, g.STATUS] = 0
+    pause = _rowblocks._spinner()[1]
     ok = []
-    waiter = threading.Thread(target=lambda: ok.append(g.wait_packs(table)))   # (compiled without the GIL)
+    waiter = threading.Thread(target=lambda: ok.append(g.wait_packs(table, pause)))   # (compiled without the GIL)
     waiter.start()
     time.sleep(0.2)
     assert waiter.is_alive()
@@ -159,7 +160,7 @@ def test_a_block_waits_for_every_pack_row(input_gemms):
     waiter.join(timeout=10)
     assert not waiter.is_alive() and ok == [True]
     table[1, g.STATUS] = 2                                # a failed packing: no block may run
-    assert not g.wait_packs(table)
+    assert not g.wait_packs(table, pause)
 
 
 @pytest.mark.parametrize("T_, B, I_, kept, train, L2, rows, want", [

@@ -176,23 +176,25 @@ def run_pack(row, pack):
 
 
 @_jit
-def wait_packs(table):
-    """Spin until every pack row is DONE; returns whether each packing succeeded (status 0: else a
-    block must not run, its product would read an unfilled buffer). Called before a block: the
-    table's rows are claimed in order and its pack rows come first, so each is taken by then (by
-    this thread, done, or by another, running) and ends. (The compare-and-swap that never swaps
-    reads STATE atomically; STATUS is written before DONE.)"""
+def wait_packs(table, pause):
+    """Spin until every pack row is DONE, yielding the core at each round (``pause``: sched_yield,
+    as ``wait_done``: with more threads than cores the packing thread may need this one's);
+    returns whether each packing succeeded (status 0: else a block must not run, its product
+    would read an unfilled buffer). Called before a block: the table's rows are claimed in order
+    and its pack rows come first, so each is taken by then (by this thread, done, or by another,
+    running) and ends. (The compare-and-swap that never swaps reads STATE atomically; STATUS is
+    written before DONE.)"""
     ok = True
     for r in range(table.shape[0]):
         if table[r, KIND] == PACK:
             while _cas(table[r], STATE, -1, -1) != DONE:
-                pass
+                pause()
             ok &= table[r, STATUS] == 0
     return ok
 
 
 @_jit
-def drain(table, gemm, compute, pack):
+def drain(table, gemm, compute, pack, pause):
     """Claim every row still posted and run it; returns how many this thread ran."""
     ran = 0
     for r in range(table.shape[0]):
@@ -200,7 +202,7 @@ def drain(table, gemm, compute, pack):
         if row[STATE] == POSTED and _cas(row, STATE, POSTED, TAKEN) == POSTED:
             if row[KIND] == PACK:
                 run_pack(row, pack)
-            elif wait_packs(table):                      # (a failed packing: the caller raises)
+            elif wait_packs(table, pause):               # (a failed packing: the caller raises)
                 run_row(row, gemm, compute)
             _cas(row, STATE, TAKEN, DONE)                # (atomic: the results are written before it)
             ran += 1
@@ -245,7 +247,8 @@ def serve(mailbox, posted, seen, gemm, compute, pack, pause, rounds):
             ran = 0
             if _cas(mailbox, ACTIVE, 1, 1) == 1:         # not retracted meanwhile: the table is alive
                                                           # (atomic: TABLE and ROWS are read after it)
-                ran = drain(numba.carray(_i64(mailbox[TABLE]), (mailbox[ROWS], FIELDS)), gemm, compute, pack)
+                ran = drain(numba.carray(_i64(mailbox[TABLE]), (mailbox[ROWS], FIELDS)), gemm, compute, pack,
+                            pause)
             _cas(mailbox, LOCK, 1, 0)
             if ran:
                 idle = 0

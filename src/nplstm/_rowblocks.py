@@ -257,12 +257,12 @@ def run_rows(table):
     g, fns, pause = _gilfree(), _blas.onednn_functions(), _spinner()[1]
     n = min(_wanted, table.shape[0])
     if n < 2 or not _posting.acquire(blocking=False):
-        return g.drain(table, *fns)
+        return g.drain(table, *fns, pause)
     try:
         helpers = _helpers(n)
         for w in helpers:
             w.offer(table)
-        ran = g.drain(table, *fns)
+        ran = g.drain(table, *fns, pause)
         g.wait_done(table, pause)                         # the rows others took: running, so they end
         for w in helpers:
             g.retract(w.mailbox, pause)
