@@ -264,7 +264,8 @@ def forward_at_once(calls, train, into=None):
     thread and the pool's without the GIL (``_rowblocks.run_rows``). Batch > 1 and oneDNN's packed
     GEMM on this thread (``_blas.one_omp_thread``). A call's x may be some rows of a C-contiguous
     input, a view: its row copies them out itself, on its thread. ``into``: for each call, views
-    (out, h_n, c_n) where its row lands its results, on its thread, or None."""
+    (out, h_n, c_n) where its row lands its results, on its thread, or None. The packings made for
+    this call alone (not a frozen copy's, kept) are pack rows ahead of the blocks (``_pack``)."""
     g = _rowblocks._gilfree()
     packings, later = {}, []                              # training: one per weights for this call only
     jobs = [_prepare(*c, train, c[3].gemm_forms if not train else packings.setdefault(id(c[3]), {}),
