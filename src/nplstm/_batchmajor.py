@@ -33,7 +33,7 @@ takes, its buffers, the row blocks' tables, and the weight gradients after the l
 import numpy as np
 
 from . import _aligned, _blas, _rowblocks, _threads, _tilegemm
-from ._batchmajor_loops import _times_in_place, _times_packed, _times_tiles, backward_loop, forward_sequence
+from ._batchmajor_loops import _times_in_place, _times_packed, _times_tiles, backward_loop, c_slot, forward_sequence
 from .engine import BATCH_MAJOR, _sizes
 
 
@@ -251,7 +251,8 @@ def _result(x, A, hs, cs, tc, w, batch_sizes, reverse, train, into=None):
     T = x.shape[0]
     out, last = (hs[:T], 0) if reverse else (hs[1:], T)
     cache = (BATCH_MAJOR, x, A, hs, cs, tc, w, batch_sizes, reverse) if train else None
-    return (*(into or (out, hs[last], cs[last % cs.shape[0]])), cache)
+    c_n = cs[c_slot.py_func(cs, last)]                   # (the plain function: no numba dispatch from Python)
+    return (*(into or (out, hs[last], c_n)), cache)
 
 
 _NO_PACKING = np.empty(0, np.uint8)                       # a row's WP where its product is ``_tilegemm``'s

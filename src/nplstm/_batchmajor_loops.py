@@ -149,6 +149,14 @@ def _empty_aligned(B, G):
     return buf[start:start + B * G].reshape((B, G))
 
 
+@_inline
+def c_slot(cs, t):
+    """Where c of step t sits in ``cs``: at t where cs keeps every step's (T + 1, training), else at
+    t & 1, two steps taking turns (inference, ``_batchmajor._states``). (& 1, not % 2: a division
+    a step cost batch 1's call ~2%. With T = 1 in training both are t.)"""
+    return t & 1 if cs.shape[0] == 2 else t
+
+
 @_jit
 def forward_sequence(compute, Wp, W, panels, steps_in, A, b_ih, b_hh, h0, c0, hs, cs, tc, batch_sizes, reverse,
                      train):
@@ -167,7 +175,7 @@ def forward_sequence(compute, Wp, W, panels, steps_in, A, b_ih, b_hh, h0, c0, hs
     b[:2 * H] *= HALF
     b[3 * H:] *= HALF
     first = T if reverse else 0
-    hs[first], cs[first % cs.shape[0]] = h0, c0
+    hs[first], cs[c_slot(cs, first)] = h0, c0
     forward_loop(compute, Wp, W, panels, steps_in, A, b, hs, cs, tc, batch_sizes, reverse, train)
 
 
@@ -188,14 +196,13 @@ def forward_loop(compute, Wp, W, panels, steps_in, A, b, hs, cs, tc, batch_sizes
     T, B, G = hs.shape[0] - 1, A.shape[1], A.shape[2]
     R = _empty_aligned(B, G)                              # the recurrent side of the current step
     lo = 0                                                # the first step A holds (chunks)
-    ring = cs.shape[0] == 2                               # inference's two steps of c (``_batchmajor._states``)
     for s in range(T):
         t = T - 1 - s if reverse else s
         prev, nxt = (t + 1, t) if reverse else (t, t + 1)
         n = B if batch_sizes is None else batch_sizes[t]  # rows n.. have finished (or not yet started):
         hs[nxt, n:] = hs[prev, n:]                        # their state carries over
-        cp, c = (prev & 1, nxt & 1) if ring else (prev, nxt)   # c_{t-1}'s and c_t's index in cs (& 1, not
-        cs[c, n:] = cs[cp, n:]                            # % 2: a division a step cost batch 1's call ~2%)
+        cp, c = c_slot(cs, prev), c_slot(cs, nxt)         # c_{t-1}'s and c_t's index in cs
+        cs[c, n:] = cs[cp, n:]
         a, lo = step_input(compute, steps_in, A, s, t, lo, n, reverse)
         step_product(compute, Wp, W, panels, hs, prev, n, R)
         if n == 1 and train:

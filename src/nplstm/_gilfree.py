@@ -60,7 +60,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from . import _blas
-from ._batchmajor_loops import forward_sequence, gemm_packed
+from ._batchmajor_loops import c_slot, forward_sequence, gemm_packed
 from ._tilegemm import COLS
 
 (STATE, T_, B_, I_, G_, P_, B_FULL, REVERSE, TRAIN, TC_T, X_FULL, X, W_IH_T, B_IH, B_HH, WP, WP_BYTES, PANELS,
@@ -165,7 +165,7 @@ def run_row(row, gemm, compute):
         first, last = (0, 0) if reverse else (1, T)       # on this thread (the rows copy at once)
         numba.carray(_f32(row[OUT]), (T, row[OUT_ROWS], row[OUT_LD]))[:, :B, :P] = hs[first:first + T]
         numba.carray(_f32(row[HN]), (B, P))[:] = hs[last]
-        numba.carray(_f32(row[CN]), (B, H))[:] = cs[last % row[CS_T]]
+        numba.carray(_f32(row[CN]), (B, H))[:] = cs[c_slot(cs, last)]
 
 
 @_jit
