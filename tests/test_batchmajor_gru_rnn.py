@@ -278,3 +278,43 @@ def test_lstm_inference_keeps_two_steps_of_c(calls, python_loop, T_, B):
     python_loop()
     want, (wh, wc) = lstm(x, (h0, c0), lengths=lengths)
     assert_close((out, h, c), (want, wh, wc))
+
+
+@pytest.mark.parametrize("H", [16, 7])
+@pytest.mark.parametrize("hx", [False, True], ids=["h0=0", "h0"])
+def test_lstm_batch_of_one_inference_equals_the_python_loop(calls, python_loop, H, hx):
+    """Batch 1's inference loop (``_batchmajor_loops._one_row_loop``: 4H = 64, whole rows of
+    ``_tilegemm.matvec``; 4H = 28 takes the general loop): both directions of two layers, from
+    hx=None (the first step's product skipped) and from a non-zero state, against the engine's
+    Python loop; and a sequence with lengths (the general loop) the same."""
+    lstm = nplstm.LSTM(I, H, num_layers=2, bidirectional=True, dtype="float32", seed=5)
+    rng = np.random.default_rng(H)
+    for v in lstm.params.values():
+        v[...] = rng.uniform(-0.9, 0.9, v.shape)
+    x = rng.standard_normal((T, 1, I)).astype(np.float32)
+    state = tuple(rng.standard_normal((4, 1, H)).astype(np.float32) for _ in range(2)) if hx else None
+    with threadpoolctl.threadpool_limits(1):
+        got = [lstm(x, state), lstm(x, state, lengths=[T - 2])]
+    assert calls
+    python_loop()
+    want = [lstm(x, state), lstm(x, state, lengths=[T - 2])]
+    for (out, (h, c)), (w_out, (w_h, w_c)) in zip(got, want):
+        assert_close((out, h, c), (w_out, w_h, w_c))
+
+
+def test_batch_of_one_loop_skips_the_product_from_zeros():
+    """``_one_row_loop``'s first step from h = 0 writes R = 0 (as ``step_product``): with an inf in
+    W_hh^T the step stays finite; from any other h it multiplies, and 0 * inf = NaN comes through."""
+    H, G = 16, 64
+    if not _tilegemm.row_fits(G):
+        pytest.skip("batch 1's loop needs AVX-512 (whole rows of _tilegemm.matvec)")
+    rng = np.random.default_rng(2)
+    W = _aligned.copy(rng.standard_normal((H, G)).astype(np.float32))   # W_hh^T (P, 4H)
+    W[3, 5] = np.inf
+    b = rng.standard_normal(G).astype(np.float32)
+    for first, finite in ((0.0, True), (1e-30, False)):
+        A = rng.standard_normal((2, 1, G)).astype(np.float32)
+        hs, cs = np.zeros((3, 1, H), np.float32), np.zeros((2, 1, H), np.float32)
+        hs[0, 0, 0] = first                               # (h[3] = 0 meets the inf)
+        _batchmajor_loops._one_row_loop(W, A, b, hs, cs, False)
+        assert np.isfinite(hs[1]).all() == finite

@@ -277,6 +277,23 @@ def test_aligned_arrays_start_on_64_bytes(dtype, shape, order):
     np.testing.assert_array_equal(b, src)
 
 
+@pytest.mark.parametrize("layout", ["C", "F", "strided"])
+def test_compiled_alignment_check_reads_the_address(layout):
+    """``_batchmajor_loops.aligned`` (compiled, for batch 1's call) says what ``_aligned.is_aligned``
+    says, from the array's address: true only at offsets of 16 float32 from a 64-byte boundary,
+    whatever the layout (the batch-1 weights are transposed views)."""
+    pytest.importorskip("numba")
+    from nplstm import _aligned, _batchmajor_loops
+    buf = _aligned.empty((40 * 7 * 2,))
+    seen = []
+    for offset in range(20):
+        flat = buf[offset:offset + 7 * 2 * 10]
+        a = {"C": flat.reshape(14, 10), "F": flat.reshape(10, 14).T, "strided": flat.reshape(14, 10)[:, ::2]}[layout]
+        assert _batchmajor_loops.aligned(a) == _aligned.is_aligned(a)
+        seen.append(_batchmajor_loops.aligned(a))
+    assert seen == [offset % 16 == 0 for offset in range(20)]
+
+
 def test_matmul_tn_against_float64_and_where_it_goes(sgemm_calls, monkeypatch):
     """a.T @ b (the weight gradients dZ^T X over all T*B rows): oneDNN's product the other way
     round, (b^T a)^T, F-contiguous, from ~4M multiply-adds where oneDNN's kernels are AVX-512 ones;

@@ -241,10 +241,13 @@ def test_single_blas_thread_sets_one_and_restores():
 
 
 def test_the_batch_of_one_path_runs_blas_on_one_thread(monkeypatch):
-    """Its GEMMs are tiny; split over busy cores they were measured 100x slower (see nplstm._threads)."""
+    """Its GEMMs are tiny; split over busy cores they were measured 100x slower (see nplstm._threads).
+    Training sets BLAS to one thread for the forward and the backward; inference only around an
+    input side that is BLAS's GEMM (4H = 4 x 5 is not whole panels of our kernel), not where the
+    whole call is compiled (4H = 64 on AVX-512: the kernel's input side, the matrix-vector loop)."""
     if engine.get_backend() != "numba":
         pytest.skip("the batch-of-one path is the numba backend's")
-    from nplstm import _threads
+    from nplstm import _threads, _tilegemm
     calls = []
     real = _threads.single_blas_thread
     monkeypatch.setattr(_threads, "single_blas_thread", lambda: calls.append(1) or real())
@@ -252,8 +255,13 @@ def test_the_batch_of_one_path_runs_blas_on_one_thread(monkeypatch):
     out, _, cache = lstm.forward(np.ones((T, 1, I), np.float32), train=True)
     lstm.backward(np.ones_like(out), cache)
     assert len(calls) == 2
+    lstm(np.ones((T, 1, I), np.float32))                  # inference: the input side's GEMM
+    assert len(calls) == 3
     lstm(np.ones((T, 2, I), np.float32))                  # batch 2: the generic loop, BLAS as set
-    assert len(calls) == 2
+    assert len(calls) == 3
+    wide = nplstm.LSTM(I, 16, seed=0)
+    wide(np.ones((T, 1, I), np.float32))
+    assert len(calls) == (3 if _tilegemm.suits(I, 64) else 4)
 
 
 @pytest.mark.parametrize("provider", ["openblas", "onednn"])

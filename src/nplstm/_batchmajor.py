@@ -5,8 +5,9 @@ when ``engine._batch_major`` says so: numba, float32 NumPy arrays, LSTM without 
 and batch 1, or oneDNN's packed GEMM in use (``nplstm._blas.packed_compute()``), or one
 step's product too small to split over threads. Same arguments, same results (to rounding),
 same contract as the engine's. At batch 1 each step's product is our own matrix-vector
-product (``_tilegemm.matvec``, or ``_vecmat``), cheaper than a GEMM call at that size, and BLAS
-runs on one thread for the call (``nplstm._threads``); at batch > 1 oneDNN's OpenMP does
+product (``_tilegemm.matvec``, or ``_vecmat``), cheaper than a GEMM call at that size, in
+inference in a loop of its own (``_batchmajor_loops._one_row_loop``), and BLAS runs on one
+thread (``nplstm._threads``, ``_threads_for``); at batch > 1 oneDNN's OpenMP does
 (``_blas.one_omp_thread``).
 
 Why another layout. The engine's loop is feature-major, (features, B) per step. On oneDNN
@@ -30,28 +31,43 @@ The compiled half, the cells and the time loops with the shape legend, is
 ``nplstm._batchmajor_loops``; this module is the Python half: which path and forms a call
 takes, its buffers, the row blocks' tables, and the weight gradients after the loop.
 """
+import contextlib
+
 import numpy as np
 
 from . import _aligned, _blas, _rowblocks, _threads, _tilegemm
-from ._batchmajor_loops import _times_in_place, _times_packed, _times_tiles, backward_loop, c_slot, forward_sequence
+from ._batchmajor_loops import (_times_in_place, _times_packed, _times_tiles, aligned, backward_loop, c_slot,
+                                forward_sequence)
 from .engine import BATCH_MAJOR, _sizes
 
 
-def _threads_for(B):
+def _threads_for(B, train=True):
     """This path's threads for a call: (a context manager, the function for its big GEMMs). At
-    batch 1, BLAS on one thread (``nplstm._threads``). At batch > 1, oneDNN's OpenMP on one thread
-    for the per-step products; where that lowers its count (``engine._batch_major`` chose this
-    path for steps too small to split), the big GEMMs go to NumPy's OpenBLAS, which keeps its
-    threads."""
+    batch 1, BLAS on one thread (``nplstm._threads``): for the call, or in inference only around
+    the input side's GEMM where that is BLAS's (the loop calls no BLAS, and setting the threads
+    and back costs ~0.6 us of a ~36-80 us call at (16,32,1,100)-(32,64,1,100)). At batch > 1,
+    oneDNN's OpenMP on one thread for the per-step products; where that lowers its count
+    (``engine._batch_major`` chose this path for steps too small to split), the big GEMMs go to
+    NumPy's OpenBLAS, which keeps its threads."""
+    if B == 1 and not train:
+        return _NO_SWITCH, _matmul_one_blas_thread
     if B == 1:
         return _threads.single_blas_thread(), _blas.matmul
     threads = _blas.one_omp_thread()
     return threads, (np.matmul if _blas.omp_threads() > 1 else _blas.matmul)
 
 
+_NO_SWITCH = contextlib.nullcontext()
+
+
+def _matmul_one_blas_thread(a, b):
+    with _threads.single_blas_thread():
+        return _blas.matmul(a, b)
+
+
 def forward(x, h0, c0, w, batch_sizes, reverse, train):
     """``engine.forward`` for this path: out (T, B, P) and h_n are views of the states (no copy)."""
-    threads, matmul = _threads_for(x.shape[1])
+    threads, matmul = _threads_for(x.shape[1], train)
     with threads:
         return _forward(x, h0, c0, w, batch_sizes, reverse, train, matmul)
 
@@ -89,9 +105,9 @@ def _steps_in(x, w, panels, forms, train, matmul):
     """``forward_loop``'s steps_in on one thread: (W_ih^T's panels, x as C-contiguous, W_ih^T
     packed for oneDNN, chunk) where inference makes the input side inside the loop (``_in_loop``),
     each unused part empty; else None."""
-    if matmul is np.matmul:
-        return None
     T, B, _ = x.shape
+    if matmul is np.matmul or B == 1:                     # (batch 1: never, ``_in_loop``)
+        return None
     plan = _in_loop(x.shape, w, panels, train, forms, T * B)
     if plan is None:
         return None
@@ -217,7 +233,7 @@ def _in_place(w, rows):
     (32,128,8,50) 0.998, (64,128,4,100) 1.000 (``_tilegemm.gemm_in_place``: the product alone)."""
     w_ih = w.source[0]
     G, I = w_ih.shape
-    return (not w.kept and rows * I * G <= _IN_PLACE and w_ih.T.flags.c_contiguous and _aligned.is_aligned(w_ih))
+    return (not w.kept and rows * I * G <= _IN_PLACE and w_ih.T.flags.c_contiguous and aligned(w_ih))
 
 
 def _ih_packed(w, rows, later=None):
@@ -387,7 +403,7 @@ def _packed(w, B, transpose, forms, later=None):
     w_hh = w.source[1]
     if B == 1:
         W = w_hh.T
-        return None, None, W if W.flags.c_contiguous and _aligned.is_aligned(W) else _aligned.copy(W)
+        return None, None, W if W.flags.c_contiguous and aligned(W) else _aligned.copy(W)
     compute = _blas.packed_compute()
     if compute is None:                                   # engine._batch_major checked it; threads changed since?
         raise RuntimeError("the batch-major LSTM path needs oneDNN's packed GEMM on one thread")

@@ -197,7 +197,7 @@ def backward_loop(kind, compute, Wp, W, A, DR, HN, hs, dout, dh, batch_sizes, re
 def forward(x, h0, w, batch_sizes, reverse, train):
     """``engine.forward`` for a GRU or RNN: (out (T, B, H), h_n, None, cache); out and h_n are views
     of the states."""
-    threads, matmul = bm._threads_for(x.shape[1])
+    threads, matmul = bm._threads_for(x.shape[1], train)
     with threads:
         T, B, _ = x.shape
         _, _, b_ih, b_hh = w.source

@@ -24,6 +24,7 @@ import numba
 import numpy as np
 
 from . import _blas, _tilegemm
+from ._aligned import ALIGN as _ALIGN
 from ._cellmath_numba import _cell_grad, _gates_and_c
 from ._ftanh import HALF, ftanh, wide_vectors
 
@@ -149,12 +150,34 @@ def _empty_aligned(B, G):
     return buf[start:start + B * G].reshape((B, G))
 
 
+@_jit
+def aligned(a):
+    """``nplstm._aligned.is_aligned`` compiled: 0.13 us a call from Python against 0.76 through
+    ``a.ctypes`` (batch 1's call checks two weights, ~2% of it at (32,64,1,100))."""
+    return a.ctypes.data % _ALIGN == 0
+
+
 @_inline
 def c_slot(cs, t):
     """Where c of step t sits in ``cs``: at t where cs keeps every step's (T + 1, training), else at
     t & 1, two steps taking turns (inference, ``_batchmajor._states``). (& 1, not % 2: a division
     a step cost batch 1's call ~2%. With T = 1 in training both are t.)"""
     return t & 1 if cs.shape[0] == 2 else t
+
+
+@_inline
+def cell_bias(b_ih, b_hh, G):
+    """The cell's bias: b_ih + b_hh (either None: bias=False), halved on the sigmoid gates i, f, o,
+    for sigma(z) = (1 + tanh(z/2)) / 2."""
+    H = G // 4
+    b = np.zeros(G, np.float32)
+    if b_ih is not None:
+        b += b_ih
+    if b_hh is not None:
+        b += b_hh
+    b[:2 * H] *= HALF
+    b[3 * H:] *= HALF
+    return b
 
 
 @_jit
@@ -166,17 +189,14 @@ def forward_sequence(compute, Wp, W, panels, steps_in, A, b_ih, b_hh, h0, c0, hs
     allocated by the caller: arrays made here would cost ~1 us each to hand back to Python.
     Biases None: bias=False; batch_sizes None: every row runs every step."""
     T, G = hs.shape[0] - 1, A.shape[2]
-    H = G // 4
-    b = np.zeros(G, np.float32)                           # b_ih + b_hh, halved on the sigmoid gates i, f, o:
-    if b_ih is not None:                                  # sigma(z) = (1 + tanh(z/2)) / 2
-        b += b_ih
-    if b_hh is not None:
-        b += b_hh
-    b[:2 * H] *= HALF
-    b[3 * H:] *= HALF
+    b = cell_bias(b_ih, b_hh, G)
     first = T if reverse else 0
     hs[first], cs[c_slot(cs, first)] = h0, c0
-    forward_loop(compute, Wp, W, panels, steps_in, A, b, hs, cs, tc, batch_sizes, reverse, train)
+    if W is not None and A.shape[1] == 1 and not train and steps_in is None and batch_sizes is None \
+            and _tilegemm.row_fits(G):
+        _one_row_loop(W, A, b, hs, cs, reverse)           # batch 1's inference: its own loop
+    else:
+        forward_loop(compute, Wp, W, panels, steps_in, A, b, hs, cs, tc, batch_sizes, reverse, train)
 
 
 @_jit
@@ -200,10 +220,13 @@ def forward_loop(compute, Wp, W, panels, steps_in, A, b, hs, cs, tc, batch_sizes
         t = T - 1 - s if reverse else s
         prev, nxt = (t + 1, t) if reverse else (t, t + 1)
         n = B if batch_sizes is None else batch_sizes[t]  # rows n.. have finished (or not yet started):
-        hs[nxt, n:] = hs[prev, n:]                        # their state carries over
         cp, c = c_slot(cs, prev), c_slot(cs, nxt)         # c_{t-1}'s and c_t's index in cs
-        cs[c, n:] = cs[cp, n:]
-        a, lo = step_input(compute, steps_in, A, s, t, lo, n, reverse)
+        if n < B:                                         # their state carries over
+            hs[nxt, n:] = hs[prev, n:]
+            cs[c, n:] = cs[cp, n:]
+        a = t
+        if steps_in is not None:
+            a, lo = step_input(compute, steps_in, A, s, t, lo, n, reverse)
         step_product(compute, Wp, W, panels, hs, prev, n, R)
         if n == 1 and train:
             _one_row_train(A[a, 0], R[0], b, cs[cp, 0], cs[c, 0], tc[t, 0], hs[nxt, 0])
@@ -213,6 +236,26 @@ def forward_loop(compute, Wp, W, panels, steps_in, A, b, hs, cs, tc, batch_sizes
             _cells_train(A[a], R, b, cs[cp], cs[c], tc[t], hs[nxt], n)
         else:
             _cells_infer(A[a], R, b, cs[cp], cs[c], hs[nxt], n)
+
+
+@_jit
+def _one_row_loop(W, A, b, hs, cs, reverse):
+    """``forward_loop`` at batch 1 in inference (``forward_sequence`` chooses it), each step's input
+    side in A already and the product ``_tilegemm.matvec``'s: the same steps with the product
+    inlined, and no branch for the other ways (chunks, lengths, rows), whose calls pass each array
+    with a reference count up and down. At batch 1 a step is ~0.5 us, and those were ~0.1 of it:
+    the loop alone at (32,64,1,100), 1 thread, 52-53 us against 61-62 (benchmarks/RESULTS.md,
+    twenty-first round)."""
+    T, G = hs.shape[0] - 1, A.shape[2]
+    R = _empty_aligned(1, G)[0]                           # (4H,) the recurrent side of the current step
+    for s in range(T):
+        t = T - 1 - s if reverse else s
+        prev, nxt = (t + 1, t) if reverse else (t, t + 1)
+        if s == 0 and _zeros(hs[prev], 1):               # h0 = 0: no product (``step_product``)
+            R[:] = 0
+        else:
+            _tilegemm.matvec(hs[prev, 0], W, R)
+        _one_row_infer(A[t, 0], R, b, cs[c_slot(cs, prev), 0], cs[c_slot(cs, nxt), 0], hs[nxt, 0])
 
 
 @_jit
