@@ -15,6 +15,7 @@ for ~2^28 cycles after each multi-threaded call (the model's head GEMMs, every s
 the second core from the split's thread; with the spin cut, the split wins. Results in
 benchmarks/RESULTS.md.
 """
+import argparse
 import os
 import subprocess
 import sys
@@ -68,14 +69,25 @@ def app():
             print(f"app {env or 'default'} split={split}: {time.perf_counter() - t0:.2f} s", flush=True)
 
 
-if __name__ == "__main__":
-    if sys.argv[1:2] == ["calls"]:
-        for config in sys.argv[2:]:
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = ap.add_subparsers(dest="mode", required=True)
+    each = sub.add_parser("calls", help="each config split and not, each run in its own process")
+    each.add_argument("configs", nargs="+", help="I,H,B,T,layers,bidirectional (0/1)")
+    one = sub.add_parser("one", help="one config in this process (what 'calls' runs)")
+    one.add_argument("config", help="I,H,B,T,layers,bidirectional (0/1)")
+    one.add_argument("split", type=int, choices=[0, 1], help="1: row blocks over every core")
+    sub.add_parser("app", help="30 steps of nplstm train's Shakespeare preset, split and not")
+    args = ap.parse_args()
+    if args.mode == "calls":
+        for config in args.configs:
             for split in (True, False, True, False):
                 subprocess.run([sys.executable, __file__, "one", config, str(int(split))], check=True)
-    elif sys.argv[1:2] == ["one"]:
-        calls(sys.argv[2], bool(int(sys.argv[3])))
-    elif sys.argv[1:2] == ["app"]:
-        app()
+    elif args.mode == "one":
+        calls(args.config, bool(args.split))
     else:
-        sys.exit(__doc__)
+        app()
+
+
+if __name__ == "__main__":
+    main()

@@ -3,6 +3,7 @@
     python benchmarks/long_sequence.py            # T = 10k, 30k, 100k, each in a fresh process,
                                                   # plain and with checkpoint_every=1000
 """
+import argparse
 import json
 import subprocess
 import sys
@@ -26,13 +27,21 @@ def child(T, every):
     print(json.dumps({"T": T, "seconds": time.perf_counter() - t0, "peak_bytes": rss("VmHWM:") - base}))
 
 
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("T", nargs="?", type=int, help="(internal) one step of T steps in this process")
+    ap.add_argument("every", nargs="?", default="none", help="(internal) checkpoint_every, or none")
+    args = ap.parse_args()
+    if args.T is not None:
+        child(args.T, None if args.every == "none" else int(args.every))
+        return
+    for every in ("none", "1000"):
+        for T in (10_000, 30_000, 100_000):
+            r = json.loads(subprocess.run([sys.executable, __file__, str(T), every], capture_output=True,
+                                          text=True, check=True).stdout)
+            print(f"checkpoint_every={every:>5}  T={r['T']:>7,}: {r['seconds']:.2f} s, "
+                  f"peak {r['peak_bytes'] / 2**20:.0f} MiB, {r['peak_bytes'] / r['T']:.0f} bytes/step")
+
+
 if __name__ == "__main__":
-    if len(sys.argv) > 1:
-        child(int(sys.argv[1]), None if sys.argv[2] == "none" else int(sys.argv[2]))
-    else:
-        for every in ("none", "1000"):
-            for T in (10_000, 30_000, 100_000):
-                r = json.loads(subprocess.run([sys.executable, __file__, str(T), every], capture_output=True,
-                                              text=True, check=True).stdout)
-                print(f"checkpoint_every={every:>5}  T={r['T']:>7,}: {r['seconds']:.2f} s, "
-                      f"peak {r['peak_bytes'] / 2**20:.0f} MiB, {r['peak_bytes'] / r['T']:.0f} bytes/step")
+    main()

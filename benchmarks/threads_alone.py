@@ -12,7 +12,7 @@ OpenMP threads (beside OpenBLAS's pool, which the small GEMMs still use). It sho
 one-pool threading policy could give; the rule stays because two busy pools on the same cores
 were measured 8x slower in the training app.
 """
-import sys
+import argparse
 import time
 
 import numpy as np
@@ -22,10 +22,13 @@ import nplstm
 from nplstm import _blas
 
 
-def main(argv):
-    sizes = [a for a in argv if not a.startswith("--")]
-    I, H, B, T = (int(v) for v in (sizes[0] if sizes else "64,128,32,50").split(","))
-    if "--onednn-threads" in argv and "onednn" in _blas.PROVIDERS:
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("config", nargs="?", default="64,128,32,50", help="I,H,B,T")
+    ap.add_argument("--onednn-threads", action="store_true", help="the experiment in the module's note")
+    args = ap.parse_args()
+    I, H, B, T = (int(v) for v in args.config.split(","))
+    if args.onednn_threads and "onednn" in _blas.PROVIDERS:
         _blas._omp_threads = lambda: 1                    # the experiment: see the module's note
     x = np.random.default_rng(0).standard_normal((T, B, I), dtype=np.float32)
     lstm = nplstm.LSTM(I, H, seed=0)
@@ -48,4 +51,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main()

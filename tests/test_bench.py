@@ -3,6 +3,9 @@
 The harness is checked on a fake clock, so that nothing here depends on how busy the machine is:
 a turn's untimed runs and its waits are counted, not timed."""
 import itertools
+import pathlib
+import subprocess
+import sys
 import threading
 import time
 
@@ -167,3 +170,16 @@ def test_with_patched_sets_attributes_for_the_run_and_puts_them_back_even_on_err
     with pytest.raises(KeyError):
         bench.with_patched(module, {"rule": 10, "other": 20}, fails)()
     assert (module.rule, module.other) == (1, 2)
+
+
+SCRIPTS = sorted(p.name for p in (pathlib.Path(__file__).parent.parent / "benchmarks").glob("*.py"))
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_each_benchmark_script_says_how_to_run_it(script):
+    """``python benchmarks/<script> --help`` prints a usage and exits 0, without running anything
+    (each script's docstring gives the commands that reproduce benchmarks/RESULTS.md)."""
+    path = pathlib.Path(__file__).parent.parent / "benchmarks" / script
+    done = subprocess.run([sys.executable, str(path), "--help"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.startswith("usage:")
