@@ -72,8 +72,9 @@ def main():
         if not np.array_equal(new()[0], old()[0]):
             raise SystemExit("the two loops' outputs differ")
         runs = {"old": old, "new": new}
-        if bench.onnx_runner(lstm, x, 1) is not None:
-            runs["ort"] = bench.onnx_runner(lstm, x, 1)
+        ort = bench.onnx_runner(lstm, x, 1)                # (None without onnx and onnxruntime)
+        if ort is not None:
+            runs["ort"] = ort
         if with_torch:
             import torch
             torch.set_num_threads(1)
