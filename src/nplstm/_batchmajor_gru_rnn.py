@@ -163,9 +163,12 @@ def forward_sequence(kind, compute, Wp, W, panels, steps_in, A, b_ih, b_hh, h0, 
     for s in range(T):
         t = T - 1 - s if reverse else s
         prev, nxt = (t + 1, t) if reverse else (t, t + 1)
-        n = B if batch_sizes is None else batch_sizes[t]  # rows n.. carry their state over
-        hs[nxt, n:] = hs[prev, n:]
-        a, lo = loops.step_input(compute, steps_in, A, s, t, lo, n, reverse)
+        n = B if batch_sizes is None else batch_sizes[t]
+        if n < B:                                         # rows n.. carry their state over
+            hs[nxt, n:] = hs[prev, n:]
+        a = t
+        if steps_in is not None:
+            a, lo = loops.step_input(compute, steps_in, A, s, t, lo, n, reverse)
         loops.step_product(compute, Wp, W, panels, hs, prev, n, R)
         _cells(kind, A[a], R, b, b_hn, hs[prev], hs[nxt], HN[t if HN.shape[0] > 1 else 0], n)
 
