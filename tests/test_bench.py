@@ -172,14 +172,14 @@ def test_with_patched_sets_attributes_for_the_run_and_puts_them_back_even_on_err
     assert (module.rule, module.other) == (1, 2)
 
 
-SCRIPTS = sorted(p.name for p in (pathlib.Path(__file__).parent.parent / "benchmarks").glob("*.py"))
+BENCHMARKS = pathlib.Path(__file__).parent.parent / "benchmarks"
+SCRIPTS = sorted(p.name for p in BENCHMARKS.glob("*.py"))
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_each_benchmark_script_says_how_to_run_it(script):
     """``python benchmarks/<script> --help`` prints a usage and exits 0, without running anything
     (each script's docstring gives the commands that reproduce benchmarks/RESULTS.md)."""
-    path = pathlib.Path(__file__).parent.parent / "benchmarks" / script
-    done = subprocess.run([sys.executable, str(path), "--help"], capture_output=True, text=True, timeout=120)
+    done = subprocess.run([sys.executable, str(BENCHMARKS / script), "--help"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.startswith("usage:")
