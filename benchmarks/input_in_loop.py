@@ -28,8 +28,8 @@ from nplstm import _batchmajor
 _in_loop, _chunk = _batchmajor._input_in_loop, _batchmajor._chunk
 
 
-def _kernel_only_beside_kernel(shape, w, panels, train):
-    return panels is not None and _in_loop(shape, w, panels, train)
+def _kernel_only_beside_kernel(shape, w, kernel_step, train):
+    return kernel_step and _in_loop(shape, w, kernel_step, train)
 
 
 RULES = {   # name: ((old in-loop rule, old chunk rule), (new ...))

@@ -183,7 +183,8 @@ def main():
             print(f"({M}x{K}) @ ({K}x{N}), {args.steps} products a run, 1 thread, medians of {args.reps}:")
             for name, ts in t.items():
                 ratio, lo, hi = bench.paired_ratio(t, name, "packed")
-                print(f"  {name:8s} {flops / np.median(ts) / 1e9:6.1f} GFLOP/s, / packed {ratio:.3f} ({lo:.3f}-{hi:.3f})")
+                rate = flops / np.median(ts) / 1e9
+                print(f"  {name:8s} {rate:6.1f} GFLOP/s, / packed {ratio:.3f} ({lo:.3f}-{hi:.3f})")
             print("  preparing the weights: " + ", ".join(f"{k} {np.median(v) * 1e6:.0f} us" for k, v in p.items()))
 
 

@@ -223,11 +223,14 @@ def test_weight_gradients_through_onednn_equal_the_python_loop(calls, python_loo
         np.testing.assert_allclose(a, b, rtol=0, atol=2e-5 * max(1.0, float(np.abs(b).max())))
 
 
-@pytest.mark.parametrize("way", ["tiles", "onednn", "batch 1"])
+@pytest.mark.parametrize("way", ["tiles", "onednn", "batch 1", "both"])
 def test_a_step_from_zeros_skips_its_product(way):
     """``step_product`` from h[:n] = 0 (hx=None's first step) writes R[:n] = 0 without multiplying:
     with an inf in W_hh, 0 * inf would be NaN. Rows past n are not looked at; any other value in
-    h[:n] (a tiny one) multiplies as before, every way of the product."""
+    h[:n] (a tiny one) multiplies as before, every way of the product. ``step_both`` (the input
+    side and the product in one) the same: from zeros, x_t W_ih^T alone."""
+    if way == "both":
+        return _step_both_from_zeros()
     P, G, B, n = 5, 4 * 16, 4, 3                          # (tiles: 4H a multiple of the kernel's columns)
     rng = np.random.default_rng(8)
     Wt = rng.standard_normal((P, G)).astype(np.float32)   # W_hh^T
@@ -253,6 +256,26 @@ def test_a_step_from_zeros_skips_its_product(way):
         _batchmajor_loops.step_product(compute, Wp, W, panels, hs, 0, n, R)
     assert np.isnan(R[n - 1, 7]) or np.isinf(R[n - 1, 7])
 
+
+
+def _step_both_from_zeros():
+    P, I, G, B, n, t = 5, 3, 4 * 16, 4, 3, 1
+    if not _tilegemm.suits(P, G):
+        pytest.skip("our kernel needs AVX-512")
+    rng = np.random.default_rng(9)
+    Wi, Wh = rng.standard_normal((I, G)).astype(np.float32), rng.standard_normal((P, G)).astype(np.float32)
+    Wh[2, 7] = np.inf                                     # W_hh^T
+    xs = rng.standard_normal((2, B, I)).astype(np.float32)
+    steps_in = (_tilegemm.pack(Wi, Wh), xs, np.empty(0, np.uint8), 0)
+    hs = np.zeros((2, B, P), np.float32)
+    hs[0, n:] = 1                                         # past n: not looked at
+    Z = np.full((B, G), 7, np.float32)
+    _batchmajor_loops.step_both(steps_in, hs, 0, t, n, Z)
+    want = xs[t, :n].astype(np.float64) @ Wi
+    np.testing.assert_allclose(Z[:n], want, rtol=0, atol=1e-5)
+    hs[0, n - 1, 2] = 1e-30
+    _batchmajor_loops.step_both(steps_in, hs, 0, t, n, Z)
+    assert np.isnan(Z[n - 1, 7]) or np.isinf(Z[n - 1, 7])
 
 
 @pytest.mark.parametrize("T_", [6, 7])

@@ -33,6 +33,33 @@ def test_gemm_equals_the_float64_product(n, K, N):
 
 
 @numba.njit
+def _gemm2(panels, X, Hh, kh, n, Y):
+    tg.gemm2(panels, X, Hh, kh, n, Y)
+
+
+@pytest.mark.parametrize("n, K, P, N", [(1, 5, 16, 64), (6, 3, 7, 128), (7, 5, 16, 64), (13, 17, 6, 192)])
+def test_gemm2_sums_both_products(n, K, P, N):
+    """X @ W1 + H @ W2 on panels of W1 over W2 (``tg.pack(W1, W2)``), every row count of a tile and
+    more tiles than one, K and P with and without a remainder of the unrolled loop; kh = 0 reads
+    no H and is X @ W1 to the bit, as ``gemm`` on W1's own panels; rows past n are left alone."""
+    rng = np.random.default_rng(10 * n + K)
+    X, Hh = (rng.standard_normal((n + 2, k)).astype(np.float32) for k in (K, P))
+    W1, W2 = (rng.standard_normal((k, N)).astype(np.float32) for k in (K, P))
+    panels = tg.pack(W1, W2)
+    assert panels.shape == (N // 64, K + P, 64)
+    Y = np.full((n + 2, N), 7.0, np.float32)
+    _gemm2(panels, X, Hh, P, n, Y)
+    XH, W = np.hstack([X, Hh])[:n], np.vstack([W1, W2])
+    assert np.abs(Y[:n] - XH.astype(np.float64) @ W.astype(np.float64)).max() <= _float32_bound(XH, W)
+    assert (Y[n:] == 7).all()
+    Hh[:] = np.nan                                        # kh = 0: H not read
+    _gemm2(panels, X, Hh, 0, n, Y)
+    alone = np.full((n + 2, N), 7.0, np.float32)
+    _gemm(tg.pack(W1), X, n, alone)
+    np.testing.assert_array_equal(Y, alone)
+
+
+@numba.njit
 def _gemm_in_place(W, X, n, Y):
     tg.gemm_in_place(W, X, n, Y)
 
@@ -126,14 +153,16 @@ def test_suits(monkeypatch, K, N, avx512, want):
 @pytest.fixture
 def packings(monkeypatch):
     """The kernel forced on (AVX-512 or not) for a test of the batch-major path, which needs numba
-    and oneDNN's packed GEMM; the list of the shapes ``_tilegemm.pack`` was given."""
+    and oneDNN's packed GEMM; the list of the shapes ``_tilegemm.pack`` packed (matrices stacked:
+    their rows summed)."""
     from nplstm import _blas
     pytest.importorskip("threadpoolctl")
     if engine.get_backend() != "numba" or "onednn" not in _blas.PROVIDERS or _blas._packing is None:
         pytest.skip("the batch-major path needs numba and oneDNN's packed GEMM")
     monkeypatch.setattr(tg, "_AVAILABLE", True)
     shapes = []
-    monkeypatch.setattr(tg, "pack", lambda W, pack=tg.pack: shapes.append(W.shape) or pack(W))
+    monkeypatch.setattr(tg, "pack", lambda *Ws, pack=tg.pack: shapes.append((sum(W.shape[0] for W in Ws),
+                                                                              Ws[0].shape[1])) or pack(*Ws))
     return shapes
 
 
@@ -172,11 +201,11 @@ def test_a_layer_on_the_kernel_equals_the_python_loop(monkeypatch, packings, pyt
     monkeypatch.setattr(tg, "L2_BYTES", 8 << 10)          # layer 0's inference at batch 9: the input side in the loop
     with threadpoolctl.threadpool_limits(1), _blas.use("onednn"):
         got = _layer_runs(lstm, x, lengths, G, hx)
-    # each of 4 layer-directions, in training and in inference: W_hh^T; W_ih^T only where layer 0's
-    # inference makes the input side in the loop (A past L2: batch 9; its panels serve every step),
-    # else it is read in place (``_batchmajor._in_place``)
-    in_loop = [(I, 4 * H)] * 2 if batch == 9 else []
-    assert sorted(packings) == sorted([(H, 4 * H)] * 8 + in_loop)
+    # each of 4 layer-directions, in training and in inference: W_hh^T; but where layer 0's inference
+    # makes the input side in the loop (A past L2: batch 9), W_ih^T over W_hh^T instead, for both
+    # products of a step in one (``_batchmajor._xh_panels``); W_ih^T else read in place (``_in_place``)
+    packed = [(H, 4 * H)] * 6 + [(I + H, 4 * H)] * 2 if batch == 9 else [(H, 4 * H)] * 8
+    assert sorted(packings) == sorted(packed)
     python_loop()
     want = _layer_runs(lstm, x, lengths, G, hx)
     for k, (a, b) in enumerate(zip(got, want)):
@@ -221,7 +250,8 @@ def test_the_input_side_is_the_kernels_up_to_2_25_multiply_adds(packings, T, ker
 def test_inference_makes_each_steps_input_side_in_the_loop_where_the_panels_fit_l2(monkeypatch, packings, python_loop,
                                                                                     spare, inside):
     """Inference with both products on the kernel takes x_t W_ih^T step by step inside the loop
-    (``_batchmajor._steps_in``) where W_ih^T's and W_hh^T's panels fit 7/8 of L2; else, A being
+    (``_batchmajor._steps_in``), in one product with h_{t-1} W_hh^T (``_batchmajor_loops.step_both``),
+    where W_ih^T's and W_hh^T's panels fit 7/8 of L2; else, A being
     larger than L2, a chunk of steps at a time on oneDNN (``_chunk``); the same outputs either way
     as the engine's Python loop. Layer 2 (its input H wide: its panels with W_hh^T's never fit,
     and too few rows for the layer to pack W_ih^T for chunks, T * B < 4H) makes its input side
@@ -239,7 +269,7 @@ def test_inference_makes_each_steps_input_side_in_the_loop_where_the_panels_fit_
     lengths = rng.integers(1, T + 1, B)
     with threadpoolctl.threadpool_limits(1), _blas.use("onednn"):
         got = lstm(x, lengths=lengths)
-    assert len(before) == 1 and ((I, 4 * H) in packings) is inside   # W_ih^T's panels: layer 1's, on the kernel
+    assert len(before) == 1 and ((I + H, 4 * H) in packings) is inside   # W_ih^T's over W_hh^T's: layer 1's
     python_loop()
     want = lstm(x, lengths=lengths)
     for a, b in zip((got[0], *got[1]), (want[0], *want[1])):
@@ -268,8 +298,8 @@ def test_row_blocks_on_the_kernel_equal_the_python_loop(monkeypatch, packings, p
         assert lstm.forward(x, lengths=lengths, train=True)[2]["layers"][0][0][0] == _rowblocks.SPLIT
         packings.clear()
         got = _layer_runs(lstm, x, lengths, G)
-        # W_hh^T for training's forward, then for inference with W_ih^T (each step's input side in the loop)
-        assert sorted(packings) == [(I, 4 * H), (H, 4 * H), (H, 4 * H)]
+        # W_hh^T for training's forward, then for inference W_ih^T over W_hh^T (each step's two products in one)
+        assert sorted(packings) == [(H, 4 * H), (I + H, 4 * H)]
         nplstm.set_num_threads(1)
         python_loop()
         want = _layer_runs(lstm, x, lengths, G)
@@ -328,8 +358,7 @@ def test_input_in_loop_rule(monkeypatch, shape, kernel_step, train, want):
     monkeypatch.setattr(tg, "L2_BYTES", 2 << 20)
     H = 512
     w = engine.pack(np.zeros((4 * H, shape[2]), np.float32), np.zeros((4 * H, H), np.float32))
-    panels = np.zeros((1, 1, 64), np.float32) if kernel_step else None
-    assert _batchmajor._input_in_loop(shape, w, panels, train) is want
+    assert _batchmajor._input_in_loop(shape, w, kernel_step, train) is want
 
 
 def _weight_ih(layout):

@@ -37,7 +37,7 @@ import numpy as np
 
 from . import _aligned, _blas, _rowblocks, _threads, _tilegemm
 from ._batchmajor_loops import (_times_in_place, _times_packed, _times_tiles, aligned, backward_loop, c_slot,
-                                forward_sequence)
+                                forward_sequence, one_product)
 from .engine import BATCH_MAJOR, _sizes
 
 
@@ -90,9 +90,10 @@ def operands(x, w, train, matmul):
     (the bias is added in the loop), or room for the step's or the chunk's the loop makes."""
     B, G = x.shape[1], w.source[1].shape[0]
     forms = None if train else w.gemm_forms
-    panels = _panels(w, B, forms)                         # W_hh^T, every step: our kernel's, or else
-    compute, Wp, W = (None, None, None) if panels is not None else _packed(w, B, transpose=True, forms=forms)
-    steps_in = _steps_in(x, w, panels, forms, train, matmul)
+    steps_in = _steps_in(x, w, _kernel_step(w, B), forms, train, matmul)
+    both = steps_in is not None and one_product.py_func(steps_in[0], x.shape[2])
+    panels = None if both else _panels(w, B, forms)       # W_hh^T, every step: our kernel's, or else
+    compute, Wp, W = (None, None, None) if panels is not None or both else _packed(w, B, transpose=True, forms=forms)
     if steps_in is None:
         A = _input_side(x, w, forms, train, matmul)
     else:
@@ -101,14 +102,14 @@ def operands(x, w, train, matmul):
     return compute, Wp, W, panels, steps_in, A
 
 
-def _steps_in(x, w, panels, forms, train, matmul):
+def _steps_in(x, w, kernel_step, forms, train, matmul):
     """``forward_loop``'s steps_in on one thread: (W_ih^T's panels, x as C-contiguous, W_ih^T
     packed for oneDNN, chunk) where inference makes the input side inside the loop (``_in_loop``),
     each unused part empty; else None."""
     T, B, _ = x.shape
     if matmul is np.matmul or B == 1:                     # (batch 1: never, ``_in_loop``)
         return None
-    plan = _in_loop(x.shape, w, panels, train, forms, T * B)
+    plan = _in_loop(x.shape, w, kernel_step, train, forms, T * B)
     if plan is None:
         return None
     ih_panels, wp_ih, chunk = plan
@@ -116,23 +117,25 @@ def _steps_in(x, w, panels, forms, train, matmul):
             _NO_PACKING if wp_ih is None else wp_ih, chunk)
 
 
-def _in_loop(shape, w, panels, train, forms, rows, later=None):
+def _in_loop(shape, w, kernel_step, train, forms, rows, later=None):
     """(W_ih^T's panels, W_ih^T packed for oneDNN, chunk) where inference on x of ``shape`` makes the
     input side inside the loop instead of one GEMM before it, the unused part None; else None.
     Then A (T, B, 4H), most of which lives in DRAM between the GEMM that writes it and the step
     that reads it, never exists. For one thread's call (``_steps_in``) and a row block's
-    (``_prepare``); ``rows``: the whole input's, which one packing serves (a block is some of
+    (``_prepare``); ``kernel_step``: whether the step's product h W_hh^T is ``_tilegemm``'s
+    (``_kernel_step``); ``rows``: the whole input's, which one packing serves (a block is some of
     them). Two ways:
 
     - each step's x_t W_ih^T on ``_tilegemm``'s kernel (panels, None, 0), where that product is the
       kernel's and the panels each step reads fit L2 with room to spare (``_input_in_loop``).
       Measured (1 thread, inference, ms; (I,H,B,T), before / inside, the loops alone):
       (128,256,64,100) 34.29-34.72 / 31.43-31.94, (192,256,64,100) 38.41 / 36.14, (64,128,32,50)
-      2.22 / 2.08; but (256,256,64,100), 2 MiB of panels, 43.68 / 44.22;
+      2.22 / 2.08; but (256,256,64,100), 2 MiB of panels, 43.68 / 44.22. An LSTM whose step
+      product is the kernel's too makes both in one (the panels [W_ih^T; W_hh^T]: ``_xh_panels``);
     - else a chunk of steps' at a time on oneDNN's packed GEMM (None, packing, chunk > 0:
       ``_chunk``)."""
-    if _input_in_loop(shape, w, panels, train):
-        return _ih_panels(w, forms), None, 0
+    if _input_in_loop(shape, w, kernel_step, train):
+        return (_xh_panels(w, forms) if kernel_step and w.kind == "lstm" else _ih_panels(w, forms)), None, 0
     chunk = _chunk(shape, w, train, rows)
     return (None, _ih_packed(w, rows, later), chunk) if chunk else None
 
@@ -160,10 +163,10 @@ def _chunk(shape, w, train, rows):
     return max(1, L2 // (4 * B * G))                      # (fewer than T: A outgrows L2)
 
 
-def _input_in_loop(shape, w, panels, train):
+def _input_in_loop(shape, w, kernel_step, train):
     """``_steps_in``'s rule, on one thread, for x of ``shape``: inference at batch > 1; W_ih^T on the
-    kernel, its panels (and W_hh^T's, where the step's product is the kernel's: ``panels``) within
-    7/8 of L2; and A larger than L2, so that it would go through DRAM. (A that fits L2 gained
+    kernel, its panels (and W_hh^T's, where the step's product is the kernel's: ``kernel_step``)
+    within 7/8 of L2; and A larger than L2, so that it would go through DRAM. (A that fits L2 gained
     nothing in the loop: (64,128,16,50), A 1.6 MiB, 0.99-1.00 at 1 thread; and two directions at
     once at 2 threads, one a thread, took 1.10 of the time.) Where W_hh^T is oneDNN's (P > 256) it
     streams through L2 at every step anyway, and taking A's DRAM trip away still paid: H = 512,
@@ -171,7 +174,7 @@ def _input_in_loop(shape, w, panels, train):
     interleaved): I = 16 0.94, 64 0.87, 128 0.93-0.95 (benchmarks/RESULTS.md, seventeenth round)."""
     T, B, I = shape
     G, P = w.source[1].shape
-    held = I + (P if panels is not None else 0)           # rows of panels every step reads
+    held = I + (P if kernel_step else 0)                  # rows of panels every step reads
     L2 = _tilegemm.L2_BYTES
     return (not train and B > 1 and _tilegemm.suits(I, G) and 4 * held * G <= L2 * 7 // 8 and 4 * T * B * G > L2)
 
@@ -179,6 +182,16 @@ def _input_in_loop(shape, w, panels, train):
 def _ih_panels(w, forms):
     """W_ih^T packed for ``_tilegemm``, kept in ``forms`` as W_hh^T's panels are (``_panels``)."""
     return _kept(forms, "tiles_ih", lambda: _tilegemm.pack(w.source[0].T))
+
+
+def _xh_panels(w, forms):
+    """W_ih^T over W_hh^T, (I + P, 4H), packed for ``_tilegemm.gemm2``: each step's x_t W_ih^T +
+    h_{t-1} W_hh^T in one product (``_batchmajor_loops.step_both``), its sums in registers over both,
+    where each would be a product of its own on the kernel, written to a buffer of its own and
+    read back by the cell. Kept in ``forms`` as the others are. Measured (1 thread, (64x128) and
+    (64x256) @ (., 1024), 100 steps, us a step): 224.4 against 235.5 for the two products (which
+    take 73.0 and 146.3 alone: their panels, 1.5 MiB together, contend for L2)."""
+    return _kept(forms, "tiles_xh", lambda: _tilegemm.pack(w.source[0].T, w.source[1].T))
 
 
 def _input_side(x, w, forms, train, matmul):
@@ -313,11 +326,12 @@ def _prepare(x, h0, c0, w, batch_sizes, reverse, train, forms, into, later=None)
     zeros = np.zeros(G, np.float32)                       # bias=False
     w_ih_t = _blas.c_contiguous(w_ih.T)                   # (I, G): no copy where weight_ih is held column-major
     b_ih, b_hh = (np.ascontiguousarray(a) for a in (zeros if b_ih is None else b_ih, zeros if b_hh is None else b_hh))
-    panels = _panels(w, B, forms)                         # (its rows share it, and W_ih, b, ...)
-    Wp = _NO_PACKING if panels is not None else _packed(w, B, transpose=True, forms=forms, later=later)[1]
-    h0, c0 = np.ascontiguousarray(h0), np.ascontiguousarray(c0)
     rows = T * (x.strides[0] // (4 * I))                  # the whole input's (a block is a view of it)
-    ih_panels, wp_ih, chunk = _in_loop(x.shape, w, panels, train, forms, rows, later) or (None, None, 0)
+    ih_panels, wp_ih, chunk = _in_loop(x.shape, w, _kernel_step(w, B), train, forms, rows, later) or (None, None, 0)
+    both = ih_panels is not None and one_product.py_func(ih_panels, I)
+    panels = None if both else _panels(w, B, forms)       # (its rows share it, and W_ih, b, ...)
+    Wp = _NO_PACKING if panels is not None or both else _packed(w, B, transpose=True, forms=forms, later=later)[1]
+    h0, c0 = np.ascontiguousarray(h0), np.ascontiguousarray(c0)
     if wp_ih is None and ih_panels is None and w.kept and not train:
         wp_ih = _ih_packed(w, rows)                       # a frozen copy's GEMM before the loop, on its packing
     A = np.empty((1 if ih_panels is not None else chunk or T, B, G), np.float32)
@@ -367,14 +381,17 @@ def weight_grads(x, A, AR, hs, w, reverse, matmul):
     return dx, grads
 
 
+def _kernel_step(w, B):
+    """Whether the step's product h W_hh^T is ``_tilegemm``'s: where it is the forward's faster
+    (batch > 1, ``_tilegemm.suits``)."""
+    G, P = w.source[1].shape
+    return B > 1 and _tilegemm.suits(P, G)
+
+
 def _panels(w, B, forms):
-    """W_hh^T packed for ``_tilegemm``'s kernel where it is the forward's faster product (batch > 1,
-    ``_tilegemm.suits``), else None; kept in ``forms`` (see ``_packed``) where that is a dict."""
-    w_hh = w.source[1]
-    G, P = w_hh.shape
-    if B == 1 or not _tilegemm.suits(P, G):
-        return None
-    return _kept(forms, "tiles", lambda: _tilegemm.pack(w_hh.T))
+    """W_hh^T packed for ``_tilegemm``'s kernel where it is the step's product (``_kernel_step``), else
+    None; kept in ``forms`` (see ``_packed``) where that is a dict."""
+    return _kept(forms, "tiles", lambda: _tilegemm.pack(w.source[1].T)) if _kernel_step(w, B) else None
 
 
 def _kept(forms, key, make):

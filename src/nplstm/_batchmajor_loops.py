@@ -6,7 +6,9 @@ Shapes (the engine's legend)::
 
     A   (T, B, 4H)   input side x_t W_ih^T of every step, then the gates (written over it), then
                      dL/dz (training); (1, B, 4H), one step's, where the loop makes each step's
-                     input side itself (inference, ``_batchmajor._steps_in``)
+                     input side itself (inference, ``_batchmajor._steps_in``), there with
+                     h_{t-1} W_hh^T added in the same product where both are the kernel's
+                     (``step_both``: then no R)
     R   (B, 4H)      recurrent side h_{t-1} W_hh^T of the current step
     hs  (T+1, B, P)  h_{t-1} of step t sits at prev(t), h_t at next(t)
     cs  (T+1, B, H)  the same for c (inference: (2, B, H), c_{t-1} and c_t taking turns);
@@ -22,6 +24,8 @@ from vectorizing the loop.
 """
 import numba
 import numpy as np
+from numba.core import types
+from numba.extending import overload
 
 from . import _blas, _tilegemm
 from ._aligned import ALIGN as _ALIGN
@@ -33,23 +37,46 @@ _inline = numba.njit(inline="always", fastmath=True, error_model="numpy")
 gemm_packed = numba.njit(inline="always")(_blas.gemm_packed)   # callable from the loops below
 
 
+def _item(r, key):
+    """r[key], or None where r is None (compiled: ``_item_of``)."""
+
+
+@overload(_item, inline="always")
+def _item_of(r, key):
+    if isinstance(r, types.NoneType):
+        return lambda r, key: None
+    return lambda r, key: r[key]
+
+
+def _plus(a, r, j):
+    """a[j] + r[j], or a[j] where r is None (compiled: ``_plus_of``)."""
+
+
+@overload(_plus, inline="always")
+def _plus_of(a, r, j):
+    if isinstance(r, types.NoneType):
+        return lambda a, r, j: a[j]
+    return lambda a, r, j: a[j] + r[j]
+
+
 @_inline
 def _tanh_gates(a, r, b):
     """a <- tanh(z) of the four gates' pre-activations: z = a + r + b for g, z = (a + r)/2 + b for
     the sigmoid gates i, f, o (b is halved there), whose sigma is (1 + tanh(z))/2 after; a: the
-    input side x_t W_ih^T, r: the recurrent side h_{t-1} W_hh^T. One vector loop per run of
-    rows: against one loop doing the whole cell at once, where LLVM spilled the five tanh's
-    constants, 0.74-0.82 of the cell's time at H = 128-512, B = 32-64."""
+    input side x_t W_ih^T, r: the recurrent side h_{t-1} W_hh^T; or r None, where a holds both
+    sides' sum (``step_both``: the code for it is compiled apart, with no test per element).
+    One vector loop per run of rows: against one loop doing the whole cell at once, where LLVM
+    spilled the five tanh's constants, 0.74-0.82 of the cell's time at H = 128-512, B = 32-64."""
     H = a.shape[0] // 4
-    a_if, r_if, b_if = a[:2 * H], r[:2 * H], b[:2 * H]     # PyTorch's gate order [i | f | g | o]
-    ag, rg, bg = a[2 * H:3 * H], r[2 * H:3 * H], b[2 * H:3 * H]
-    ao, ro, bo = a[3 * H:], r[3 * H:], b[3 * H:]
+    a_if, r_if, b_if = a[:2 * H], _item(r, slice(0, 2 * H)), b[:2 * H]   # PyTorch's gate order [i | f | g | o]
+    ag, rg, bg = a[2 * H:3 * H], _item(r, slice(2 * H, 3 * H)), b[2 * H:3 * H]
+    ao, ro, bo = a[3 * H:], _item(r, slice(3 * H, 4 * H)), b[3 * H:]
     for j in range(2 * H):
-        a_if[j] = ftanh(HALF * (a_if[j] + r_if[j]) + b_if[j])
+        a_if[j] = ftanh(HALF * _plus(a_if, r_if, j) + b_if[j])
     for j in range(H):
-        ag[j] = ftanh(ag[j] + rg[j] + bg[j])
+        ag[j] = ftanh(_plus(ag, rg, j) + bg[j])
     for j in range(H):
-        ao[j] = ftanh(HALF * (ao[j] + ro[j]) + bo[j])
+        ao[j] = ftanh(HALF * _plus(ao, ro, j) + bo[j])
 
 
 def _row_train(a, r, b, cp, c, tc, h):
@@ -100,9 +127,9 @@ def _cells_train(A, R, b, cp, c, tc, h, n):
 
 @_jit
 def _cells_infer(A, R, b, cp, c, h, n):
-    """The same in inference."""
+    """The same in inference; R None where A holds both sides (``step_both``)."""
     for r in range(n):
-        _row_infer(A[r], R[r], b, cp[r], c[r], h[r])
+        _row_infer(A[r], _item(R, r), b, cp[r], c[r], h[r])
 
 
 @_inline
@@ -211,11 +238,14 @@ def forward_loop(compute, Wp, W, panels, steps_in, A, b, hs, cs, tc, batch_sizes
     side already; else (W_ih^T's panels, x (T, B, I), W_ih^T packed for oneDNN, chunk), and the
     input side is made here, in inference, just before the cells read it from L2 (``_batchmajor._steps_in``):
     each step's x_t W_ih^T on the kernel, into A[0] (A (1, B, 4H)), where there are panels; else
-    ``chunk`` steps' at a time on oneDNN, into A (chunk, B, 4H), where chunk > 0. (A ``_gilfree``
+    ``chunk`` steps' at a time on oneDNN, into A (chunk, B, 4H), where chunk > 0; or where the
+    panels are W_ih^T over W_hh^T (I + P rows: ``one_product``), both sides of the
+    step in one product into A[0] (``step_both``), and the cells read it alone. (A ``_gilfree``
     row passes (no panels, x, no packing, 0) where its A holds every step's.)"""
     T, B, G = hs.shape[0] - 1, A.shape[1], A.shape[2]
     R = _empty_aligned(B, G)                              # the recurrent side of the current step
     lo = 0                                                # the first step A holds (chunks)
+    both = steps_in is not None and one_product(steps_in[0], steps_in[1].shape[2])   # ``step_both``
     for s in range(T):
         t = T - 1 - s if reverse else s
         prev, nxt = (t + 1, t) if reverse else (t, t + 1)
@@ -224,6 +254,13 @@ def forward_loop(compute, Wp, W, panels, steps_in, A, b, hs, cs, tc, batch_sizes
         if n < B:                                         # their state carries over
             hs[nxt, n:] = hs[prev, n:]
             cs[c, n:] = cs[cp, n:]
+        if both:                                          # (inference) A[0] = x_t W_ih^T + h_{t-1} W_hh^T
+            step_both(steps_in, hs, prev, t, n, A[0])
+            if n == 1:
+                _one_row_infer(A[0, 0], None, b, cs[cp, 0], cs[c, 0], hs[nxt, 0])
+            else:
+                _cells_infer(A[0], None, b, cs[cp], cs[c], hs[nxt], n)
+            continue
         a = t
         if steps_in is not None:
             a, lo = step_input(compute, steps_in, A, s, t, lo, n, reverse)
@@ -279,6 +316,22 @@ def step_input(compute, steps_in, A, s, t, lo, n, reverse):
                 gemm_packed(compute, wp_ih, c * B, G, I, xs[lo].ctypes.data, I, A.ctypes.data, G)
             a = t - lo
     return a, lo
+
+
+@_inline
+def one_product(ih_panels, I):
+    """Whether steps_in's panels (``_batchmajor._in_loop``) hold W_hh^T under W_ih^T
+    (``_batchmajor._xh_panels``), for ``step_both``: more rows than x has features."""
+    return ih_panels.shape[1] > I
+
+
+@_jit
+def step_both(steps_in, hs, prev, t, n, Z):
+    """Z[:n] = x_t W_ih^T + h_{t-1} W_hh^T, h_{t-1} = hs[prev], in one product (``_tilegemm.gemm2``,
+    steps_in's panels W_ih^T over W_hh^T); x_t's alone where h[:n] is zeros (``step_product``).
+    Compiled on its own for the reason ``step_input`` is."""
+    xh_panels, xs = steps_in[0], steps_in[1]
+    _tilegemm.gemm2(xh_panels, xs[t], hs[prev], 0 if _zeros(hs[prev], n) else hs.shape[2], n, Z)
 
 
 @_inline

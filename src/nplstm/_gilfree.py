@@ -26,8 +26,10 @@ A row, int64 (``FIELDS`` of them; the names below index it)::
                                (zeros for bias=False)
     WP, WP_BYTES               W_hh^T packed for oneDNN (``_blas.pack_right``), or empty where
     PANELS                     W_hh^T packed for ``_tilegemm`` (G / COLS, P, COLS) is the product, else 0
-    PANELS_IH                  W_ih^T packed for it (G / COLS, I, COLS) where the loop makes each step's
-                               input side (then A is (1, B, G): ``_batchmajor._steps_in``), else 0
+    PANELS_IH, IH_ROWS         W_ih^T packed for it (G / COLS, I, COLS) where the loop makes each step's
+                               input side (then A is (1, B, G): ``_batchmajor._steps_in``), else 0;
+                               IH_ROWS their rows: I, or I + P where W_hh^T's lie under them
+                               (``_batchmajor_loops.one_product``: then PANELS is 0)
     WP_IH, WP_IH_BYTES         W_ih^T packed for oneDNN for at least T * B rows (one for all blocks:
                                ``_batchmajor._ih_packed``), or 0: the row's input GEMM before the loop
                                multiplies by it where CHUNK is 0 (a frozen copy's)
@@ -65,8 +67,8 @@ from ._tilegemm import COLS
 
 (STATE, T_, B_, I_, G_, P_, B_FULL, REVERSE, TRAIN, TC_T, X_FULL, X, W_IH_T, B_IH, B_HH, WP, WP_BYTES, PANELS,
  PANELS_IH, WP_IH, WP_IH_BYTES, CHUNK, H0, C0, A_, HS, CS, TC, SIZES, OUT, OUT_ROWS, OUT_LD, HN, CN,
- KIND, SRC, DST, FLAGS, DIMS, STATUS, CS_T) = range(41)
-FIELDS = 41
+ KIND, SRC, DST, FLAGS, DIMS, STATUS, CS_T, IH_ROWS) = range(42)
+FIELDS = 42
 POSTED, TAKEN, DONE = 1, 2, 3
 BLOCK, PACK = 0, 1                                        # a row's KIND
 ACTIVE, TABLE, ROWS, LOCK = range(4)                     # a mailbox's fields
@@ -122,7 +124,7 @@ def new_row(x_full, x, w_ih_t, b_ih, b_hh, wp, panels, ih_panels, wp_ih, chunk, 
     if panels is not None:
         row[PANELS] = panels.ctypes.data
     if ih_panels is not None:
-        row[PANELS_IH] = ih_panels.ctypes.data
+        row[PANELS_IH], row[IH_ROWS] = ih_panels.ctypes.data, ih_panels.shape[1]
     if wp_ih is not None:
         row[WP_IH], row[WP_IH_BYTES], row[CHUNK] = wp_ih.ctypes.data, wp_ih.size, chunk
     row[A_], row[HS], row[CS], row[TC] = a.ctypes.data, hs.ctypes.data, cs.ctypes.data, tc.ctypes.data
@@ -150,7 +152,7 @@ def run_row(row, gemm, compute):
         _blas.sgemm(gemm, False, False, T * B, G, I, row[X], I, row[W_IH_T], G, row[A_], G)   # A = x W_ih^T
     hs, cs = numba.carray(_f32(row[HS]), (T + 1, B, P)), numba.carray(_f32(row[CS]), (row[CS_T], B, H))
     panels = numba.carray(_f32(row[PANELS]), (G // COLS if row[PANELS] != 0 else 0, P, COLS))   # (0, ..): unused
-    ih_panels = numba.carray(_f32(row[PANELS_IH]), (G // COLS if in_loop else 0, I, COLS))
+    ih_panels = numba.carray(_f32(row[PANELS_IH]), (G // COLS, row[IH_ROWS], COLS) if in_loop else (0, I, COLS))
     args = (compute, numba.carray(_u8(row[WP]), (row[WP_BYTES],)), None, panels, (ih_panels, x, wp_ih, chunk),
             numba.carray(_f32(row[A_]), (1 if in_loop else chunk if chunk else T, B, G)),
             numba.carray(_f32(row[B_IH]), (G,)), numba.carray(_f32(row[B_HH]), (G,)),

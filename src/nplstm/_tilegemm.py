@@ -83,12 +83,15 @@ def suits(K, N):
     return _AVAILABLE and N % COLS == 0 and 0 < K <= 256
 
 
-def pack(W):
+def pack(W, *below):
     """W (K, N) float32, any strides (W_ih^T and W_hh^T are views) -> panels (N / COLS, K, COLS),
-    64-byte aligned."""
-    K, N = W.shape
-    panels = _aligned.empty((N // COLS, K, COLS))
-    panels[...] = W.reshape(K, N // COLS, COLS).transpose(1, 0, 2)   # (K, panel, col) -> (panel, K, col)
+    64-byte aligned; with ``below``, more such matrices (K', N), their rows under W's (``gemm2``)."""
+    N = W.shape[1]
+    panels = _aligned.empty((N // COLS, sum(M.shape[0] for M in (W, *below)), COLS))
+    k = 0
+    for M in (W, *below):                                 # (K, panel, col) -> (panel, K, col)
+        panels[:, k:k + M.shape[0]] = M.reshape(M.shape[0], N // COLS, COLS).transpose(1, 0, 2)
+        k += M.shape[0]
     return panels
 
 
@@ -132,14 +135,16 @@ def _k_loop(b, fma, rows, w, ldw, k0, k1, unroll, sums, vectors=4):
     return out
 
 
-def _tile_rows(b, fma, m, x, ldx, w, ldw, K, y, ldy, vectors=4):
-    """Y[:m, panel] = X[:m] @ panel for one tile of m rows, ``vectors`` registers wide: unrolled k
-    loop, then the K % UNROLL rest."""
-    rows = [b.gep(x, [b.mul(_const(i), ldx)]) for i in range(m)]
+def _tile_rows(b, fma, m, sources, ldw, y, ldy, vectors=4):
+    """Y[:m, panel] = sum of X[:m] @ W over ``sources``, (x, ldx, w, K) each (X (m, K) from x, rows ldx
+    apart; W (K, COLS) the panel's rows from w), for one tile of m rows, ``vectors`` registers
+    wide: per source, an unrolled k loop, then the K % UNROLL rest, onto the same sums."""
     sums = [[ir.Constant(_V, [0.0] * LANES)] * vectors for _ in range(m)]
-    k4 = b.and_(K, _const(-UNROLL))                       # K rounded down to a multiple of UNROLL
-    sums = _k_loop(b, fma, rows, w, ldw, _const(0), k4, UNROLL, sums, vectors)
-    sums = _k_loop(b, fma, rows, w, ldw, k4, K, 1, sums, vectors)
+    for x, ldx, w, K in sources:
+        rows = [b.gep(x, [b.mul(_const(i), ldx)]) for i in range(m)]
+        k4 = b.and_(K, _const(-UNROLL))                   # K rounded down to a multiple of UNROLL
+        sums = _k_loop(b, fma, rows, w, ldw, _const(0), k4, UNROLL, sums, vectors)
+        sums = _k_loop(b, fma, rows, w, ldw, k4, K, 1, sums, vectors)
     for i in range(m):
         yi = b.gep(y, [b.mul(_const(i), ldy)])
         for g in range(vectors):
@@ -172,7 +177,7 @@ def _cases(builder, selector, choices, emit):
 def _codegen(context, builder, signature, args):
     m, x, ldx, w, ldw, K, y, ldy = args
     fma, (x, w, y) = _kernel_setup(builder, (x, w, y))
-    _cases(builder, m, range(1, ROWS + 1), lambda rows: _tile_rows(builder, fma, rows, x, ldx, w, ldw, K, y, ldy))
+    _cases(builder, m, range(1, ROWS + 1), lambda rows: _tile_rows(builder, fma, rows, [(x, ldx, w, K)], ldw, y, ldy))
     return context.get_dummy_value()
 
 
@@ -182,6 +187,22 @@ def _tile(typingctx, m, x, ldx, w, ldw, K, y, ldy):
     x, w, y addresses (w's 64-byte aligned, as is each of its rows), ldx, ldw and ldy row lengths
     in floats."""
     return types.void(*[types.int64] * 8), _codegen
+
+
+def _codegen2(context, builder, signature, args):
+    m, x, ldx, K, h, ldh, Kh, w, ldw, y, ldy = args
+    fma, (x, h, w, y) = _kernel_setup(builder, (x, h, w, y))
+    wh = builder.gep(w, [builder.mul(K, ldw)])            # the panel's rows K.. multiply h
+    _cases(builder, m, range(1, ROWS + 1),
+           lambda rows: _tile_rows(builder, fma, rows, [(x, ldx, w, K), (h, ldh, wh, Kh)], ldw, y, ldy))
+    return context.get_dummy_value()
+
+
+@intrinsic
+def _tile2(typingctx, m, x, ldx, K, h, ldh, Kh, w, ldw, y, ldy):
+    """tile2(m, x, ldx, K, h, ldh, Kh, w, ldw, y, ldy): Y (m, COLS) = X (m, K) @ panel[:K] + H (m, Kh)
+    @ panel[K:K + Kh], the sums of both in the same registers (``_tile``'s, with a second source)."""
+    return types.void(*[types.int64] * 11), _codegen2
 
 
 @numba.njit(inline="always")
@@ -206,14 +227,31 @@ def gemm_in_place(W, X, n, Y):
 
 
 @numba.njit(inline="always")
-def _by_panels(w0, panel_step, ldw, npan, K, X, n, Y):
-    """``gemm``'s loop: panel p starts panel_step floats after panel p - 1, its rows ldw apart."""
+def gemm2(panels, X, Hh, kh, n, Y):
+    """Y[:n] = X[:n] @ W[:K] + Hh[:n, :kh] @ W[K:K + kh], W (K + P, N) packed into ``panels``; X (B, K),
+    Hh (B, P), Y (B, N) C-contiguous float32; kh P, or 0 (then Hh is not read). The LSTM step's
+    two products in one, x_t W_ih^T + h_{t-1} W_hh^T, W = [W_ih^T; W_hh^T] (``_batchmajor._in_loop``):
+    one pass over the sums instead of two products and a buffer for each."""
+    npan, KP, _ = panels.shape
+    K = KP - Hh.shape[1]
+    _by_panels(panels.ctypes.data, KP * COLS, COLS, npan, K, X, n, Y, Hh, kh)
+
+
+@numba.njit(inline="always")
+def _by_panels(w0, panel_step, ldw, npan, K, X, n, Y, Hh=None, kh=0):
+    """``gemm``'s loop: panel p starts panel_step floats after panel p - 1, its rows ldw apart; with
+    ``Hh``, ``gemm2``'s (its first kh columns times the panel's rows K..)."""
     N = Y.shape[1]
     x0, y0 = X.ctypes.data, Y.ctypes.data
+    h0, P = (0, 0) if Hh is None else (Hh.ctypes.data, Hh.shape[1])
     for p in range(npan):
         w = w0 + 4 * p * panel_step
         for r in range(0, n, ROWS):
-            _tile(min(ROWS, n - r), x0 + 4 * r * K, K, w, ldw, K, y0 + 4 * (r * N + p * COLS), N)
+            if kh > 0:
+                _tile2(min(ROWS, n - r), x0 + 4 * r * K, K, K, h0 + 4 * r * P, P, kh, w, ldw,
+                       y0 + 4 * (r * N + p * COLS), N)
+            else:
+                _tile(min(ROWS, n - r), x0 + 4 * r * K, K, w, ldw, K, y0 + 4 * (r * N + p * COLS), N)
 
 
 # ---- batch 1: one row, up to 16 registers wide ------------------------------------------------
@@ -222,7 +260,7 @@ def _row_codegen(context, builder, signature, args):
     x, w, ldw, K, y, vectors = args
     fma, (x, w, y) = _kernel_setup(builder, (x, w, y))
     _cases(builder, vectors, _ROW_VECTORS,
-           lambda v: _tile_rows(builder, fma, 1, x, _const(0), w, ldw, K, y, _const(0), v))
+           lambda v: _tile_rows(builder, fma, 1, [(x, _const(0), w, K)], ldw, y, _const(0), v))
     return context.get_dummy_value()
 
 
