@@ -15,6 +15,7 @@ medians, quartiles in brackets: ``bench.paired_ratio``).
 Results in benchmarks/RESULTS.md (twenty-second round).
 """
 import argparse
+import importlib.util
 
 import numpy as np
 from threadpoolctl import threadpool_limits
@@ -29,18 +30,10 @@ def runners(lstm, frozen, x):
     one = {"_xh_panels": _batchmajor._xh_panels}
     runs = {f"{kind} {side}": bench.with_patched(_batchmajor, patch, lambda m=m: m(x))
             for kind, m in (("plain", lstm), ("frozen", frozen)) for side, patch in (("old", two), ("new", one))}
-    try:
-        import torch
-    except ImportError:
+    if importlib.util.find_spec("torch") is None:
         return runs
-    ref = torch.nn.LSTM(lstm.input_size, lstm.hidden_size)
-    ref.load_state_dict({k: torch.from_numpy(v) for k, v in lstm.state_dict().items()})
-    xt = torch.from_numpy(x)
-
-    def torch_infer():
-        with torch.inference_mode():
-            ref(xt)
-    runs["torch"] = torch_infer
+    G = np.zeros((*x.shape[:2], lstm.hidden_size), np.float32)   # (torch_runners' training side: not run)
+    runs["torch"] = bench.torch_runners(bench.torch_twin(lstm), x, G)[1]
     return runs
 
 

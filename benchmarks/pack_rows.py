@@ -68,9 +68,7 @@ def main():
         if args.compare == "pack-rows":
             import torch
             torch.set_num_threads(args.threads)
-            ref = torch.nn.LSTM(I, H)
-            ref.load_state_dict({k: torch.from_numpy(v) for k, v in lstm.state_dict().items()})
-            xt = torch.from_numpy(x)
+            ref, xt = bench.torch_twin(lstm), torch.from_numpy(x)
 
             def torch_infer():
                 with torch.no_grad():

@@ -158,6 +158,26 @@ def test_memory_runs_the_cell_it_is_asked_for(monkeypatch):
     assert cells == ["gru"]
 
 
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_torch_twin_holds_the_layers_weights(cell):
+    """torch_twin(ours): torch's module of the same kind and sizes (two layers, both directions here),
+    with ours' weights: its outputs are ours' (float32, biases non-zero)."""
+    torch = pytest.importorskip("torch")
+    import numpy as np
+
+    import nplstm
+    ours = getattr(nplstm, bench.CELLS[cell][1])(3, 5, num_layers=2, bidirectional=True, seed=4)
+    rng = np.random.default_rng(2)
+    for v in ours.params.values():
+        v[...] = rng.uniform(-0.5, 0.5, v.shape)
+    x = rng.standard_normal((6, 4, 3)).astype(np.float32)
+    twin = bench.torch_twin(ours, cell)
+    assert isinstance(twin, getattr(torch.nn, bench.CELLS[cell][0]))
+    with torch.no_grad():
+        want = twin(torch.from_numpy(x))[0].numpy()
+    np.testing.assert_allclose(ours(x)[0], want, rtol=0, atol=1e-5)
+
+
 def test_with_patched_sets_attributes_for_the_run_and_puts_them_back_even_on_error():
     import types
     module = types.SimpleNamespace(rule=1, other=2)

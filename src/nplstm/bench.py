@@ -59,6 +59,15 @@ def make_pair(cfg, seed=0, cell="lstm"):
     return module, ours, x, G
 
 
+def torch_twin(ours, cell="lstm"):
+    """The torch.nn module of ``ours``' kind and sizes, with its weights (``make_pair`` the other way)."""
+    import torch
+    module = getattr(torch.nn, CELLS[cell][0])(ours.input_size, ours.hidden_size, ours.num_layers,
+                                               bidirectional=ours.bidirectional)
+    module.load_state_dict({k: torch.from_numpy(v) for k, v in ours.state_dict().items()})
+    return module
+
+
 def torch_runners(module, x, G, device="cpu"):
     import torch
     xt, Gt = torch.tensor(x, device=device, requires_grad=True), torch.tensor(G, device=device)
