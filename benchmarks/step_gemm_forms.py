@@ -128,13 +128,6 @@ class PackedB:
                      self.beta.ctypes.data, self.Yt.ctypes.data, d + 40)
 
 
-def _library():
-    """The path of the libdnnl that ``nplstm._blas`` loaded (the onednn-cpu-gomp wheel's)."""
-    from importlib import metadata
-    dist = metadata.distribution("onednn-cpu-gomp")
-    return next(str(dist.locate_file(f)) for f in dist.files if f.name.startswith("libdnnl.so"))
-
-
 def runners(M, K, N, steps, lib):
     """{form: run ``steps`` products}, and {form: prepare the weights}; every form's Y checked
     against float64 first."""
@@ -172,7 +165,7 @@ def main():
     args = ap.parse_args()
     if _blas.onednn_functions() is None:
         raise SystemExit("needs oneDNN and its packed sgemm: pip install \"nplstm[fast]\"")
-    lib = ctypes.CDLL(_library())
+    lib = ctypes.CDLL(_blas.onednn_path())                # (the library _blas loaded: the same handle)
     with _blas.one_omp_thread():
         for shape in args.shape or ["32,512,2048", "64,512,2048"]:
             M, K, N = (int(v) for v in shape.split(","))

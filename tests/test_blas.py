@@ -120,6 +120,20 @@ def test_onednn_is_found_when_installed():
     assert _blas._packing is not None                     # and its packed GEMM, which the batch-major path needs
 
 
+def test_onednn_path_names_the_wheels_library_or_none(monkeypatch):
+    """``onednn_path``: the libdnnl file of the installed wheel; None where the wheel is absent."""
+    import os
+    from importlib import metadata
+    path = _blas.onednn_path()
+    if path is not None:
+        assert os.path.basename(path).startswith("libdnnl.so") and os.path.exists(path)
+
+    def absent(name):
+        raise metadata.PackageNotFoundError(name)
+    monkeypatch.setattr(metadata, "distribution", absent)
+    assert _blas.onednn_path() is None
+
+
 def need_packing():
     need("onednn")
     if _blas._packing is None:

@@ -107,16 +107,26 @@ def c_contiguous(W):
     return out
 
 
-def _onednn():
-    """dnnl_sgemm from the onednn-cpu-gomp wheel, checked on one small product; None if absent or wrong."""
+def onednn_path():
+    """The path of the onednn-cpu-gomp wheel's libdnnl, or None where that is not installed."""
     from importlib import metadata
     try:
         dist = metadata.distribution("onednn-cpu-gomp")
-        path = next(str(dist.locate_file(f)) for f in dist.files or () if f.name.startswith("libdnnl.so"))
+        return next(str(dist.locate_file(f)) for f in dist.files or () if f.name.startswith("libdnnl.so"))
+    except (metadata.PackageNotFoundError, StopIteration):
+        return None
+
+
+def _onednn():
+    """dnnl_sgemm from the onednn-cpu-gomp wheel, checked on one small product; None if absent or wrong."""
+    path = onednn_path()
+    if path is None:
+        return None
+    try:
         handle = ctypes.CDLL(path)
         threads = handle.omp_get_max_threads             # its OpenMP's (libgomp's) thread count, ~0.1 us a call
         set_threads = handle.omp_set_num_threads          # (for the calling thread's later parallel regions)
-    except (metadata.PackageNotFoundError, StopIteration, OSError, AttributeError):
+    except (OSError, AttributeError):
         return None
     i8 = ctypes.c_int8                                    # char flags: the same ABI as int8
     fn = ctypes.CFUNCTYPE(ctypes.c_int, i8, i8, _i64, _i64, _i64, _f32, _i64, _i64, _i64, _i64, _f32, _i64, _i64)(
