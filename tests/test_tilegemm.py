@@ -59,6 +59,28 @@ def test_gemm2_sums_both_products(n, K, P, N):
     np.testing.assert_array_equal(Y, alone)
 
 
+@pytest.mark.parametrize("n", [7, 25])
+def test_gemms_past_the_prefetch_size_equal_the_float64_product(n):
+    """Panels larger than ``FETCH_BYTES`` take the kernel's other code path, whose k loops prefetch
+    the next panel: ``gemm`` and ``gemm2`` (its two sources' lines counted on) against float64, on
+    two tiles and on five (the fifth prefetches nothing), three panels (the last fetches the first)."""
+    N = 192
+    K = tg.FETCH_BYTES // (4 * N) + 3                     # just past it, and K % 4 == 3 (the remainder loop)
+    K += (3 - K % 4) % 4
+    rng = np.random.default_rng(n)
+    X = rng.standard_normal((n + 1, K)).astype(np.float32)
+    W = rng.standard_normal((K, N)).astype(np.float32)
+    Y = np.full((n + 1, N), 7.0, np.float32)
+    _gemm(tg.pack(W), X, n, Y)
+    assert np.abs(Y[:n] - X[:n].astype(np.float64) @ W.astype(np.float64)).max() <= _float32_bound(X[:n], W)
+    assert (Y[n:] == 7).all()
+    P = 5
+    Hh, W2 = rng.standard_normal((n + 1, P)).astype(np.float32), rng.standard_normal((P, N)).astype(np.float32)
+    _gemm2(tg.pack(W, W2), X, Hh, P, n, Y)
+    XH, WW = np.hstack([X, Hh])[:n], np.vstack([W, W2])
+    assert np.abs(Y[:n] - XH.astype(np.float64) @ WW.astype(np.float64)).max() <= _float32_bound(XH, WW)
+
+
 @numba.njit
 def _gemm_in_place(W, X, n, Y):
     tg.gemm_in_place(W, X, n, Y)
@@ -142,8 +164,8 @@ def test_pack_puts_64_columns_in_each_aligned_panel():
 
 @pytest.mark.parametrize("K, N, avx512, want", [
     (256, 1024, True, True), (1, 64, True, True), (16, 64, True, True),
-    (257, 1028, True, False),                             # past 256 oneDNN's blocking wins
-    (512, 2048, True, False), (16, 96, True, False),      # N not whole panels
+    (512, 2048, True, True), (1024, 4096, True, True),   # past L2: the next panel prefetched
+    (257, 1028, True, False), (16, 96, True, False),      # N not whole panels
     (0, 64, True, False), (256, 1024, False, False)])     # no AVX-512: LLVM would split every vector
 def test_suits(monkeypatch, K, N, avx512, want):
     monkeypatch.setattr(tg, "_AVAILABLE", avx512)
@@ -154,7 +176,8 @@ def test_suits(monkeypatch, K, N, avx512, want):
 def packings(monkeypatch):
     """The kernel forced on (AVX-512 or not) for a test of the batch-major path, which needs numba
     and oneDNN's packed GEMM; the list of the shapes ``_tilegemm.pack`` packed (matrices stacked:
-    their rows summed)."""
+    their rows summed), and (K, N, "row") for each room made for a row block's pack row to fill
+    (``_tilegemm.empty_panels``)."""
     from nplstm import _blas
     pytest.importorskip("threadpoolctl")
     if engine.get_backend() != "numba" or "onednn" not in _blas.PROVIDERS or _blas._packing is None:
@@ -163,6 +186,7 @@ def packings(monkeypatch):
     shapes = []
     monkeypatch.setattr(tg, "pack", lambda *Ws, pack=tg.pack: shapes.append((sum(W.shape[0] for W in Ws),
                                                                               Ws[0].shape[1])) or pack(*Ws))
+    monkeypatch.setattr(tg, "empty_panels", lambda K, N, f=tg.empty_panels: shapes.append((K, N, "row")) or f(K, N))
     return shapes
 
 
@@ -210,6 +234,41 @@ def test_a_layer_on_the_kernel_equals_the_python_loop(monkeypatch, packings, pyt
     want = _layer_runs(lstm, x, lengths, G, hx)
     for k, (a, b) in enumerate(zip(got, want)):
         np.testing.assert_allclose(a, b, rtol=0, atol=5e-6, err_msg=str(k))
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_a_layer_past_l2_steps_on_the_kernel(packings, python_loop, threads):
+    """H = 320: W_hh^T's panels (1.6 MiB) past ``FETCH_BYTES`` on this project's machines, so the
+    step's product prefetches. The kernel takes it at any P now (it was oneDNN's past 256): the
+    forward, backward and inference of a float32 layer, non-zero biases and initial state, on one
+    thread and in 2-thread row blocks (W_hh^T's panels there packed by a pack row of the table),
+    against the engine's Python loop."""
+    import threadpoolctl
+    from nplstm import _blas, _rowblocks
+    if threads == 2 and not _rowblocks.gil_free():
+        pytest.skip("GIL-free rows need numba, sched_yield and oneDNN's packed GEMM")
+    T, B, I, H = 3, 35, 5, 320
+    lstm = nplstm.LSTM(I, H, seed=2)
+    rng = np.random.default_rng(11)
+    for v in lstm.params.values():                        # non-zero biases
+        v[...] = rng.uniform(-0.1, 0.1, v.shape)
+    x = rng.standard_normal((T, B, I)).astype(np.float32)
+    hx = tuple(rng.standard_normal((1, B, H)).astype(np.float32) for _ in range(2))
+    G = rng.standard_normal((T, B, H)).astype(np.float32)
+    was = nplstm.get_num_threads()
+    try:
+        nplstm.set_num_threads(threads)
+        with threadpoolctl.threadpool_limits(threads), _blas.use("onednn"):
+            got = _layer_runs(lstm, x, None, G, hx)
+    finally:
+        nplstm.set_num_threads(was)
+    # W_hh^T's panels for training's forward and for inference: by the calling thread (1 thread), or
+    # by a pack row of each call's table (2 threads)
+    assert packings == ([(H, 4 * H)] * 2 if threads == 1 else [(H, 4 * H, "row")] * 2)
+    python_loop()
+    want = _layer_runs(lstm, x, None, G, hx)
+    for k, (a, b) in enumerate(zip(got, want)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=2e-5, err_msg=str(k))
 
 
 def test_frozen_packs_for_the_kernel_once(packings):
@@ -298,8 +357,9 @@ def test_row_blocks_on_the_kernel_equal_the_python_loop(monkeypatch, packings, p
         assert lstm.forward(x, lengths=lengths, train=True)[2]["layers"][0][0][0] == _rowblocks.SPLIT
         packings.clear()
         got = _layer_runs(lstm, x, lengths, G)
-        # W_hh^T for training's forward, then for inference W_ih^T over W_hh^T (each step's two products in one)
-        assert sorted(packings) == [(H, 4 * H), (I + H, 4 * H)]
+        # W_hh^T for training's forward (by a pack row, on one thread), then for inference W_ih^T over
+        # W_hh^T (each step's two products in one)
+        assert sorted(packings) == [(H, 4 * H, "row"), (I + H, 4 * H)]
         nplstm.set_num_threads(1)
         python_loop()
         want = _layer_runs(lstm, x, lengths, G)
@@ -345,12 +405,12 @@ def test_the_input_side_in_the_loop_beside_onednns_step_product(monkeypatch, pac
 
 
 @pytest.mark.parametrize("shape, kernel_step, train, want", [
-    ((50, 64, 64), False, False, True),                   # H = 512: W_hh^T oneDNN's; W_ih^T's 0.5 MiB fit
+    ((50, 64, 64), False, False, True),                   # H = 512: W_hh^T not the kernel's; W_ih^T's 0.5 MiB fit
     ((50, 64, 64), True, False, False),                   # both on the kernel: 4.5 MiB do not
     ((50, 64, 64), False, True, False),                   # training keeps A for the backward
     ((2000, 1, 64), False, False, False),                 # batch 1: one row per step
     ((50, 64, 256), False, False, False),                 # W_ih^T's 2 MiB panels fill L2
-    ((50, 64, 512), False, False, False),                 # I past the kernel's reach
+    ((50, 64, 512), False, False, False),                 # I past 256 (``_batchmajor._kernel_input``)
     ((2, 64, 64), False, False, False)])                  # A (1 MiB) fits L2 as it is
 def test_input_in_loop_rule(monkeypatch, shape, kernel_step, train, want):
     from nplstm import _batchmajor

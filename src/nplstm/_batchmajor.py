@@ -17,10 +17,11 @@ sgemm re-packs its operands at every call). Measured on this project's machine (
 GFLOP/s, the per-step GEMM in a loop): 4H x H = 512 x 128 at B = 16: 112 against 82
 feature-major; 1024 x 256 at B = 64: 106-108 against 104. Then the outputs need no
 transpose: the rows of h are PyTorch's (T, B, P) already. (OpenBLAS is faster feature-major,
-so the engine keeps that loop for it.) Faster still, where the CPU has AVX-512 and P <= 256,
-the forward's step product is our own register-tiled kernel for exactly that shape
-(``_tilegemm``: 3-25% under oneDNN's time; the whole inference call ~5% at (128,256,64,100));
-the backward's stays oneDNN's.
+so the engine keeps that loop for it.) Faster still, where the CPU has AVX-512 (and 4H whole
+panels of 64), the forward's step product is our own register-tiled kernel for exactly that
+shape (``_tilegemm``: 3-25% under oneDNN's time; the whole inference call ~5% at
+(128,256,64,100); past L2 it prefetches the next panel, ~3% at (512,512,64,50)); the backward's
+stays oneDNN's.
 
 And no packing of the engine's own: the weights are used as PyTorch keeps them
 (``Packed.source``), gates in PyTorch's order [i | f | g | o], so the gradients come out in
@@ -133,7 +134,10 @@ def _in_loop(shape, w, kernel_step, train, forms, rows, later=None):
       2.22 / 2.08; but (256,256,64,100), 2 MiB of panels, 43.68 / 44.22. An LSTM whose step
       product is the kernel's too makes both in one (the panels [W_ih^T; W_hh^T]: ``_xh_panels``);
     - else a chunk of steps' at a time on oneDNN's packed GEMM (None, packing, chunk > 0:
-      ``_chunk``)."""
+      ``_chunk``). Not on the kernel: a chunk's product, (256x512) @ (512x2048), took 0.974 of
+      oneDNN's time alone, but whole calls at 2 threads 1.06-1.09 (benchmarks/RESULTS.md,
+      twenty-third round); the kernel goes panel by panel over all of a chunk's rows, and the
+      chunk's output pushes its rows out of L2 before the next panel."""
     if _input_in_loop(shape, w, kernel_step, train):
         return (_xh_panels(w, forms) if kernel_step and w.kind == "lstm" else _ih_panels(w, forms)), None, 0
     chunk = _chunk(shape, w, train, rows)
@@ -168,15 +172,25 @@ def _input_in_loop(shape, w, kernel_step, train):
     kernel, its panels (and W_hh^T's, where the step's product is the kernel's: ``kernel_step``)
     within 7/8 of L2; and A larger than L2, so that it would go through DRAM. (A that fits L2 gained
     nothing in the loop: (64,128,16,50), A 1.6 MiB, 0.99-1.00 at 1 thread; and two directions at
-    once at 2 threads, one a thread, took 1.10 of the time.) Where W_hh^T is oneDNN's (P > 256) it
-    streams through L2 at every step anyway, and taking A's DRAM trip away still paid: H = 512,
+    once at 2 threads, one a thread, took 1.10 of the time.) Where W_hh^T's panels do not fit
+    beside them they stream through L2 at every step anyway, and taking A's DRAM trip away still
+    paid (with W_hh^T then oneDNN's): H = 512,
     B = 64, T = 50, 1 thread, whole inference calls, in the loop / before it (paired medians of 15
     interleaved): I = 16 0.94, 64 0.87, 128 0.93-0.95 (benchmarks/RESULTS.md, seventeenth round)."""
     T, B, I = shape
     G, P = w.source[1].shape
     held = I + (P if kernel_step else 0)                  # rows of panels every step reads
     L2 = _tilegemm.L2_BYTES
-    return (not train and B > 1 and _tilegemm.suits(I, G) and 4 * held * G <= L2 * 7 // 8 and 4 * T * B * G > L2)
+    return (not train and B > 1 and _kernel_input(I, G) and 4 * held * G <= L2 * 7 // 8 and 4 * T * B * G > L2)
+
+
+def _kernel_input(I, G):
+    """Whether the input side x W_ih^T may run on ``_tilegemm``'s kernel (``_input_side``,
+    ``_input_in_loop``): where the kernel suits the product and I <= 256, the sizes those rules
+    were measured at. The kernel takes the step's product at any P (``_tilegemm.suits``), but
+    the input side in the loop at I = 512 lost: (512,128,32,50), 1 thread, inference against
+    the chunks before it, 1.018 of the time (median of 5 processes, ``benchmarks/prefetch_panels.py``)."""
+    return _tilegemm.suits(I, G) and I <= 256
 
 
 def _ih_panels(w, forms):
@@ -214,7 +228,7 @@ def _input_side(x, w, forms, train, matmul):
     w_ih = w.source[0]
     G = w_ih.shape[0]
     one_thread = matmul is not np.matmul                  # (np.matmul: BLAS's threads in use, ``_threads_for``)
-    if one_thread and _tilegemm.suits(I, G) and T * B * I * G <= _SMALL_INPUT:
+    if one_thread and _kernel_input(I, G) and T * B * I * G <= _SMALL_INPUT:
         A = np.empty((T, B, G), np.float32)
         X, Y = np.ascontiguousarray(x).reshape(T * B, I), A.reshape(T * B, G)
         if _in_place(w, T * B):
@@ -305,8 +319,8 @@ def forward_at_once(calls, train, into=None):
     packs = [g.pack_row(*p) for p in later]
     table = np.array(packs + [row for row, _, _ in jobs])
     _rowblocks.run_rows(table)
-    for (buf, (R, _, _)), status in zip(later, table[:len(packs), g.STATUS]):
-        _blas.check_packed(status, R.shape)
+    for (buf, (R, *_)), status in zip(later, table[:len(packs), g.STATUS]):
+        _blas.check_packed(status, R.shape)               # (panels: status 0)
     return [_result(*result) for _, _, result in jobs]
 
 
@@ -329,7 +343,7 @@ def _prepare(x, h0, c0, w, batch_sizes, reverse, train, forms, into, later=None)
     rows = T * (x.strides[0] // (4 * I))                  # the whole input's (a block is a view of it)
     ih_panels, wp_ih, chunk = _in_loop(x.shape, w, _kernel_step(w, B), train, forms, rows, later) or (None, None, 0)
     both = ih_panels is not None and one_product.py_func(ih_panels, I)
-    panels = None if both else _panels(w, B, forms)       # (its rows share it, and W_ih, b, ...)
+    panels = None if both else _panels(w, B, forms, later)   # (its rows share it, and W_ih, b, ...)
     Wp = _NO_PACKING if panels is not None or both else _packed(w, B, transpose=True, forms=forms, later=later)[1]
     h0, c0 = np.ascontiguousarray(h0), np.ascontiguousarray(c0)
     if wp_ih is None and ih_panels is None and w.kept and not train:
@@ -388,10 +402,23 @@ def _kernel_step(w, B):
     return B > 1 and _tilegemm.suits(P, G)
 
 
-def _panels(w, B, forms):
+def _panels(w, B, forms, later=None):
     """W_hh^T packed for ``_tilegemm``'s kernel where it is the step's product (``_kernel_step``), else
-    None; kept in ``forms`` (see ``_packed``) where that is a dict."""
-    return _kept(forms, "tiles", lambda: _tilegemm.pack(w.source[1].T)) if _kernel_step(w, B) else None
+    None; kept in ``forms`` (see ``_packed``) where that is a dict. ``later``: None, or a list
+    (``_packed``'s): see ``_pack_panels``."""
+    return _kept(forms, "tiles", lambda: _pack_panels(w.source[1].T, later)) if _kernel_step(w, B) else None
+
+
+def _pack_panels(W, later):
+    """W's panels (``_tilegemm.pack``), now where ``later`` is None or W is not C-contiguous (not
+    held column-major); else their room, for a pack row of the call's table to fill
+    (``_gilfree.pack_row``), its entry appended to ``later``: the plain layer's packing of W_hh^T
+    (330 us at H = 512) on one thread while the other packs W_ih^T, instead of before both."""
+    if later is None or not W.flags.c_contiguous:
+        return _tilegemm.pack(W)
+    panels = _tilegemm.empty_panels(*W.shape)
+    later.append((panels, (W,)))
+    return panels
 
 
 def _kept(forms, key, make):

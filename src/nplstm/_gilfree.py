@@ -43,10 +43,12 @@ A row, int64 (``FIELDS`` of them; the names below index it)::
 
 A pack row (KIND = PACK; a block's KIND is BLOCK) packs one weight for oneDNN
 (``_blas.pack_later``): SRC, DST, FLAGS, DIMS the addresses of sgemm_pack's operands, STATUS
-what it returned. A table lists its pack rows first, and a block waits for every one to be DONE
-before it starts: so a plain layer's two packings (W_hh^T and W_ih^T, 0.56 and 0.62 ms at H = 512
-one after the other in the calling thread's Python) run on two threads at once, and in a table
-claimed in order a block's wait never waits for a packing nobody has taken.
+what it returned; or, FLAGS 0, into ``_tilegemm``'s panels (``_tilegemm.pack``): SRC W (PK, PN)
+row-major, DST the panels (PN / COLS, PK, COLS). A table lists its pack rows first, and a block
+waits for every one to be DONE before it starts: so a plain layer's two packings (W_hh^T and
+W_ih^T, 0.56 and 0.62 ms at H = 512 one after the other in the calling thread's Python) run on
+two threads at once, and in a table claimed in order a block's wait never waits for a packing
+nobody has taken.
 
 A pool thread's mailbox, int64: ACTIVE (1 while a table is posted), TABLE (its address), ROWS,
 and LOCK (1 while the thread reads the table). The caller retracts a table once every row is
@@ -63,12 +65,12 @@ from numba.extending import intrinsic
 
 from . import _blas
 from ._batchmajor_loops import c_slot, forward_sequence, gemm_packed
-from ._tilegemm import COLS
+from ._tilegemm import COLS, pack_into
 
 (STATE, T_, B_, I_, G_, P_, B_FULL, REVERSE, TRAIN, TC_T, X_FULL, X, W_IH_T, B_IH, B_HH, WP, WP_BYTES, PANELS,
  PANELS_IH, WP_IH, WP_IH_BYTES, CHUNK, H0, C0, A_, HS, CS, TC, SIZES, OUT, OUT_ROWS, OUT_LD, HN, CN,
- KIND, SRC, DST, FLAGS, DIMS, STATUS, CS_T, IH_ROWS) = range(42)
-FIELDS = 42
+ KIND, SRC, DST, FLAGS, DIMS, STATUS, CS_T, IH_ROWS, PK, PN) = range(44)
+FIELDS = 44
 POSTED, TAKEN, DONE = 1, 2, 3
 BLOCK, PACK = 0, 1                                        # a row's KIND
 ACTIVE, TABLE, ROWS, LOCK = range(4)                     # a mailbox's fields
@@ -172,9 +174,15 @@ def run_row(row, gemm, compute):
 
 @_jit
 def run_pack(row, pack):
-    """A pack row: oneDNN's sgemm_pack on its operands; its status into STATUS."""
+    """A pack row: oneDNN's sgemm_pack on its operands, its status into STATUS; or (FLAGS 0)
+    ``_tilegemm``'s panels, status 0."""
     f, d = row[FLAGS], row[DIMS]
-    row[STATUS] = pack(f, f + 1, f + 2, d, d + 8, d + 16, d + 24, d + 32, row[SRC], row[DST])
+    if f == 0:
+        K, N = row[PK], row[PN]
+        pack_into(numba.carray(_f32(row[SRC]), (K, N)), numba.carray(_f32(row[DST]), (N // COLS, K, COLS)))
+        row[STATUS] = 0
+    else:
+        row[STATUS] = pack(f, f + 1, f + 2, d, d + 8, d + 16, d + 24, d + 32, row[SRC], row[DST])
 
 
 @_jit
@@ -212,12 +220,15 @@ def drain(table, gemm, compute, pack, pause):
 
 
 def pack_row(buf, operands):
-    """A posted pack row filling ``buf`` (``_blas.pack_later``'s buffer and operands, which the caller
-    keeps alive until the row is done)."""
-    R, flags, dims = operands
+    """A posted pack row filling ``buf``: ``_blas.pack_later``'s buffer and operands (R, flags,
+    dims), or ``_tilegemm``'s panels and (W,), W (K, N) C-contiguous; the caller keeps them alive
+    until the row is done."""
     row = np.zeros(FIELDS, np.int64)
-    row[STATE], row[KIND] = POSTED, PACK
-    row[SRC], row[DST], row[FLAGS], row[DIMS] = R.ctypes.data, buf.ctypes.data, flags.ctypes.data, dims.ctypes.data
+    row[STATE], row[KIND], row[SRC], row[DST] = POSTED, PACK, operands[0].ctypes.data, buf.ctypes.data
+    if len(operands) == 1:                                # FLAGS 0: panels
+        row[PK], row[PN] = operands[0].shape
+    else:
+        row[FLAGS], row[DIMS] = operands[1].ctypes.data, operands[2].ctypes.data
     return row
 
 

@@ -7,9 +7,18 @@ tile of ROWS rows by one panel keeps its 24 sums in AVX-512 registers over the w
 (per k: four aligned loads of the panel's row, one broadcast of h[i, k] per row, 24 FMAs).
 Measured against oneDNN's sgemm_compute on its own packing (1 thread, 50 steps from a numba
 loop; our time / oneDNN's): (n, P) = (64, 256) 0.93-0.95, (32, 256) 0.94-0.96, (16, 128)
-0.90-0.92, (64, 128) 0.96-0.97, (64, 64) 0.88-0.92, (3, 128) 0.74; but (64, 384) 1.00 and
-(64, 512) 1.02-1.10, where a panel (128 KiB) outgrows L1 and oneDNN's blocking wins: so
-``suits`` takes P <= 256 (benchmarks/RESULTS.md, sixteenth round). The same kernel multiplies a
+0.90-0.92, (64, 128) 0.96-0.97, (64, 64) 0.88-0.92, (3, 128) 0.74 (benchmarks/RESULTS.md,
+sixteenth round).
+
+Prefetch. Past L2 the kernel lost: at (32x512) @ (512x2048) 1.06 of oneDNN's time, 4 MiB of
+panels streamed from L3 at every step, each panel's first tile waiting on it (with the panels
+in L2, (32x512) @ (512x512), it ran at 226 GFLOP/s, oneDNN 193). Where the panels outgrow
+``FETCH_BYTES`` (3/4 of L2), each of a panel's first four tiles asks, one line per k, for a
+quarter of the next panel into L2 (prefetcht1; after the last panel, the first: the next
+step's) while it computes: then (n x 512) @ (512 x 2048) n = 16 / 32 / 64 0.80 / 0.91 / 0.91
+of oneDNN's time, (32x1024) @ (1024x4096) 0.86, (32x768) @ (768x3072) 0.86; but within L2 the
+prefetches cost 2-5%, so smaller panels go without (benchmarks/RESULTS.md, twenty-third round).
+``suits`` takes every P. The same kernel multiplies a
 call's input side x W_ih^T where that product is small (``_batchmajor._input_side``), there
 read in place where the layer holds W_ih^T row-major (``gemm_in_place``). At batch 1 a tile of
 one row by one panel is four FMA chains, latency-bound when the next step waits for this one's
@@ -39,10 +48,11 @@ from numba.extending import intrinsic
 from . import _aligned
 
 LANES = 16                                                # float32 in one AVX-512 register
-COLS = 4 * LANES                                          # a panel's columns: four registers
+LINE = 16                                                 # float32 in one 64-byte cache line
+COLS = 4 * LANES                                          # a panel's columns: four registers (four lines)
 ROWS = 6                                                  # a tile's rows: 4 * ROWS of the 32 registers hold sums
 UNROLL = 4                                                # k steps per loop pass (measured: 4-7% faster than 1)
-_F32, _I64, _I32 = ir.FloatType(), ir.IntType(64), ir.IntType(32)
+_F32, _I64, _I32, _I8 = ir.FloatType(), ir.IntType(64), ir.IntType(32), ir.IntType(8)
 _V = ir.VectorType(_F32, LANES)
 
 
@@ -76,11 +86,12 @@ def _l2_bytes():
 
 
 L2_BYTES = _l2_bytes()
+FETCH_BYTES = L2_BYTES * 3 // 4                            # panels past this: prefetched (``_by_panels``)
 
 
 def suits(K, N):
     """Whether ``gemm`` is the faster product for (n, K) @ (K, N) here (module note)."""
-    return _AVAILABLE and N % COLS == 0 and 0 < K <= 256
+    return _AVAILABLE and N % COLS == 0 and K > 0
 
 
 def pack(W, *below):
@@ -95,15 +106,32 @@ def pack(W, *below):
     return panels
 
 
+def empty_panels(K, N):
+    """Room for the panels of a (K, N) matrix, 64-byte aligned, for ``pack_into`` to fill later."""
+    return _aligned.empty((N // COLS, K, COLS))
+
+
+@numba.njit(nogil=True)
+def pack_into(W, panels):
+    """``pack``'s copy of one matrix, compiled, for a row block's pack row (``_gilfree.run_pack``):
+    W (K, N) -> panels (N / COLS, K, COLS). Row by row of W, read once in order: 311 us at (512,
+    2048), as fast as ``pack``'s NumPy copy (318); panel by panel, W's columns strided, 441-743."""
+    for k in range(panels.shape[1]):
+        for p in range(panels.shape[0]):
+            for c in range(COLS):
+                panels[p, k, c] = W[k, p * COLS + c]
+
+
 # ---- the tile, in LLVM IR ----------------------------------------------------------------------
 
 def _const(value):
     return ir.Constant(_I64, value)
 
 
-def _k_loop(b, fma, rows, w, ldw, k0, k1, unroll, sums, vectors=4):
+def _k_loop(b, fma, rows, w, ldw, k0, k1, unroll, sums, vectors=4, fetch=None):
     """sums[i][g] += x[i, k] * panel[k, g*LANES:(g+1)*LANES] for k0 <= k < k1 ((k1 - k0) % unroll
-    == 0); rows: the tile's row pointers into x; returns the new sums."""
+    == 0); rows: the tile's row pointers into x; returns the new sums. ``fetch``: None, or
+    (llvm.prefetch, pf): each k also asks for the cache line k lines past pf into L2 (``_by_panels``)."""
     undef = ir.Constant(_V, ir.Undefined)
     lane0, splat = ir.Constant(_I32, 0), ir.Constant(ir.VectorType(_I32, LANES), [0] * LANES)
     before = b.block
@@ -114,6 +142,9 @@ def _k_loop(b, fma, rows, w, ldw, k0, k1, unroll, sums, vectors=4):
     phis = [[b.phi(_V) for _ in row] for row in sums]
     acc, kk = phis, k
     for _ in range(unroll):
+        if fetch is not None:                             # (read, locality 2: prefetcht1, data)
+            line = b.bitcast(b.gep(fetch[1], [b.mul(kk, _const(LINE))]), _I8.as_pointer())
+            b.call(fetch[0], [line, ir.Constant(_I32, 0), ir.Constant(_I32, 2), ir.Constant(_I32, 1)])
         wk = b.gep(w, [b.mul(kk, ldw)])                   # the panel's row k: four registers
         wv = [b.load(b.bitcast(b.gep(wk, [_const(g * LANES)]), _V.as_pointer()), align=64) for g in range(vectors)]
         xk = [b.shuffle_vector(b.insert_element(undef, b.load(b.gep(row, [kk]), align=4), lane0), undef, splat)
@@ -135,16 +166,20 @@ def _k_loop(b, fma, rows, w, ldw, k0, k1, unroll, sums, vectors=4):
     return out
 
 
-def _tile_rows(b, fma, m, sources, ldw, y, ldy, vectors=4):
+def _tile_rows(b, fma, m, sources, ldw, y, ldy, vectors=4, fetch=None):
     """Y[:m, panel] = sum of X[:m] @ W over ``sources``, (x, ldx, w, K) each (X (m, K) from x, rows ldx
     apart; W (K, COLS) the panel's rows from w), for one tile of m rows, ``vectors`` registers
-    wide: per source, an unrolled k loop, then the K % UNROLL rest, onto the same sums."""
+    wide: per source, an unrolled k loop, then the K % UNROLL rest, onto the same sums. ``fetch``:
+    (llvm.prefetch, pf) where each k of the sources, counted on from one to the next, prefetches
+    the line that many lines past pf (``_k_loop``)."""
     sums = [[ir.Constant(_V, [0.0] * LANES)] * vectors for _ in range(m)]
     for x, ldx, w, K in sources:
         rows = [b.gep(x, [b.mul(_const(i), ldx)]) for i in range(m)]
         k4 = b.and_(K, _const(-UNROLL))                   # K rounded down to a multiple of UNROLL
-        sums = _k_loop(b, fma, rows, w, ldw, _const(0), k4, UNROLL, sums, vectors)
-        sums = _k_loop(b, fma, rows, w, ldw, k4, K, 1, sums, vectors)
+        sums = _k_loop(b, fma, rows, w, ldw, _const(0), k4, UNROLL, sums, vectors, fetch)
+        sums = _k_loop(b, fma, rows, w, ldw, k4, K, 1, sums, vectors, fetch)
+        if fetch is not None:                             # the next source's k's fetch the lines after
+            fetch = fetch[0], b.gep(fetch[1], [b.mul(K, _const(LINE))])
     for i in range(m):
         yi = b.gep(y, [b.mul(_const(i), ldy)])
         for g in range(vectors):
@@ -158,6 +193,17 @@ def _kernel_setup(builder, addresses):
         set.add(builder.function.attributes, attribute)
     fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_V, [_V] * 3), f"llvm.fma.v{LANES}f32")
     return fma, [builder.inttoptr(v, _F32.as_pointer()) for v in addresses]
+
+
+def _tile_cases(builder, m, pf, tile_rows):
+    """``tile_rows(rows, fetch)`` for a tile of m rows, 1 <= m <= ROWS: with fetch (llvm.prefetch,
+    pf as a pointer) where pf is an address, None where it is 0."""
+    prefetch = cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(ir.VoidType(), [_I8.as_pointer(), _I32, _I32, _I32]), "llvm.prefetch.p0i8")
+    fetch = (prefetch, builder.inttoptr(pf, _F32.as_pointer()))
+    fetching = builder.zext(builder.icmp_unsigned("!=", pf, _const(0)), _I64)
+    _cases(builder, fetching, (0, 1), lambda f: _cases(builder, m, range(1, ROWS + 1),
+                                                       lambda rows: tile_rows(rows, fetch if f else None)))
 
 
 def _cases(builder, selector, choices, emit):
@@ -175,34 +221,36 @@ def _cases(builder, selector, choices, emit):
 
 
 def _codegen(context, builder, signature, args):
-    m, x, ldx, w, ldw, K, y, ldy = args
+    m, x, ldx, w, ldw, K, y, ldy, pf = args
     fma, (x, w, y) = _kernel_setup(builder, (x, w, y))
-    _cases(builder, m, range(1, ROWS + 1), lambda rows: _tile_rows(builder, fma, rows, [(x, ldx, w, K)], ldw, y, ldy))
+    _tile_cases(builder, m, pf, lambda rows, fetch: _tile_rows(builder, fma, rows, [(x, ldx, w, K)], ldw, y, ldy,
+                                                               fetch=fetch))
     return context.get_dummy_value()
 
 
 @intrinsic
-def _tile(typingctx, m, x, ldx, w, ldw, K, y, ldy):
-    """tile(m, x, ldx, w, ldw, K, y, ldy): Y (m, COLS) = X (m, K) @ panel (K, COLS), 1 <= m <= ROWS;
+def _tile(typingctx, m, x, ldx, w, ldw, K, y, ldy, pf):
+    """tile(m, x, ldx, w, ldw, K, y, ldy, pf): Y (m, COLS) = X (m, K) @ panel (K, COLS), 1 <= m <= ROWS;
     x, w, y addresses (w's 64-byte aligned, as is each of its rows), ldx, ldw and ldy row lengths
-    in floats."""
-    return types.void(*[types.int64] * 8), _codegen
+    in floats; pf: 0, or the address of K cache lines to prefetch into L2, one a k (``_by_panels``)."""
+    return types.void(*[types.int64] * 9), _codegen
 
 
 def _codegen2(context, builder, signature, args):
-    m, x, ldx, K, h, ldh, Kh, w, ldw, y, ldy = args
+    m, x, ldx, K, h, ldh, Kh, w, ldw, y, ldy, pf = args
     fma, (x, h, w, y) = _kernel_setup(builder, (x, h, w, y))
     wh = builder.gep(w, [builder.mul(K, ldw)])            # the panel's rows K.. multiply h
-    _cases(builder, m, range(1, ROWS + 1),
-           lambda rows: _tile_rows(builder, fma, rows, [(x, ldx, w, K), (h, ldh, wh, Kh)], ldw, y, ldy))
+    _tile_cases(builder, m, pf, lambda rows, fetch: _tile_rows(builder, fma, rows, [(x, ldx, w, K), (h, ldh, wh, Kh)],
+                                                               ldw, y, ldy, fetch=fetch))
     return context.get_dummy_value()
 
 
 @intrinsic
-def _tile2(typingctx, m, x, ldx, K, h, ldh, Kh, w, ldw, y, ldy):
-    """tile2(m, x, ldx, K, h, ldh, Kh, w, ldw, y, ldy): Y (m, COLS) = X (m, K) @ panel[:K] + H (m, Kh)
-    @ panel[K:K + Kh], the sums of both in the same registers (``_tile``'s, with a second source)."""
-    return types.void(*[types.int64] * 11), _codegen2
+def _tile2(typingctx, m, x, ldx, K, h, ldh, Kh, w, ldw, y, ldy, pf):
+    """tile2(m, x, ldx, K, h, ldh, Kh, w, ldw, y, ldy, pf): Y (m, COLS) = X (m, K) @ panel[:K] + H (m, Kh)
+    @ panel[K:K + Kh], the sums of both in the same registers (``_tile``'s, with a second source;
+    pf: K + Kh lines)."""
+    return types.void(*[types.int64] * 12), _codegen2
 
 
 @numba.njit(inline="always")
@@ -244,14 +292,18 @@ def _by_panels(w0, panel_step, ldw, npan, K, X, n, Y, Hh=None, kh=0):
     N = Y.shape[1]
     x0, y0 = X.ctypes.data, Y.ctypes.data
     h0, P = (0, 0) if Hh is None else (Hh.ctypes.data, Hh.shape[1])
+    fetch = ldw == COLS and 4 * npan * panel_step > FETCH_BYTES   # packed panels too big for L2 to keep
+    line_rows = panel_step // COLS                        # a quarter of a panel: as many lines as it has rows
     for p in range(npan):
         w = w0 + 4 * p * panel_step
-        for r in range(0, n, ROWS):
+        ahead = w0 if p == npan - 1 else w + 4 * panel_step   # the next panel (after the last: the first,
+        for t in range(0, (n + ROWS - 1) // ROWS):            # the next step's), a quarter a tile
+            r, pf = t * ROWS, ahead + 64 * t * line_rows if fetch and t < 4 else 0
             if kh > 0:
                 _tile2(min(ROWS, n - r), x0 + 4 * r * K, K, K, h0 + 4 * r * P, P, kh, w, ldw,
-                       y0 + 4 * (r * N + p * COLS), N)
+                       y0 + 4 * (r * N + p * COLS), N, pf)
             else:
-                _tile(min(ROWS, n - r), x0 + 4 * r * K, K, w, ldw, K, y0 + 4 * (r * N + p * COLS), N)
+                _tile(min(ROWS, n - r), x0 + 4 * r * K, K, w, ldw, K, y0 + 4 * (r * N + p * COLS), N, pf)
 
 
 # ---- batch 1: one row, up to 16 registers wide ------------------------------------------------
