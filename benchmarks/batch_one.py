@@ -82,11 +82,8 @@ def main():
         times = bench.interleaved_times(runs, args.reps * 50, settle=0)
     name = "frozen()" if args.frozen else "plain layer"
     print(f"--compare {args.compare}, (I,H,B,T) = ({I},{H},1,{T}), {name}, 1 thread, {args.reps * 50} reps:")
-    for a, b in [("new", "old")] + [(side, other) for other in ("ort", "torch") if other in runs
-                                     for side in ("old", "new")]:
-        ratio, lo, hi = bench.paired_ratio(times, a, b)
-        print(f"  {a} / {b}: {ratio:.3f} ({lo:.3f}-{hi:.3f})")
-    print("  us: " + ", ".join(f"{k} {np.median(v) * 1e6:.1f}" for k, v in times.items()))
+    pairs = [("new", "old")] + [(side, other) for other in ("ort", "torch") for side in ("old", "new")]
+    print("\n".join(bench.pair_lines(times, pairs, unit="us")))
 
 
 if __name__ == "__main__":

@@ -58,11 +58,8 @@ def main():
             times = bench.interleaved_times(runs, args.reps, settle=bench.SETTLE if "torch" in runs else 0)
             print(f"({cfg}), {args.threads} thread(s), inference, paired medians of {args.reps}:")
             pairs = [(f"{k} new", f"{k} old") for k in ("plain", "frozen")]
-            pairs += [(f"{k} {s}", "torch") for k in ("plain", "frozen") for s in ("old", "new") if "torch" in times]
-            for a, b in pairs:
-                ratio, lo, hi = bench.paired_ratio(times, a, b)
-                print(f"  {a} / {b} {ratio:.3f} ({lo:.3f}-{hi:.3f})")
-            print("  ms: " + ", ".join(f"{k} {np.median(v) * 1e3:.2f}" for k, v in times.items()))
+            pairs += [(f"{k} {s}", "torch") for k in ("plain", "frozen") for s in ("old", "new")]
+            print("\n".join(bench.pair_lines(times, pairs)))
 
 
 if __name__ == "__main__":

@@ -76,11 +76,7 @@ def main():
             run["torch"] = torch_infer
         times = bench.interleaved_times(run, args.reps, settle=bench.SETTLE if "torch" in run else 0)
     print(f"{args.compare}, ({args.config}), {args.threads} thread(s), inference, paired medians of {args.reps}:")
-    for a, b in (("new", "old"), ("old", "torch"), ("new", "torch")):
-        if b in times:
-            ratio, lo, hi = bench.paired_ratio(times, a, b)
-            print(f"  {a} / {b} {ratio:.3f} ({lo:.3f}-{hi:.3f})")
-    print("  ms: " + ", ".join(f"{k} {np.median(v) * 1e3:.3f}" for k, v in times.items()))
+    print("\n".join(bench.pair_lines(times, (("new", "old"), ("old", "torch"), ("new", "torch")))))
 
 
 if __name__ == "__main__":

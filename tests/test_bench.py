@@ -138,6 +138,16 @@ def test_new_over_old_reports_the_paired_ratio_and_the_medians(monkeypatch):
     assert line == "new / old 0.500 (0.375-0.750); us old 4000.0, new 1000.0"
 
 
+def test_pair_lines_report_the_pairs_present_and_every_median():
+    """Each pair whose two sides ran (a missing side, such as torch uninstalled, is left out),
+    with its paired ratio and quartiles, then the medians in the unit asked for."""
+    times = {"old": [0.002, 0.010, 0.004], "new": [0.001, 0.010, 0.001]}   # rep ratios 0.5, 1, 0.25
+    assert bench.pair_lines(times, [("new", "old"), ("new", "torch")]) == [
+        "  new / old 0.500 (0.375-0.750)", "  ms: old 4.00, new 1.00"]
+    assert bench.pair_lines(times, [("old", "new")], unit="us") == [
+        "  old / new 2.000 (1.500-3.000)", "  us: old 4000.0, new 1000.0"]
+
+
 def test_memory_runs_the_cell_it_is_asked_for(monkeypatch):
     """``--memory --cell gru``: each child process is told the cell, and the child builds that
     layer (it built an LSTM whatever --cell said)."""

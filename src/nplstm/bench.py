@@ -201,6 +201,16 @@ def paired_ratio(times, a, b):
     return tuple(float(v) for v in np.percentile(r, [50, 25, 75]))
 
 
+def pair_lines(times, pairs, unit="ms"):
+    """The report of a benchmarks/ script's interleaved runs: "  a / b 0.950 (0.930-0.970)" for each
+    (a, b) of ``pairs`` that ``times`` has both of (``paired_ratio``), then every run's median
+    in ``unit`` ("ms" or "us")."""
+    scale, digits = {"ms": (1e3, 2), "us": (1e6, 1)}[unit]
+    lines = [f"  {a} / {b} {r:.3f} ({lo:.3f}-{hi:.3f})" for a, b in pairs if a in times and b in times
+             for r, lo, hi in [paired_ratio(times, a, b)]]
+    return lines + [f"  {unit}: " + ", ".join(f"{k} {np.median(v) * scale:.{digits}f}" for k, v in times.items())]
+
+
 def new_over_old(runners, reps):
     """Time {"old": run, "new": run} interleaved (no settling: one library, one thread) and say
     "new / old 0.950 (0.930-0.970); us old 100.0, new 95.0": the paired ratio, its quartiles and
