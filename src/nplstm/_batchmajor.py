@@ -413,7 +413,8 @@ def _pack_panels(W, later):
     """W's panels (``_tilegemm.pack``), now where ``later`` is None or W is not C-contiguous (not
     held column-major); else their room, for a pack row of the call's table to fill
     (``_gilfree.pack_row``), its entry appended to ``later``: the plain layer's packing of W_hh^T
-    (330 us at H = 512) on one thread while the other packs W_ih^T, instead of before both."""
+    (330 us at H = 512) on a thread of the call's, while the other may pack W_ih^T, instead of
+    in this thread's Python before the table is posted."""
     if later is None or not W.flags.c_contiguous:
         return _tilegemm.pack(W)
     panels = _tilegemm.empty_panels(*W.shape)

@@ -46,9 +46,10 @@ A pack row (KIND = PACK; a block's KIND is BLOCK) packs one weight for oneDNN
 what it returned; or, FLAGS 0, into ``_tilegemm``'s panels (``_tilegemm.pack``): SRC W (PK, PN)
 row-major, DST the panels (PN / COLS, PK, COLS). A table lists its pack rows first, and a block
 waits for every one to be DONE before it starts: so a plain layer's two packings (W_hh^T and
-W_ih^T, 0.56 and 0.62 ms at H = 512 one after the other in the calling thread's Python) run on
-two threads at once, and in a table claimed in order a block's wait never waits for a packing
-nobody has taken.
+W_ih^T, 0.56 and 0.62 ms at H = 512 one after the other in the calling thread's Python) can run
+on two threads at once, and in a table claimed in order a block's wait never waits for a
+packing nobody has taken. (A pool thread that slept since its last call wakes ~0.2 ms late, and
+then the calling thread has often taken both: benchmarks/RESULTS.md, twenty-third round.)
 
 A pool thread's mailbox, int64: ACTIVE (1 while a table is posted), TABLE (its address), ROWS,
 and LOCK (1 while the thread reads the table). The caller retracts a table once every row is

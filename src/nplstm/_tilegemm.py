@@ -298,7 +298,7 @@ def _by_panels(w0, panel_step, ldw, npan, K, X, n, Y, Hh=None, kh=0):
         w = w0 + 4 * p * panel_step
         ahead = w0 if p == npan - 1 else w + 4 * panel_step   # the next panel (after the last: the first,
         for t in range(0, (n + ROWS - 1) // ROWS):            # the next step's), a quarter a tile
-            r, pf = t * ROWS, ahead + 64 * t * line_rows if fetch and t < 4 else 0
+            r, pf = t * ROWS, ahead + 4 * LINE * t * line_rows if fetch and t < 4 else 0
             if kh > 0:
                 _tile2(min(ROWS, n - r), x0 + 4 * r * K, K, K, h0 + 4 * r * P, P, kh, w, ldw,
                        y0 + 4 * (r * N + p * COLS), N, pf)
