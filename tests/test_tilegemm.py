@@ -17,18 +17,19 @@ def _gemm(panels, X, n, Y):
 
 @pytest.mark.parametrize("N", [64, 192])
 @pytest.mark.parametrize("K", [1, 3, 4, 5, 17, 130])
-@pytest.mark.parametrize("n", [1, 2, 5, 6, 7, 12, 13])
+@pytest.mark.parametrize("n", [0, 1, 2, 5, 6, 7, 12, 13, 32])
 def test_gemm_equals_the_float64_product(n, K, N):
-    """Every row count a tile can have (1-6, and more tiles than one), K below, at and past the
-    unrolled loop's 4 and with a remainder, several panels; rows past n are left alone."""
+    """Every row count a tile can have (1-6: n = 7 is tiles of 4 and 3, 13 of 5, 4 and 4), more
+    tiles than one, K below, at and past the unrolled loop's 4 and with a remainder, several
+    panels; rows past n are left alone (all of them, n = 0)."""
     rng = np.random.default_rng(100 * n + K)
     X = rng.standard_normal((n + 2, K)).astype(np.float32)
     W = rng.standard_normal((K, N)).astype(np.float32)
     Y = np.full((n + 2, N), 7.0, np.float32)
     _gemm(tg.pack(W), X, n, Y)
     want = X[:n].astype(np.float64) @ W.astype(np.float64)
-    bound = 2 * K * np.finfo(np.float32).eps * (np.abs(X[:n]) @ np.abs(W)).max()   # float32 sums of K products
-    assert np.abs(Y[:n] - want).max() <= bound
+    bound = 2 * K * np.finfo(np.float32).eps * (np.abs(X[:n]) @ np.abs(W)).max(initial=0)   # float32 sums
+    assert np.abs(Y[:n] - want).max(initial=0) <= bound                                    # of K products
     assert (Y[n:] == 7).all()
 
 
@@ -152,6 +153,19 @@ def test_batch_of_one_on_the_row_kernel_equals_the_python_loop(python_loop, H):
     want = _layer_runs(lstm, x, [5], G, hx)
     for k, (a, b) in enumerate(zip(got, want)):
         np.testing.assert_allclose(a, b, rtol=0, atol=5e-6, err_msg=str(k))
+
+
+def test_tiles_share_the_rows_out_evenly():
+    """As few tiles as ROWS allows, none more than one row longer than another: no tile of one or
+    two rows after full ones (``tg.tile_rows``)."""
+    assert tg.tile_rows(0) == (0, 0, 0)                   # (a row block whose sequences have all ended)
+    for n in range(1, 80):
+        tiles, fewer, more = tg.tile_rows(n)
+        rows = [fewer + 1] * more + [fewer] * (tiles - more)
+        assert sum(rows) == n and tiles == -(-n // tg.ROWS) and max(rows) <= tg.ROWS, (n, rows)
+        assert max(rows) - min(rows) <= 1, (n, rows)
+    tiles, fewer, more = tg.tile_rows(32)
+    assert [fewer + 1] * more + [fewer] * (tiles - more) == [6, 6, 5, 5, 5, 5]
 
 
 def test_pack_puts_64_columns_in_each_aligned_panel():

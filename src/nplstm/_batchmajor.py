@@ -189,7 +189,10 @@ def _kernel_input(I, G):
     ``_input_in_loop``): where the kernel suits the product and I <= 256, the sizes those rules
     were measured at. The kernel takes the step's product at any P (``_tilegemm.suits``), but
     the input side in the loop at I = 512 lost: (512,128,32,50), 1 thread, inference against
-    the chunks before it, 1.018 of the time (median of 5 processes, ``benchmarks/prefetch_panels.py``)."""
+    the chunks before it, 1.018 of the time (median of 5 processes, ``benchmarks/prefetch_panels.py``).
+    Since the kernel's tiles share the rows out evenly (``_tilegemm.tile_rows``) it is mixed at
+    I = 512, 0.925-0.95 at H = 64 and 0.97-1.005 at H = 128, and 1.02 at I = 768
+    (benchmarks/RESULTS.md, twenty-fourth round): a wider rule wants more shapes measured."""
     return _tilegemm.suits(I, G) and I <= 256
 
 

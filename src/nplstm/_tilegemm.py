@@ -286,24 +286,39 @@ def gemm2(panels, X, Hh, kh, n, Y):
 
 
 @numba.njit(inline="always")
+def tile_rows(n):
+    """(tiles, fewer, more): n rows shared out evenly over as few tiles as ROWS allows, the first
+    ``more`` tiles of fewer + 1 rows, the rest of ``fewer`` (32 rows: 6, 6, 5, 5, 5, 5; not 6 x 5
+    and 2). A tile of one or two rows reads the whole panel from L2 for few FMAs a line, faster
+    than L2 delivers it. Measured, 1 thread, 50 products, even tiles / ROWS then the rest (paired
+    medians of 25): (32x512) @ (512x2048) 0.955, (16x512) 0.954, (20x512) 0.856, (32x256) @
+    (256x1024) 0.971, (20x256) 0.957; 0.99-1.01 where the rest was 4 rows or more
+    (benchmarks/RESULTS.md, twenty-fourth round). No rows (a row block whose sequences have all
+    ended, with lengths): no tiles."""
+    tiles = (n + ROWS - 1) // ROWS
+    return tiles, n // max(tiles, 1), n % max(tiles, 1)
+
+
+@numba.njit(inline="always")
 def _by_panels(w0, panel_step, ldw, npan, K, X, n, Y, Hh=None, kh=0):
     """``gemm``'s loop: panel p starts panel_step floats after panel p - 1, its rows ldw apart; with
-    ``Hh``, ``gemm2``'s (its first kh columns times the panel's rows K..)."""
+    ``Hh``, ``gemm2``'s (its first kh columns times the panel's rows K..). Tiles of ``tile_rows``."""
     N = Y.shape[1]
     x0, y0 = X.ctypes.data, Y.ctypes.data
     h0, P = (0, 0) if Hh is None else (Hh.ctypes.data, Hh.shape[1])
     fetch = ldw == COLS and 4 * npan * panel_step > FETCH_BYTES   # packed panels too big for L2 to keep
     line_rows = panel_step // COLS                        # a quarter of a panel: as many lines as it has rows
+    tiles, fewer, more = tile_rows(n)
     for p in range(npan):
         w = w0 + 4 * p * panel_step
         ahead = w0 if p == npan - 1 else w + 4 * panel_step   # the next panel (after the last: the first,
-        for t in range(0, (n + ROWS - 1) // ROWS):            # the next step's), a quarter a tile
-            r, pf = t * ROWS, ahead + 4 * LINE * t * line_rows if fetch and t < 4 else 0
-            if kh > 0:
-                _tile2(min(ROWS, n - r), x0 + 4 * r * K, K, K, h0 + 4 * r * P, P, kh, w, ldw,
-                       y0 + 4 * (r * N + p * COLS), N, pf)
+        for t in range(tiles):                                # the next step's), a quarter a tile
+            r, pf = t * fewer + min(t, more), ahead + 4 * LINE * t * line_rows if fetch and t < 4 else 0
+            m = min(ROWS, n - r, fewer + (t < more))          # (the bounds change nothing but what LLVM
+            if kh > 0:                                        # knows: without them, 2-4% slower at K = 256)
+                _tile2(m, x0 + 4 * r * K, K, K, h0 + 4 * r * P, P, kh, w, ldw, y0 + 4 * (r * N + p * COLS), N, pf)
             else:
-                _tile(min(ROWS, n - r), x0 + 4 * r * K, K, w, ldw, K, y0 + 4 * (r * N + p * COLS), N, pf)
+                _tile(m, x0 + 4 * r * K, K, w, ldw, K, y0 + 4 * (r * N + p * COLS), N, pf)
 
 
 # ---- batch 1: one row, up to 16 registers wide ------------------------------------------------
