@@ -158,14 +158,15 @@ def test_batch_of_one_on_the_row_kernel_equals_the_python_loop(python_loop, H):
 def test_tiles_share_the_rows_out_evenly():
     """As few tiles as ROWS allows, none more than one row longer than another: no tile of one or
     two rows after full ones (``tg.tile_rows``)."""
+    def rows_of_each_tile(n):
+        tiles, fewer, more = tg.tile_rows(n)
+        return [fewer + 1] * more + [fewer] * (tiles - more)
     assert tg.tile_rows(0) == (0, 0, 0)                   # (a row block whose sequences have all ended)
     for n in range(1, 80):
-        tiles, fewer, more = tg.tile_rows(n)
-        rows = [fewer + 1] * more + [fewer] * (tiles - more)
-        assert sum(rows) == n and tiles == -(-n // tg.ROWS) and max(rows) <= tg.ROWS, (n, rows)
+        rows = rows_of_each_tile(n)
+        assert sum(rows) == n and len(rows) == -(-n // tg.ROWS) and max(rows) <= tg.ROWS, (n, rows)
         assert max(rows) - min(rows) <= 1, (n, rows)
-    tiles, fewer, more = tg.tile_rows(32)
-    assert [fewer + 1] * more + [fewer] * (tiles - more) == [6, 6, 5, 5, 5, 5]
+    assert rows_of_each_tile(32) == [6, 6, 5, 5, 5, 5]
 
 
 def test_pack_puts_64_columns_in_each_aligned_panel():
