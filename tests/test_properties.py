@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 hypothesis = pytest.importorskip("hypothesis")
-from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import HealthCheck, example, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 import nplstm  # noqa: E402
@@ -88,8 +88,15 @@ def test_a_batch_equals_its_rows_one_at_a_time(case):
             np.testing.assert_allclose(s[:, b], t, atol=1e-12)
 
 
+# A case CI drew: weight_hh_l0_reverse's gradient is 6e-5 of the largest (T = 2, proj_size=1),
+# and on its own scale the finite differences' rounding read as an error of 1.2e-6.
+TINY_TENSOR = (nplstm.LSTM(3, 2, num_layers=2, bidirectional=True, proj_size=1, dtype="float64", seed=27),
+               np.random.default_rng(27).standard_normal((2, 3, 3)), None)
+
+
 @settings(deadline=None, max_examples=12, suppress_health_check=[HealthCheck.too_slow])
 @given(cases(dtypes=("float64",)))
+@example(TINY_TENSOR)
 def test_backward_agrees_with_finite_differences(case):
     layer, x, lengths = case
     out, states, _ = run(layer, x, lengths)
@@ -103,8 +110,9 @@ def test_backward_agrees_with_finite_differences(case):
     layer.rng = np.random.default_rng(1)
     _, _, cache = run(layer, x, lengths, train=True)
     back = layer.backward(G, cache)
-    report = gradcheck(loss, {**layer.params, "x": x}, {**back[-1], "x": back[0]})
-    assert report.max_error <= 1e-6, report
+    report = gradcheck(loss, {**layer.params, "x": x}, {**back[-1], "x": back[0]}, floor=1e-3)
+    assert report.max_error <= 1e-6, report               # (floor: a tensor that barely reaches the loss,
+                                                          # on its own scale, reads the differences' rounding)
 
 
 @st.composite

@@ -192,3 +192,35 @@ def test_training_on_delayed_copy_drives_loss_down():
     start, end = np.mean(losses[:20]), np.mean(losses[-20:])
     assert start > 0.9 * np.log(n_sym)
     assert end < 0.25 * start, (start, end)
+
+
+def _tiny_beside_large(scale_w2=1.0):
+    """A loss near 1 whose W2 barely reaches it: dW2 is 1e-6 of dW1. Exact gradients, times
+    ``scale_w2`` for W2's (1.3: a 30% error)."""
+    rng = np.random.default_rng(20)
+    W1, W2 = rng.standard_normal((3, 4)), rng.standard_normal((5, 2))
+    A, B = rng.uniform(0.5, 1, W1.shape), rng.uniform(0.5, 1, W2.shape)
+    loss = lambda: float(1 + np.sum(A * W1) + 1e-6 * np.sum(B * W2))   # noqa: E731
+    return loss, {"W1": W1, "W2": W2}, {"W1": A, "W2": 1e-6 * B * scale_w2}
+
+
+def test_gradcheck_floor_measures_a_tiny_tensor_on_the_others_scale():
+    """On its own scale W2's exact gradient reads the finite differences' rounding (~1e-11 of a
+    loss near 1) as an error of ~1e-5; with floor=1e-3 it is measured against 1e-3 of the largest
+    gradient, where that rounding is ~1e-7 or less; and a 30% error in W2 still fails there.
+    W1's error is its own either way."""
+    loss, tensors, grads = _tiny_beside_large()
+    own, floored = gradcheck(loss, tensors, grads), gradcheck(loss, tensors, grads, floor=1e-3)
+    assert own.errors["W2"] > 1e-6, own
+    assert floored.errors["W2"] < own.errors["W2"] / 100 and floored.max_error <= 1e-6, floored
+    assert floored.errors["W1"] == own.errors["W1"]
+    loss, tensors, grads = _tiny_beside_large(scale_w2=1.3)
+    assert gradcheck(loss, tensors, grads, floor=1e-3).errors["W2"] > 1e-4
+
+
+@pytest.mark.parametrize("floor, exc", [("0.1", TypeError), (True, TypeError), (None, TypeError),
+                                        (-0.1, ValueError), (1.0, ValueError), (float("nan"), ValueError)])
+def test_gradcheck_rejects_a_bad_floor(floor, exc):
+    loss, tensors, grads = _tiny_beside_large()
+    with pytest.raises(exc, match="floor"):
+        gradcheck(loss, tensors, grads, floor=floor)

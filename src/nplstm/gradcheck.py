@@ -11,7 +11,15 @@ The relative error of a tensor is ``max|analytic - numeric| / max(max|analytic|,
 the worst element's error measured against the tensor's own scale, so a tiny gradient
 entry cannot blow it up through rounding, while a transposed axis or a missing term
 still shows as an O(1) error.
+
+A whole tensor can be tiny, though: a weight that barely reaches the loss, say, its gradient
+1e-6 of the others'. The finite differences carry rounding at the loss's scale (~1e-11 at
+eps = 1e-5 on a loss of order 1), and on the tensor's own scale that reads as an error of
+~1e-6. ``gradcheck(..., floor=1e-3)`` measures such a tensor against 1e-3 of the largest
+gradient among the tensors instead, where that rounding is ~1e-8, while a 30% error in it
+still reads as ~1e-4 or more.
 """
+import numbers
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -40,14 +48,15 @@ def numerical_gradient(loss_fn, x, eps=1e-5):
     return grad
 
 
-def relative_error(analytic, numeric):
-    """Worst element error relative to the tensor's scale (0.0 when both are exactly zero)."""
+def relative_error(analytic, numeric, least_scale=0.0):
+    """Worst element error relative to the tensor's scale, max|analytic| or max|numeric|, or
+    ``least_scale`` where that is larger (0.0 when the scale is zero)."""
     analytic, numeric = np.asarray(analytic, np.float64), np.asarray(numeric, np.float64)
     if analytic.shape != numeric.shape:
         raise ValueError(f"analytic gradient has shape {analytic.shape}, numeric has {numeric.shape}")
     if analytic.size == 0:
         return 0.0
-    scale = max(np.abs(analytic).max(), np.abs(numeric).max())
+    scale = max(np.abs(analytic).max(), np.abs(numeric).max(), least_scale)
     return 0.0 if scale == 0 else float(np.abs(analytic - numeric).max() / scale)
 
 
@@ -73,7 +82,7 @@ class GradcheckReport:
         return "\n".join(rows)
 
 
-def gradcheck(loss_fn, tensors, grads, *, eps=1e-5, tol=1e-7):
+def gradcheck(loss_fn, tensors, grads, *, eps=1e-5, tol=1e-7, floor=0.0):
     """Compare analytic ``grads`` with central differences of ``loss_fn()`` for each named tensor.
 
     Arguments:
@@ -81,17 +90,28 @@ def gradcheck(loss_fn, tensors, grads, *, eps=1e-5, tol=1e-7):
                    arrays in ``tensors`` (they are perturbed in place, then restored)
         tensors -- dict name -> float64 ndarray
         grads -- dict name -> analytic gradient of the same shape, for every name in tensors
+        floor -- in [0, 1): a tensor's scale is at least ``floor`` times the largest among the
+                 tensors (module note); 0, the default: each tensor on its own scale
     """
     if not callable(loss_fn):
         raise TypeError(f"loss_fn must be callable, got {type(loss_fn).__name__}")
-    report = GradcheckReport(tol=tol)
+    if isinstance(floor, bool) or not isinstance(floor, numbers.Real):
+        raise TypeError(f"floor must be a float in [0, 1), got {type(floor).__name__}")
+    if not 0 <= floor < 1:
+        raise ValueError(f"floor must be in [0, 1), got {floor}")
+    numeric = {}
     for name, x in tensors.items():
         x = _checks.float_array(f"tensors[{name!r}]", x)
         if x.dtype != np.float64:
             raise TypeError(f"tensors[{name!r}] must be float64 for finite differences, got {x.dtype}")
         if name not in grads:
             raise ValueError(f"grads is missing {name!r}; expected one gradient per tensor")
-        report.errors[name] = relative_error(grads[name], numerical_gradient(loss_fn, x, eps))
+        numeric[name] = numerical_gradient(loss_fn, x, eps)
+    largest = max((np.abs(np.asarray(a, np.float64)).max(initial=0) for a in
+                   (*(grads[k] for k in numeric), *numeric.values())), default=0.0) if floor else 0.0
+    report = GradcheckReport(tol=tol)
+    for name, n in numeric.items():
+        report.errors[name] = relative_error(grads[name], n, float(floor * largest))
     return report
 
 
