@@ -13,11 +13,11 @@ entry cannot blow it up through rounding, while a transposed axis or a missing t
 still shows as an O(1) error.
 
 A whole tensor can be tiny, though: a weight that barely reaches the loss, say, its gradient
-1e-6 of the others'. The finite differences carry rounding at the loss's scale (~1e-11 at
-eps = 1e-5 on a loss of order 1), and on the tensor's own scale that reads as an error of
-~1e-6. ``gradcheck(..., floor=1e-3)`` measures such a tensor against 1e-3 of the largest
-gradient among the tensors instead, where that rounding is ~1e-8, while a 30% error in it
-still reads as ~1e-4 or more.
+1e-6 of the others' (of order 1). The finite differences carry rounding at the loss's scale
+(~1e-11 at eps = 1e-5 on a loss of order 1), and on the tensor's own scale that reads as an
+error of ~1e-5. ``gradcheck(..., floor=1e-3)`` measures such a tensor against 1e-3 of the
+largest gradient among the tensors instead, where that rounding is ~1e-8, while a 30% error in
+it still reads as ~3e-4.
 """
 import numbers
 from dataclasses import dataclass, field
